@@ -1,0 +1,151 @@
+"""The `edgekws` command line. It parses options and calls plain functions; no logic lives here.
+
+Heavy modules (torch, scipy, TensorFlow, onnxruntime) are imported inside commands so that
+`edgekws --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgekws.errors import EdgeKWSError
+
+app = typer.Typer(
+    help="edgekws: train once, deploy many — slimmable keyword spotting for edge devices.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Make, inspect and cache Speech Commands corpora.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+out = Console()
+err = Console(stderr=True, highlight=False)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn user-caused failures into one line on stderr and exit code 1 (never a traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EdgeKWSError as exc:
+            err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(1) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            err.print(f"[bold red]error:[/] {where}{exc.strerror or exc}", soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+DataDir = Annotated[Path, typer.Option("--data-dir", "-d", help="A folder in the Speech Commands v2 layout.")]
+Protocol = Annotated[str, typer.Option(help="12 (10 keywords + unknown + silence) or 35 (all words).")]
+Seed = Annotated[int, typer.Option(help="Seed for every random choice (same seed, same result).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        from edgekws import __version__
+
+        out.print(f"edgekws {__version__}")
+        raise typer.Exit()
+
+
+@data_app.command("synth")
+@user_errors
+def data_synth(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (created; resumed if it holds a partial run).")],
+    clips: Annotated[int, typer.Option(help="Number of word clips (default sized to train a good model).")] = 32000,
+    seed: Seed = 0,
+    workers: Annotated[Optional[int], typer.Option(help="Parallel TTS workers (default: all cores).")] = None,
+) -> None:
+    """Synthesize a Speech Commands v2 style corpus offline with espeak-ng, flite and festival."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from edgekws.synth import synthesize
+
+    with Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=out, transient=True) as bar:
+        task = bar.add_task("synth", total=clips)
+        rep = synthesize(out_dir, clips, seed=seed, workers=workers,
+                         progress=lambda done, total: bar.update(task, completed=done, total=total))
+    out.print(
+        f"[green]✓[/] {rep.planned} clips in {rep.out} "
+        f"({rep.generated} generated, {rep.kept} kept from an earlier run) in {rep.seconds:.1f} s"
+        + (f", {rep.clips_per_second:.1f} clips/s" if rep.generated else "")
+    )
+    t = Table("split", "clips", "voices")
+    for s, n in rep.per_split.items():
+        t.add_row(s, str(n), str(rep.voices_per_split.get(s, "")))
+    out.print(t)
+
+
+@data_app.command("stats")
+@user_errors
+def data_stats(data_dir: DataDir, protocol: Protocol = "12", seed: Seed = 0, as_json: AsJson = False) -> None:
+    """Count examples per split and label, reading every clip once to prove the folder is sound."""
+    from edgekws.data import SpeechCommands, dataset_stats
+
+    ds = SpeechCommands.open(data_dir, protocol, seed)
+    stats = dataset_stats(ds)
+    if as_json:
+        print(json.dumps(stats, indent=2))
+        return
+    splits = list(stats["splits"])
+    t = Table("label", *splits, title=f"{data_dir} — protocol {protocol}")
+    for label in stats["labels"]:
+        t.add_row(label, *(str(stats["splits"][s]["counts"][label]) for s in splits))
+    t.add_row("[bold]total", *(f"[bold]{stats['splits'][s]['examples']}" for s in splits))
+    out.print(t)
+    line = f"{stats['clips_checked']} clips decoded, {len(stats['background_noise'])} background recordings"
+    if stats.get("voices_per_split"):
+        line += ", voices per split: " + ", ".join(f"{k} {v}" for k, v in stats["voices_per_split"].items())
+    out.print(line)
+
+
+@data_app.command("features")
+@user_errors
+def data_features(
+    data_dir: DataDir,
+    protocol: Protocol = "12",
+    seed: Seed = 0,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Where cached arrays go (default $EDGEKWS_CACHE or ~/.cache/edgekws).")] = None,
+) -> None:
+    """Decode every split and cache its waveforms and log-mel features for training."""
+    import time
+
+    from edgekws.data import SpeechCommands, load_split
+    from edgekws.features import FeatureConfig
+
+    ds = SpeechCommands.open(data_dir, protocol, seed)
+    cfg = FeatureConfig()
+    t = Table("split", "examples", "features", "seconds")
+    for name in ds.available_splits():
+        t0 = time.perf_counter()
+        cs = load_split(ds, name, cfg, cache_dir)
+        t.add_row(name, str(len(cs.targets)), "×".join(map(str, cs.features.shape[1:])), f"{time.perf_counter() - t0:.1f}")
+    out.print(t)
+    out.print(f"frontend: {cfg.n_mels} log-mels × {cfg.frames} frames "
+              f"({cfg.window_samples / cfg.sample_rate * 1000:.0f} ms windows, {cfg.hop_samples / cfg.sample_rate * 1000:.0f} ms hop)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install the Debian packages edgekws needs, only when something is missing (idempotent, quiet
+# when all is there). Everything comes from Debian main.
+set -euo pipefail
+need=()
+command -v espeak-ng >/dev/null || need+=(espeak-ng)
+command -v flite >/dev/null || need+=(flite)
+command -v text2wave >/dev/null || need+=(festival)
+[ -d /usr/share/festival/voices/english/kal_diphone ] || need+=(festvox-kallpc16k)
+[ -d /usr/share/festival/voices/english/ked_diphone ] || need+=(festvox-kdlpc16k)
+ls -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts >/dev/null 2>&1 || need+=(festvox-us-slt-hts)
+command -v sox >/dev/null || need+=(sox)
+[ ${#need[@]} -eq 0 ] && exit 0
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "setup: installing Debian packages: ${need[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
