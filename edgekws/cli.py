@@ -86,7 +86,8 @@ def data_synth(
     out.print(
         f"[green]✓[/] {rep.planned} clips in {rep.out} "
         f"({rep.generated} generated, {rep.kept} kept from an earlier run) in {rep.seconds:.1f} s"
-        + (f", {rep.clips_per_second:.1f} clips/s" if rep.generated else "")
+        + (f", {rep.clips_per_second:.1f} clips/s" if rep.generated else ""),
+        soft_wrap=True,
     )
     t = Table("split", "clips", "voices")
     for s, n in rep.per_split.items():
@@ -114,7 +115,7 @@ def data_stats(data_dir: DataDir, protocol: Protocol = "12", seed: Seed = 0, as_
     line = f"{stats['clips_checked']} clips decoded, {len(stats['background_noise'])} background recordings"
     if stats.get("voices_per_split"):
         line += ", voices per split: " + ", ".join(f"{k} {v}" for k, v in stats["voices_per_split"].items())
-    out.print(line)
+    out.print(line, soft_wrap=True)
 
 
 @data_app.command("features")

@@ -172,9 +172,8 @@ class SpeechCommands:
         return cls(root, proto, seed, words, lists, noise)
 
     def available_splits(self) -> list[str]:
-        has_train = any(p not in self.lists.get("validation", ()) and p not in self.lists.get("testing", ())
-                        for ps in self.words.values() for p in ps)
-        return [s for s in SPLITS if (s in self.lists and self.lists[s]) or (s == "train" and has_train)]
+        """Splits that have at least one example under this protocol."""
+        return [s for s in SPLITS if (s == "train" or s in self.lists) and len(self.split(s)) > 0]
 
     def _split_of(self, path: str) -> str:
         for split in ("validation", "testing"):
