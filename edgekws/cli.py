@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -26,8 +28,9 @@ app = typer.Typer(
 data_app = typer.Typer(help="Make, inspect and cache Speech Commands corpora.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-out = Console()
-err = Console(stderr=True, highlight=False)
+# Piped output (logs, CI, the README's examples) gets 120 columns instead of rich's 80.
+out = Console() if sys.stdout.isatty() else Console(width=120)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 400)
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -142,6 +145,41 @@ def data_features(
     out.print(t)
     out.print(f"frontend: {cfg.n_mels} log-mels × {cfg.frames} frames "
               f"({cfg.window_samples / cfg.sample_rate * 1000:.0f} ms windows, {cfg.hop_samples / cfg.sample_rate * 1000:.0f} ms hop)")
+
+
+@app.command("info")
+@user_errors
+def info(
+    family: Annotated[Optional[str], typer.Option(help="Model family (see the list with no option).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="A trained checkpoint: show its family, spec and metrics.")] = None,
+    spec_file: Annotated[Optional[Path], typer.Option("--spec", help="A spec JSON file: account for that one subnet.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show a family's search space and a widths × depths table of params, MACs and memory."""
+    from edgekws.info import family_report, load_spec_file
+
+    if checkpoint is not None:
+        from edgekws.checkpoint import load_checkpoint
+
+        ck = load_checkpoint(checkpoint)
+        family = ck.family
+    if spec_file is not None:
+        spec = load_spec_file(spec_file)
+        family = spec.family
+    rows, space, budget = family_report(family, only=[spec] if spec_file is not None else None)
+    if as_json:
+        print(json.dumps({"family": family, "space": space.to_dict(), "budget": budget, "subnets": rows}, indent=2))
+        return
+    if family is None:
+        return
+    out.print(f"[bold]{family}[/]: {space.describe()}  ({space.size():,} subnets)", soft_wrap=True)
+    t = Table("subnet", "width", "depth", "params", "BN-folded", "MACs", "act KB int8", "int8 KB", f"≤{budget // 1000}k",
+              box=box.SIMPLE_HEAD)
+    for r in rows:
+        t.add_row(r["name"], r["label_width"], r["label_depth"], f"{r['params']:,}", f"{r['params_deployed']:,}",
+                  f"{r['macs'] / 1e6:.2f}M", f"{r['peak_activation_bytes_int8'] / 1024:.1f}",
+                  f"{r['size_int8_bytes'] / 1024:.1f}", "[green]✓[/]" if r["within_budget"] else "[red]✗[/]")
+    out.print(t)
 
 
 def main() -> None:

@@ -1,0 +1,104 @@
+"""Self-describing supernet checkpoints, loaded safely.
+
+A checkpoint is a dict of plain types plus tensors — family, search space, feature config,
+labels, training config, metrics and the supernet's state dict — saved atomically and always
+loaded with `torch.load(..., weights_only=True)`, so a malicious pickle is refused without
+running any of its code.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgekws.errors import EdgeKWSError
+from edgekws.features import FeatureConfig
+from edgekws.fileio import atomic_path
+from edgekws.spec import SearchSpace
+
+FORMAT = "edgekws.supernet/1"
+
+
+class CheckpointError(EdgeKWSError):
+    pass
+
+
+@dataclass
+class Checkpoint:
+    family: str
+    space: SearchSpace
+    features: FeatureConfig
+    labels: tuple[str, ...]
+    state_dict: dict
+    train_config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def supernet(self):
+        """Rebuild the supernet and load the weights (space taken from the checkpoint)."""
+        from edgekws.models import get_family
+
+        fam = get_family(self.family)
+        if fam.space != self.space:
+            from dataclasses import replace
+
+            fam = replace(fam, space=self.space)
+        net = fam.supernet(self.num_classes, self.features.shape)
+        try:
+            net.load_state_dict(self.state_dict)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"checkpoint weights do not fit family '{self.family}': {first}") from None
+        return net.eval()
+
+
+def save_checkpoint(path: Path, ck: Checkpoint) -> None:
+    import torch
+
+    payload = {
+        "format": FORMAT,
+        "family": ck.family,
+        "space": ck.space.to_dict(),
+        "features": ck.features.to_dict(),
+        "labels": list(ck.labels),
+        "train_config": ck.train_config,
+        "metrics": ck.metrics,
+        "state_dict": {k: v.detach().cpu() for k, v in ck.state_dict.items()},
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{path}' does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()[0][:160]
+        raise CheckpointError(f"{path}: refused to load (not a plain-weights checkpoint: {reason})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({str(exc).strip().splitlines()[0][:160]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an edgekws supernet checkpoint (expected format {FORMAT})")
+    try:
+        return Checkpoint(
+            family=payload["family"],
+            space=SearchSpace.from_dict(payload["space"]),
+            features=FeatureConfig.from_dict(payload["features"]),
+            labels=tuple(payload["labels"]),
+            state_dict=payload["state_dict"],
+            train_config=payload.get("train_config", {}),
+            metrics=payload.get("metrics", {}),
+        )
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: checkpoint is missing or has a malformed field ({exc})") from None

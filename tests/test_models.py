@@ -1,0 +1,150 @@
+"""Supernets and extraction, parametrized over the family registry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgekws.errors import EdgeKWSError
+from edgekws.extract import extract, fold_bn, recalibrate_bn
+from edgekws.models import PARAM_BUDGET, Family, build_subnet, count_params, create_supernet, get_family, list_families, register_family
+from edgekws.ops import DynamicOp
+from edgekws.spec import SearchSpace
+
+PLAIN = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.GELU, nn.Linear, nn.LayerNorm, nn.Dropout, nn.AdaptiveAvgPool2d,
+         nn.Sequential, nn.Identity)
+
+
+def randomize(net: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every parameter and BN statistic non-trivial values, so a wrong slice shows."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return net
+
+
+def specs_for(space: SearchSpace):
+    rng = np.random.default_rng(0)
+    return [space.largest(), space.smallest(), *(space.sample(rng) for _ in range(4))]
+
+
+def input_for(fam: Family, batch: int = 3) -> torch.Tensor:
+    shape = fam.input_shape or (49, 40)
+    return torch.randn(batch, *shape, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("family", list_families())
+def test_extracted_equals_supernet(family):
+    fam = get_family(family)
+    sup = randomize(create_supernet(family)).eval()
+    x = input_for(fam)
+    for spec in specs_for(fam.space):
+        sub = extract(sup, spec).eval()
+        sup.set_active(spec)
+        with torch.no_grad():
+            torch.testing.assert_close(sub(x), sup(x), atol=1e-5, rtol=1e-5)
+        assert not any(isinstance(m, DynamicOp) for m in sub.modules())
+        # the model class is rebuilt from the spec alone and loads the plain state dict
+        rebuilt = build_subnet(spec, input_shape=fam.input_shape or (49, 40))
+        rebuilt.load_state_dict(sub.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(rebuilt.eval()(x), sub(x), atol=0, rtol=0)
+        leaves = {type(m) for m in sub.modules() if not list(m.children())}
+        assert all(issubclass(t, PLAIN) for t in leaves), leaves
+
+
+@pytest.mark.parametrize("family", list_families())
+def test_extract_leaves_supernet_state_alone(family):
+    fam = get_family(family)
+    sup = create_supernet(family)
+    before = sup.active
+    extract(sup, fam.space.smallest())
+    assert sup.active == before
+
+
+@pytest.mark.parametrize("family", list_families())
+def test_largest_subnet_within_budget(family):
+    fam = get_family(family)
+    assert count_params(build_subnet(fam.space.largest(), input_shape=fam.input_shape or (49, 40))) <= PARAM_BUDGET
+
+
+def test_registry_refuses_over_budget_family():
+    big = Family("dscnn_huge", SearchSpace.from_max("dscnn_huge", {"stem": (64, 8), "stage1": (512, 8), "stage2": (512, 8),
+                                                                    "stage3": (512, 8)}, {"stage1": (2,), "stage2": (3,), "stage3": (3,)}),
+                 get_family("dscnn").arch, get_family("dscnn").supernet_cls, get_family("dscnn").subnet_cls, "too big")
+    with pytest.raises(EdgeKWSError, match="over the 250,000 budget"):
+        register_family(big)
+    assert "dscnn_huge" not in list_families()
+    # research override
+    assert count_params(big.subnet(big.space.largest())) > PARAM_BUDGET
+
+
+def test_unknown_family():
+    with pytest.raises(EdgeKWSError, match="valid: dscnn, dscnn_mlperf, kwt"):
+        create_supernet("resnet")
+
+
+@pytest.mark.parametrize("family", ["dscnn", "dscnn_mlperf"])
+def test_fold_bn_keeps_outputs(family):
+    fam = get_family(family)
+    net = randomize(build_subnet(fam.space.largest(), input_shape=fam.input_shape or (49, 40))).eval()
+    folded = fold_bn(net)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = input_for(fam)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), atol=1e-4, rtol=1e-4)
+
+
+def test_recalibrate_bn_matches_batch_statistics():
+    net = randomize(build_subnet(get_family("dscnn").space.smallest()))
+    x = torch.randn(64, 49, 40, generator=torch.Generator().manual_seed(3))
+    n = recalibrate_bn(net, [x[:32], x[32:]])
+    assert n == 2 and not net.training
+    stem_bn = net.stem[1]
+    with torch.no_grad():
+        pre = net.stem[0](x.unsqueeze(1))
+    torch.testing.assert_close(stem_bn.running_mean, pre.mean(dim=(0, 2, 3)), atol=1e-4, rtol=1e-4)
+
+
+def test_switchable_bn_keeps_smallest_width_alive():
+    """Sandwich-train a dscnn supernet on a toy task; in eval mode the smallest subnet must still
+    classify (shared BN statistics would make it collapse), and its BN is its own."""
+    torch.manual_seed(0)
+    space = get_family("dscnn").space
+    sup = create_supernet("dscnn", num_classes=4)
+    g = torch.Generator().manual_seed(0)
+    protos = torch.randn(4, 49, 40, generator=g) * 2.0
+    def batch(n):
+        y = torch.randint(0, 4, (n,), generator=g)
+        return protos[y] + torch.randn(n, 49, 40, generator=g), y
+    opt = torch.optim.AdamW(sup.parameters(), lr=1e-3)
+    sup.train()
+    for _ in range(60):
+        x, y = batch(32)
+        opt.zero_grad()
+        for spec in (space.largest(), space.smallest()):
+            sup.set_active(spec)
+            nn.functional.cross_entropy(sup(x), y).backward()
+        opt.step()
+    sup.eval()
+    x, y = batch(200)
+    accs = {}
+    with torch.no_grad():
+        for name, spec in (("largest", space.largest()), ("smallest", space.smallest())):
+            sup.set_active(spec)
+            accs[name] = (sup(x).argmax(1) == y).float().mean().item()
+            sub = extract(sup, spec)
+            recalibrate_bn(sub, [batch(64)[0] for _ in range(4)])
+            accs[name + "_recalibrated"] = (sub(x).argmax(1) == y).float().mean().item()
+    assert min(accs.values()) > 0.9, accs
+    # the stem's first channels see the same input at every width; a pointwise BN does not
+    small_bn = sup.stages[0][0].pw_bn.bn[0]
+    big_bn = sup.stages[0][0].pw_bn.bn[-1]
+    assert not torch.allclose(small_bn.running_var, big_bn.running_var[: small_bn.num_features])
