@@ -182,6 +182,85 @@ def info(
     out.print(t)
 
 
+@app.command("train")
+@user_errors
+def train_cmd(
+    data_dir: DataDir,
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write (a .state file beside it allows --resume).")],
+    family: Annotated[str, typer.Option(help="Model family: dscnn or kwt.")] = "dscnn",
+    protocol: Protocol = "12",
+    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 20,
+    batch_size: Annotated[int, typer.Option(help="Examples per step (split across ranks under torchrun).")] = 128,
+    lr: Annotated[float, typer.Option(help="AdamW peak learning rate (1-epoch warm-up, cosine decay).")] = 3e-3,
+    num_random: Annotated[int, typer.Option(help="Random subnets per step besides largest and smallest.")] = 2,
+    kd: Annotated[str, typer.Option(help="In-place distillation loss: kl or alpha (TODM alpha-divergence).")] = "kl",
+    adaptive_dropout: Annotated[bool, typer.Option(help="Scale dropout with subnet size (TODM).")] = True,
+    teacher: Annotated[Optional[Path], typer.Option(help="Teacher checkpoint for teacher-student KD of the largest subnet.")] = None,
+    teacher_temperature: Annotated[float, typer.Option(help="KD temperature.")] = 4.0,
+    teacher_weight: Annotated[float, typer.Option(help="Weight of the teacher's KD loss vs the labels.")] = 0.5,
+    spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Train only this spec (no sandwich): a baseline twin.")] = None,
+    seed: Seed = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from the .state file of an interrupted run.")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch intra-op threads (default: torch's choice).")] = None,
+) -> None:
+    """Train a supernet once (sandwich rule, in-place distillation, elastic width and depth)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from edgekws.info import load_spec_file
+    from edgekws.train import TrainConfig, train
+
+    cfg = TrainConfig(family=family, protocol=protocol, epochs=epochs, batch_size=batch_size, lr=lr,
+                      num_random=num_random, kd=kd, adaptive_dropout=adaptive_dropout,
+                      teacher=str(teacher) if teacher else "", teacher_temperature=teacher_temperature,
+                      teacher_weight=teacher_weight, seed=seed,
+                      fixed_spec=load_spec_file(spec_file).to_dict() if spec_file else None)
+    with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"), TimeRemainingColumn(),
+                  console=out, transient=True) as bar:
+        task = bar.add_task("train", total=1, epoch=0, loss=0.0, acc=0.0)
+        res = train(data_dir, out_path, cfg, cache_dir=cache_dir, resume=resume, log=lambda m: bar.console.print(m),
+                    on_step=lambda i, n, info: bar.update(task, completed=i, total=n, **info), threads=threads)
+    t = Table("subnet", "name", "test accuracy", box=box.SIMPLE_HEAD)
+    for key, r in res.metrics.get("test", {}).items():
+        t.add_row(key, r["name"], f"{100 * r['accuracy']:.2f}%")
+    out.print(t)
+    out.print(f"[green]✓[/] wrote {res.checkpoint} ({res.metrics['train_seconds']:.0f} s of training)")
+
+
+@app.command("eval")
+@user_errors
+def eval_cmd(
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint written by `edgekws train`.")],
+    data_dir: DataDir,
+    width: Annotated[Optional[list[float]], typer.Option(help="Width multiplier(s) to evaluate (default: all trained).")] = None,
+    depth: Annotated[Optional[list[int]], typer.Option(help="Depth(s) per stage to evaluate (default: the largest).")] = None,
+    spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Evaluate exactly this spec.")] = None,
+    split: Annotated[str, typer.Option(help="Which split of the folder.")] = "testing",
+    png: Annotated[Optional[Path], typer.Option(help="Where to write the confusion-matrix PNG (default: beside the checkpoint).")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Accuracy per width (and depth) on any Speech Commands folder, plus a confusion-matrix PNG."""
+    from edgekws.evaluate import evaluate_checkpoint, plot_confusions
+    from edgekws.info import load_spec_file
+
+    rep = evaluate_checkpoint(checkpoint, data_dir, width, depth, load_spec_file(spec_file) if spec_file else None,
+                              split, cache_dir)
+    png = png or checkpoint.with_name(checkpoint.stem + f"_confusion_{split}.png")
+    plot_confusions(rep, png)
+    rep["confusion_png"] = str(png)
+    if as_json:
+        print(json.dumps(rep, indent=2))
+        return
+    t = Table("width", "depth", "subnet", "accuracy", box=box.SIMPLE_HEAD,
+              title=f"{rep['examples']} {split} examples from {data_dir}")
+    for r in rep["results"]:
+        t.add_row(r["width"], r["depth"], r["name"], f"{100 * r['accuracy']:.2f}%")
+    out.print(t)
+    out.print(f"confusion matrices: {png}")
+
+
 def main() -> None:
     app()
 

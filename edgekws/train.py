@@ -1,0 +1,369 @@
+"""Train once: supernet training with the sandwich rule and in-place distillation.
+
+One optimizer step per batch (slimmable networks' sandwich rule):
+1. the **largest** subnet learns from the labels (label-smoothed cross-entropy), optionally also
+   from an external teacher checkpoint (teacher–student KD, as for small highway networks);
+2. the **smallest** subnet and `num_random` random subnets learn from the largest's detached soft
+   outputs (in-place distillation) — with KL divergence, or TODM's alpha-divergence (AlphaNet's
+   adaptive form: the larger of D_α− and D_α+, importance ratios clipped);
+3. gradients of all of them are summed and one AdamW step is taken.
+
+Random subnets take a random width multiplier for all stages and a random depth per stage (TODM's
+elastic depth). Uniform widths keep each switchable BatchNorm's statistics coming from one
+width configuration; specs that mix widths across stages are supported everywhere else, and
+`recalibrate_bn` fits their statistics at export time.
+
+Adaptive dropout (TODM): the dropout before the classifier scales with the subnet's size,
+`p = dropout_max × params(subnet) / params(largest)`, so small subnets are not over-regularised.
+
+Distributed: under `torchrun`, each rank trains on its shard of every batch and gradients are
+all-reduced (averaged) once per sandwich step with torch.distributed (gloo on CPU, nccl on GPU).
+DDP's module wrapper syncs per backward and assumes a fixed set of used parameters; the sandwich
+rule runs 2 + n forwards per step over different parameter subsets, so edgekws reduces the
+gradients itself, once, after the last backward — the same arithmetic as DDP, without its hooks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgekws.augment import AugmentConfig, WaveAugment, spec_augment
+from edgekws.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from edgekws.data import CachedSplit, SpeechCommands, load_split
+from edgekws.errors import EdgeKWSError
+from edgekws.features import FeatureConfig, LogMel
+from edgekws.fileio import atomic_path, ensure_writable_dir
+from edgekws.models import count_params, create_supernet, get_family
+from edgekws.spec import SearchSpace, SubnetSpec
+
+
+@dataclass
+class TrainConfig:
+    """The default recipe (what each default buys is in the README)."""
+
+    family: str = "dscnn"
+    protocol: str = "12"
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 3e-3  # AdamW peak learning rate, after a 1-epoch linear warm-up, cosine to 0
+    weight_decay: float = 1e-2
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    num_random: int = 2  # random subnets per step besides the largest and the smallest
+    kd: str = "kl"  # in-place distillation loss: "kl" or "alpha" (TODM / AlphaNet)
+    alpha_min: float = -1.0
+    alpha_max: float = 1.0
+    alpha_clip: float = 5.0  # importance-ratio clip of the alpha-divergence
+    adaptive_dropout: bool = True
+    dropout_max: float = 0.2
+    teacher: str = ""  # path of a teacher checkpoint (its largest subnet teaches the largest)
+    teacher_temperature: float = 4.0
+    teacher_weight: float = 0.5
+    wave_augment: bool = True
+    spec_augment: bool = True
+    seed: int = 0
+    fixed_spec: dict | None = None  # train one spec only (the "twin" baseline of train_once)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# Losses
+
+
+def kd_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(teacher ‖ student) on temperature-softened distributions, × T² (Hinton et al.)."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True,
+                    reduction="batchmean") * t * t
+
+
+def alpha_divergence(student: torch.Tensor, teacher: torch.Tensor, alpha: float, clip: float) -> torch.Tensor:
+    """Per-sample D_α(p_teacher ‖ q_student) = Σ p·((q/p)^(1−α) − 1) / (α(α−1)), ratio clipped.
+
+    α → 1 gives KL(p‖q) (mean-seeking), α → 0 gives KL(q‖p) (mode-seeking); the limits are
+    taken explicitly.
+    """
+    log_p = F.log_softmax(teacher, -1)
+    log_q = F.log_softmax(student, -1)
+    p = log_p.exp()
+    if abs(alpha - 1.0) < 1e-6:
+        return (p * (log_p - log_q)).sum(-1)
+    if abs(alpha) < 1e-6:
+        return (log_q.exp() * (log_q - log_p)).sum(-1)
+    log_ratio = torch.clamp(log_q - log_p, max=math.log(clip))
+    return (p * (torch.exp((1.0 - alpha) * log_ratio) - 1.0)).sum(-1) / (alpha * (alpha - 1.0))
+
+
+def kd_alpha(student: torch.Tensor, teacher: torch.Tensor, alpha_min: float, alpha_max: float, clip: float) -> torch.Tensor:
+    """AlphaNet's adaptive alpha-divergence: per sample, the larger of D_α− and D_α+."""
+    return torch.maximum(alpha_divergence(student, teacher, alpha_min, clip),
+                         alpha_divergence(student, teacher, alpha_max, clip)).mean()
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def set_dropout(model: nn.Module, p: float) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = p
+
+
+def training_spec(space: SearchSpace, rng: np.random.Generator) -> SubnetSpec:
+    """A random subnet for the sandwich: one width multiplier for all stages, random depths."""
+    m = space.width_multipliers[rng.integers(len(space.width_multipliers))]
+    base = space.uniform(m)
+    depths = tuple(int(c[rng.integers(len(c))]) for c in space.depth_choices)
+    return SubnetSpec(space.family, base.widths, depths)
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Dist:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def allreduce_grads(model: nn.Module, d: Dist) -> None:
+    if d.world == 1:
+        return
+    import torch.distributed as dist
+
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= d.world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def average_buffers(model: nn.Module, d: Dist) -> None:
+    """Average BN running statistics across ranks (each saw its own shard)."""
+    if d.world == 1:
+        return
+    import torch.distributed as dist
+
+    for name, buf in model.named_buffers():
+        if buf.dtype.is_floating_point:
+            dist.all_reduce(buf)
+            buf /= d.world
+
+
+@torch.no_grad()
+def evaluate_spec(model: nn.Module, spec: SubnetSpec, split: CachedSplit, batch: int = 512) -> tuple[float, np.ndarray]:
+    """(accuracy, predictions) of the supernet at `spec` on a cached split's clean features."""
+    model.eval()
+    model.set_active(spec)
+    preds = []
+    feats = split.features
+    for s in range(0, len(feats), batch):
+        preds.append(model(torch.from_numpy(np.asarray(feats[s : s + batch]))).argmax(1).numpy())
+    p = np.concatenate(preds)
+    return float((p == split.targets).mean()), p
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    metrics: dict = field(default_factory=dict)
+
+
+def train(
+    data_dir: Path,
+    out: Path,
+    cfg: TrainConfig,
+    cache_dir: Path | None = None,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    on_step: Callable[[int, int, dict], None] | None = None,
+    threads: int | None = None,
+) -> TrainResult:
+    d = init_distributed()
+    if threads:
+        torch.set_num_threads(threads)
+    out = Path(out)
+    ensure_writable_dir(out.parent if str(out.parent) else Path("."))
+    state_path = out.with_name(out.name + ".state")
+    if cfg.kd not in ("kl", "alpha"):
+        raise EdgeKWSError(f"--kd must be 'kl' or 'alpha' (got '{cfg.kd}')")
+    fam = get_family(cfg.family)
+    feat_cfg = FeatureConfig()
+    ds = SpeechCommands.open(data_dir, cfg.protocol, cfg.seed)
+    train_split = load_split(ds, "train", feat_cfg, cache_dir)
+    val_split = load_split(ds, "validation", feat_cfg, cache_dir) if "validation" in ds.available_splits() else None
+    test_split = load_split(ds, "testing", feat_cfg, cache_dir) if "testing" in ds.available_splits() else None
+    labels = ds.protocol.labels
+    space = fam.space
+
+    torch.manual_seed(cfg.seed)
+    model = create_supernet(cfg.family, num_classes=len(labels), input_shape=feat_cfg.shape)
+    fixed = SubnetSpec.from_dict(cfg.fixed_spec) if cfg.fixed_spec else None
+    if fixed is not None:
+        space.validate(fixed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    teacher = None
+    if cfg.teacher:
+        tck = load_checkpoint(Path(cfg.teacher))
+        if tuple(tck.labels) != tuple(labels):
+            raise EdgeKWSError(f"teacher '{cfg.teacher}' has labels {list(tck.labels)}, the data has {list(labels)}")
+        teacher = tck.supernet()
+        teacher.set_active(tck.space.largest())
+        teacher.eval()
+
+    per_rank = cfg.batch_size // d.world
+    if per_rank < 1:
+        raise EdgeKWSError(f"--batch-size {cfg.batch_size} is smaller than the {d.world} ranks")
+    n = len(train_split.targets)
+    steps_per_epoch = max(1, n // cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    start_epoch, history, elapsed = 0, [], 0.0
+    if resume and state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state.get("config") != cfg.to_dict():
+            raise EdgeKWSError(f"{state_path} was written with another training config; start afresh without --resume")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, history, elapsed = state["epoch"], state["history"], state["elapsed"]
+        log(f"resumed from {state_path} at epoch {start_epoch}")
+
+    params_of: dict[SubnetSpec, int] = {}
+    largest_params = count_params(fam.subnet(space.largest(), len(labels), feat_cfg.shape))
+
+    def dropout_for(spec: SubnetSpec) -> float:
+        if not cfg.adaptive_dropout:
+            return cfg.dropout_max
+        if spec not in params_of:
+            params_of[spec] = count_params(fam.subnet(spec, len(labels), feat_cfg.shape))
+        return cfg.dropout_max * params_of[spec] / largest_params
+
+    frontend = LogMel(feat_cfg, dtype=torch.float32)
+    wave_aug = WaveAugment(ds.noise_span("train", feat_cfg.sample_rate), AugmentConfig()) if cfg.wave_augment else None
+    waves = np.asarray(train_split.waves)
+    targets = torch.from_numpy(np.array(train_split.targets))
+
+    def distill(student: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+        if cfg.kd == "alpha":
+            return kd_alpha(student, soft, cfg.alpha_min, cfg.alpha_max, cfg.alpha_clip)
+        return kd_kl(student, soft)
+
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout masks: reproducible per epoch
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+        spec_rng = np.random.default_rng([cfg.seed, epoch, 1])
+        run_loss, run_correct, run_seen = 0.0, 0, 0
+        for b in range(steps_per_epoch):
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size][d.rank * per_rank : (d.rank + 1) * per_rank]
+            gen = torch.Generator().manual_seed(int(cfg.seed * 1_000_003 + step * 31 + d.rank))
+            x = torch.from_numpy(waves[np.sort(idx)].astype(np.float32) / 32768.0)
+            y = targets[np.sort(idx)]
+            if wave_aug is not None:
+                x = wave_aug(x, gen)
+            feats = frontend(x)
+            if cfg.spec_augment:
+                feats = spec_augment(feats, gen)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total_steps, warmup, cfg.lr)
+            opt.zero_grad(set_to_none=True)
+            if fixed is not None:
+                sandwich = [fixed]
+            else:
+                sandwich = [space.largest(), space.smallest()] + [training_spec(space, spec_rng) for _ in range(cfg.num_random)]
+            soft = None
+            for k, spec in enumerate(sandwich):
+                model.set_active(spec)
+                set_dropout(model, dropout_for(spec))
+                logits = model(feats)
+                if k == 0:
+                    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                    if teacher is not None:
+                        with torch.no_grad():
+                            t_logits = teacher(feats)
+                        loss = (1 - cfg.teacher_weight) * loss + cfg.teacher_weight * kd_kl(logits, t_logits, cfg.teacher_temperature)
+                    soft = logits.detach()
+                    run_loss += loss.item() * len(y)
+                    run_correct += int((logits.argmax(1) == y).sum())
+                    run_seen += len(y)
+                else:
+                    loss = distill(logits, soft)
+                loss.backward()
+            allreduce_grads(model, d)
+            opt.step()
+            step += 1
+            if on_step is not None and d.main:
+                on_step(step - epoch * steps_per_epoch, steps_per_epoch,
+                        {"epoch": epoch + 1, "loss": run_loss / max(1, run_seen), "acc": run_correct / max(1, run_seen)})
+        average_buffers(model, d)
+        elapsed += time.perf_counter() - t0
+        row = {"epoch": epoch + 1, "train_loss": round(run_loss / max(1, run_seen), 4),
+               "train_acc": round(run_correct / max(1, run_seen), 4), "seconds": round(elapsed, 1)}
+        if val_split is not None:
+            for name, spec in (("largest", fixed or space.largest()), ("smallest", fixed or space.smallest())):
+                row[f"val_{name}"] = round(evaluate_spec(model, spec, val_split)[0], 4)
+        history.append(row)
+        if d.main:
+            log(" ".join(f"{k}={v}" for k, v in row.items()))
+            with atomic_path(state_path) as tmp:
+                torch.save({"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                            "epoch": epoch + 1, "history": history, "elapsed": elapsed}, tmp)
+
+    metrics: dict = {"history": history, "train_seconds": round(elapsed, 1), "world_size": d.world,
+                     "train_examples": n}
+    if test_split is not None:
+        specs = {"fixed": fixed} if fixed is not None else {
+            **{f"width_{m:g}": s for m, s in space.width_multiplier_specs().items()}, "smallest": space.smallest()}
+        metrics["test"] = {k: {"spec": s.to_dict(), "name": s.name, "accuracy": round(evaluate_spec(model, s, test_split)[0], 4)}
+                           for k, s in specs.items()}
+        metrics["test_examples"] = len(test_split.targets)
+    ck = Checkpoint(cfg.family, space, feat_cfg, tuple(labels), model.state_dict(),
+                    train_config={**cfg.to_dict(), "data_dir": str(data_dir), "world_size": d.world}, metrics=metrics)
+    if d.main:
+        save_checkpoint(out, ck)
+        state_path.unlink(missing_ok=True)
+    return TrainResult(out, metrics)
