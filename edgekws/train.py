@@ -187,6 +187,30 @@ def average_buffers(model: nn.Module, d: Dist) -> None:
             buf /= d.world
 
 
+def param_digest(model: nn.Module) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_in_step(model: nn.Module, d: Dist) -> list[str]:
+    """Every rank's parameter digest; raises if ranks have drifted apart."""
+    digest = param_digest(model)
+    if d.world == 1:
+        return [digest]
+    import torch.distributed as dist
+
+    digests: list = [None] * d.world
+    dist.all_gather_object(digests, digest)
+    if len(set(digests)) != 1:
+        raise EdgeKWSError(f"distributed ranks diverged (parameter digests {digests})")
+    return digests
+
+
 @torch.no_grad()
 def evaluate_spec(model: nn.Module, spec: SubnetSpec, split: CachedSplit, batch: int = 512) -> tuple[float, np.ndarray]:
     """(accuracy, predictions) of the supernet at `spec` on a cached split's clean features."""
@@ -195,7 +219,7 @@ def evaluate_spec(model: nn.Module, spec: SubnetSpec, split: CachedSplit, batch:
     preds = []
     feats = split.features
     for s in range(0, len(feats), batch):
-        preds.append(model(torch.from_numpy(np.asarray(feats[s : s + batch]))).argmax(1).numpy())
+        preds.append(model(torch.from_numpy(np.array(feats[s : s + batch]))).argmax(1).numpy())
     p = np.concatenate(preds)
     return float((p == split.targets).mean()), p
 
@@ -277,7 +301,10 @@ def train(
         if not cfg.adaptive_dropout:
             return cfg.dropout_max
         if spec not in params_of:
-            params_of[spec] = count_params(fam.subnet(spec, len(labels), feat_cfg.shape))
+            # building a model initialises weights from the global RNG; fork it so dropout masks
+            # (and so resumed runs) do not depend on which specs were counted before
+            with torch.random.fork_rng():
+                params_of[spec] = count_params(fam.subnet(spec, len(labels), feat_cfg.shape))
         return cfg.dropout_max * params_of[spec] / largest_params
 
     frontend = LogMel(feat_cfg, dtype=torch.float32)
@@ -340,6 +367,7 @@ def train(
                 on_step(step - epoch * steps_per_epoch, steps_per_epoch,
                         {"epoch": epoch + 1, "loss": run_loss / max(1, run_seen), "acc": run_correct / max(1, run_seen)})
         average_buffers(model, d)
+        check_in_step(model, d)
         elapsed += time.perf_counter() - t0
         row = {"epoch": epoch + 1, "train_loss": round(run_loss / max(1, run_seen), 4),
                "train_acc": round(run_correct / max(1, run_seen), 4), "seconds": round(elapsed, 1)}
@@ -354,7 +382,7 @@ def train(
                             "epoch": epoch + 1, "history": history, "elapsed": elapsed}, tmp)
 
     metrics: dict = {"history": history, "train_seconds": round(elapsed, 1), "world_size": d.world,
-                     "train_examples": n}
+                     "train_examples": n, "rank_param_digests": check_in_step(model, d)}
     if test_split is not None:
         specs = {"fixed": fixed} if fixed is not None else {
             **{f"width_{m:g}": s for m, s in space.width_multiplier_specs().items()}, "smallest": space.smallest()}
@@ -366,4 +394,9 @@ def train(
     if d.main:
         save_checkpoint(out, ck)
         state_path.unlink(missing_ok=True)
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
     return TrainResult(out, metrics)

@@ -1,0 +1,179 @@
+"""Supernet training on a real (tiny, synthetic) corpus: checkpoints, determinism, resume, KD
+losses, safe loading, evaluation and 2-process distributed training."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from edgekws.checkpoint import CheckpointError, load_checkpoint
+from edgekws.cli import app
+from edgekws.models import get_family
+from edgekws.train import TrainConfig, alpha_divergence, kd_alpha, kd_kl, train, training_spec
+
+TINY = dict(epochs=2, batch_size=32, num_random=1)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_corpus, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train") / "ck.pt"
+    train(tiny_corpus, out, TrainConfig(**TINY), cache_dir=out.parent / "cache", log=lambda m: None)
+    return out
+
+
+def test_checkpoint_is_self_describing(trained):
+    ck = load_checkpoint(trained)
+    assert ck.family == "dscnn" and len(ck.labels) == 12
+    assert ck.space == get_family("dscnn").space
+    assert ck.features.shape == (49, 40)
+    assert ck.train_config["epochs"] == 2 and ck.train_config["kd"] == "kl"
+    assert len(ck.metrics["history"]) == 2
+    assert set(ck.metrics["test"]) == {"width_0.25", "width_0.5", "width_0.75", "width_1", "smallest"}
+    net = ck.supernet()
+    net.set_active(ck.space.uniform(0.5))
+    assert net(torch.zeros(2, 49, 40)).shape == (2, 12)
+    # the file itself loads with weights_only=True
+    torch.load(trained, weights_only=True)
+
+
+def test_training_is_deterministic(tiny_corpus, tmp_path, trained):
+    again = tmp_path / "again.pt"
+    train(tiny_corpus, again, TrainConfig(**TINY), cache_dir=tmp_path / "cache", log=lambda m: None)
+    a, b = load_checkpoint(trained).state_dict, load_checkpoint(again).state_dict
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_matches_uninterrupted(tiny_corpus, tmp_path, trained):
+    out = tmp_path / "resumed.pt"
+
+    def stop_in_epoch_two(i, n, info):
+        if info["epoch"] == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(tiny_corpus, out, TrainConfig(**TINY), cache_dir=tmp_path / "cache", log=lambda m: None, on_step=stop_in_epoch_two)
+    assert not out.exists() and out.with_name("resumed.pt.state").exists()
+    train(tiny_corpus, out, TrainConfig(**TINY), cache_dir=tmp_path / "cache", resume=True, log=lambda m: None)
+    a, b = load_checkpoint(trained).state_dict, load_checkpoint(out).state_dict
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not out.with_name("resumed.pt.state").exists()
+
+
+class _Evil:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_refused_without_running_code(tmp_path):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "evil.pt"
+    torch.save({"format": "edgekws.supernet/1", "payload": _Evil(str(marker))}, bad)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_checkpoint(bad)
+    assert not marker.exists()
+    # a plain pickle file and a truncated checkpoint are refused too
+    plain = tmp_path / "plain.pt"
+    plain.write_bytes(pickle.dumps(_Evil(str(marker))))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(plain)
+    assert not marker.exists()
+
+
+def test_corrupt_and_missing_checkpoints(tmp_path, trained):
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(trained.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(cut)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(CheckpointError, match="not an edgekws supernet checkpoint"):
+        load_checkpoint(other)
+
+
+def test_kd_losses():
+    g = torch.Generator().manual_seed(0)
+    t, s = torch.randn(16, 12, generator=g), torch.randn(16, 12, generator=g)
+    assert kd_kl(t, t).abs() < 1e-6
+    assert kd_kl(s, t) > 0
+    for a in (-1.0, 0.5, 1.0, 0.0):
+        same = alpha_divergence(t, t, a, 5.0)
+        assert same.abs().max() < 1e-5
+        assert (alpha_divergence(s, t, a, 5.0) >= -1e-6).all()
+    # α → 1 is KL(teacher ‖ student)
+    torch.testing.assert_close(alpha_divergence(s, t, 1.0, 1e9).mean(), kd_kl(s, t), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(alpha_divergence(s, t, 0.999, 1e9), alpha_divergence(s, t, 1.0, 1e9), rtol=1e-2, atol=1e-3)
+    assert kd_alpha(s, t, -1.0, 1.0, 5.0) >= kd_kl(s, t) - 1e-6
+
+
+def test_training_specs_use_uniform_width_and_random_depth():
+    import numpy as np
+
+    space = get_family("dscnn").space
+    rng = np.random.default_rng(0)
+    specs = [training_spec(space, rng) for _ in range(50)]
+    assert all(s.widths in {u.widths for u in space.width_multiplier_specs().values()} for s in specs)
+    assert len({s.depths for s in specs}) > 5
+
+
+def test_alpha_kd_teacher_and_kwt_train(tiny_corpus, tmp_path, trained):
+    out = tmp_path / "student.pt"
+    cfg = TrainConfig(family="kwt", epochs=1, batch_size=32, num_random=1, kd="alpha", teacher=str(trained))
+    res = train(tiny_corpus, out, cfg, cache_dir=tmp_path / "cache", log=lambda m: None)
+    ck = load_checkpoint(out)
+    assert ck.family == "kwt" and ck.train_config["teacher"] == str(trained)
+    assert 0.0 <= res.metrics["test"]["width_1"]["accuracy"] <= 1.0
+
+
+def test_eval_cli_on_a_testing_only_folder(tiny_corpus, tmp_path, trained):
+    folder = tmp_path / "evalset"
+    shutil.copytree(tiny_corpus, folder)
+    (folder / "validation_list.txt").unlink()
+    png = tmp_path / "cm.png"
+    res = CliRunner().invoke(app, ["eval", "--checkpoint", str(trained), "--data-dir", str(folder), "--json",
+                                   "--png", str(png), "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert [r["width"] for r in rep["results"]] == ["0.25", "0.5", "0.75", "1"]
+    for r in rep["results"]:
+        cm = r["confusion"]
+        assert sum(map(sum, cm)) == rep["examples"]
+        assert abs(sum(cm[i][i] for i in range(12)) / rep["examples"] - r["accuracy"]) < 1e-3
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    res = CliRunner().invoke(app, ["eval", "--checkpoint", str(trained), "--data-dir", str(folder), "--width", "0.5",
+                                   "--depth", "1", "--depth", "3", "--png", str(png), "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 0 and "dscnn-w32.48.80.112-d1.1.1" in res.output and "dscnn-w32.48.80.112-d2.3.3" in res.output
+    res = CliRunner().invoke(app, ["eval", "--checkpoint", str(tmp_path / "none.pt"), "--data-dir", str(folder)])
+    assert res.exit_code == 1 and "does not exist" in res.stderr
+
+
+def test_torchrun_two_cpu_ranks_stay_in_step(tiny_corpus, tmp_path):
+    out = tmp_path / "ddp.pt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "edgekws", "train", "--data-dir", str(tiny_corpus), "--out", str(out), "--epochs", "2",
+           "--batch-size", "32", "--num-random", "1", "--threads", "1", "--cache-dir", str(tmp_path / "cache")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ck = load_checkpoint(out)
+    assert ck.metrics["world_size"] == 2
+    digests = ck.metrics["rank_param_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
