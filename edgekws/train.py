@@ -284,7 +284,7 @@ def train(
     steps_per_epoch = max(1, n // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    start_epoch, history, elapsed = 0, [], 0.0
+    start_epoch, history, elapsed, cpu_elapsed = 0, [], 0.0, 0.0
     if resume and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         if state.get("config") != cfg.to_dict():
@@ -292,6 +292,7 @@ def train(
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, history, elapsed = state["epoch"], state["history"], state["elapsed"]
+        cpu_elapsed = state.get("cpu_elapsed", 0.0)
         log(f"resumed from {state_path} at epoch {start_epoch}")
 
     params_of: dict[SubnetSpec, int] = {}
@@ -319,7 +320,7 @@ def train(
 
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.train()
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout masks: reproducible per epoch
         order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
@@ -369,6 +370,7 @@ def train(
         average_buffers(model, d)
         check_in_step(model, d)
         elapsed += time.perf_counter() - t0
+        cpu_elapsed += time.process_time() - c0
         row = {"epoch": epoch + 1, "train_loss": round(run_loss / max(1, run_seen), 4),
                "train_acc": round(run_correct / max(1, run_seen), 4), "seconds": round(elapsed, 1)}
         if val_split is not None:
@@ -379,9 +381,11 @@ def train(
             log(" ".join(f"{k}={v}" for k, v in row.items()))
             with atomic_path(state_path) as tmp:
                 torch.save({"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "epoch": epoch + 1, "history": history, "elapsed": elapsed}, tmp)
+                            "epoch": epoch + 1, "history": history, "elapsed": elapsed,
+                        "cpu_elapsed": cpu_elapsed}, tmp)
 
-    metrics: dict = {"history": history, "train_seconds": round(elapsed, 1), "world_size": d.world,
+    metrics: dict = {"history": history, "train_seconds": round(elapsed, 1),
+                     "train_cpu_seconds": round(cpu_elapsed, 1), "world_size": d.world,
                      "train_examples": n, "rank_param_digests": check_in_step(model, d)}
     if test_split is not None:
         specs = {"fixed": fixed} if fixed is not None else {

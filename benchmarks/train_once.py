@@ -1,0 +1,88 @@
+"""Train once vs train twins: the seeds' headline claim, in one command.
+
+    python benchmarks/train_once.py --data-dir DIR [--epochs 20] [--supernet CKPT]
+
+For each width (0.25, 0.5, 0.75, 1.0) an independent model of exactly that spec is trained from
+scratch with the same data, recipe, seed and epochs (`TrainConfig(fixed_spec=...)`); the supernet
+(trained here, or an existing checkpoint trained with the same epochs via --supernet) gives the
+same four subnets in one run. Writes benchmarks/results/train_once_<family>_<epochs>ep.{json,md}:
+test accuracy per width, supernet vs twin, and CPU time of the supernet vs the sum of the twins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from edgekws.checkpoint import load_checkpoint
+from edgekws.models import get_family
+from edgekws.train import TrainConfig, train
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", type=Path, required=True)
+    ap.add_argument("--family", default="dscnn")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--supernet", type=Path, default=None, help="reuse this supernet checkpoint")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/edgekws-train-once"))
+    ap.add_argument("--cache-dir", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    space = get_family(args.family).space
+
+    if args.supernet is None:
+        args.supernet = args.work / "supernet.pt"
+        train(args.data_dir, args.supernet, TrainConfig(family=args.family, epochs=args.epochs),
+              cache_dir=args.cache_dir, threads=args.threads)
+    sup = load_checkpoint(args.supernet)
+    if sup.train_config["epochs"] != args.epochs:
+        raise SystemExit(f"{args.supernet} was trained for {sup.train_config['epochs']} epochs, not {args.epochs}")
+
+    rows = []
+    for m, spec in space.width_multiplier_specs().items():
+        path = args.work / f"twin_{m:g}.pt"
+        if not path.exists():
+            train(args.data_dir, path, TrainConfig(family=args.family, epochs=args.epochs, fixed_spec=spec.to_dict()),
+                  cache_dir=args.cache_dir, threads=args.threads)
+        twin = load_checkpoint(path)
+        sup_acc = sup.metrics["test"][f"width_{m:g}"]["accuracy"]
+        twin_acc = twin.metrics["test"]["fixed"]["accuracy"]
+        rows.append({"width": m, "spec": spec.name, "supernet_acc": sup_acc, "twin_acc": twin_acc,
+                     "delta_pt": round(100 * (sup_acc - twin_acc), 2),
+                     "twin_cpu_s": twin.metrics["train_cpu_seconds"], "twin_wall_s": twin.metrics["train_seconds"]})
+    twins_cpu = sum(r["twin_cpu_s"] for r in rows)
+    result = {
+        "benchmark": "train_once",
+        "family": args.family,
+        "epochs": args.epochs,
+        "test_examples": sup.metrics.get("test_examples"),
+        "rows": rows,
+        "supernet_cpu_s": sup.metrics["train_cpu_seconds"],
+        "supernet_wall_s": sup.metrics["train_seconds"],
+        "twins_cpu_s": round(twins_cpu, 1),
+        "cpu_ratio_supernet_over_twins": round(sup.metrics["train_cpu_seconds"] / twins_cpu, 3),
+        "goal": "every subnet within 0.3 pt of its twin or better, at <= 0.4x the twins' total CPU time",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    result["within_0.3pt"] = all(r["delta_pt"] >= -0.3 for r in rows)
+    lines = ["| width | subnet | supernet | twin | Δ pt | twin CPU s |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['width']:g} | `{r['spec']}` | {100 * r['supernet_acc']:.2f} % | {100 * r['twin_acc']:.2f} % "
+                     f"| {r['delta_pt']:+.2f} | {r['twin_cpu_s']:.0f} |")
+    lines.append(f"\nSupernet CPU time {result['supernet_cpu_s']:.0f} s vs twins' total {twins_cpu:.0f} s "
+                 f"(ratio {result['cpu_ratio_supernet_over_twins']:.2f}); {args.epochs} epochs each.")
+    RESULTS.mkdir(exist_ok=True)
+    stem = RESULTS / f"train_once_{args.family}_{args.epochs}ep"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
