@@ -147,6 +147,28 @@ def data_features(
               f"({cfg.window_samples / cfg.sample_rate * 1000:.0f} ms windows, {cfg.hop_samples / cfg.sample_rate * 1000:.0f} ms hop)")
 
 
+@data_app.command("pack")
+@user_errors
+def data_pack(
+    data_dir: DataDir,
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="The .npz to write.")],
+    examples: Annotated[int, typer.Option(help="Examples from the test split, in the pinned order.")] = 1000,
+    audio: Annotated[int, typer.Option(help="How many of them also keep their audio (golden vectors).")] = 24,
+    protocol: Protocol = "12",
+    seed: Seed = 0,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
+) -> None:
+    """Write a pinned evaluation/calibration pack (what the package ships in edgekws/assets)."""
+    import numpy as np
+
+    from edgekws.assets import make_pack
+
+    pack = make_pack(data_dir, out_path, examples, audio, protocol, seed, cache_dir)
+    counts = np.bincount(pack.targets, minlength=len(pack.labels))
+    out.print(f"[green]✓[/] {out_path}: {len(pack)} examples ({', '.join(f'{l} {c}' for l, c in zip(pack.labels, counts))}), "
+              f"{len(pack.waves)} with audio, {out_path.stat().st_size / 2**20:.1f} MiB", soft_wrap=True)
+
+
 @app.command("info")
 @user_errors
 def info(
@@ -158,11 +180,13 @@ def info(
     """Show a family's search space and a widths × depths table of params, MACs and memory."""
     from edgekws.info import family_report, load_spec_file
 
+    tested: dict[str, float] = {}
     if checkpoint is not None:
         from edgekws.checkpoint import load_checkpoint
 
         ck = load_checkpoint(checkpoint)
         family = ck.family
+        tested = {r["name"]: r["accuracy"] for r in ck.metrics.get("test", {}).values()}
     if spec_file is not None:
         spec = load_spec_file(spec_file)
         family = spec.family
@@ -173,13 +197,19 @@ def info(
     if family is None:
         return
     out.print(f"[bold]{family}[/]: {space.describe()}  ({space.size():,} subnets)", soft_wrap=True)
-    t = Table("subnet", "width", "depth", "params", "BN-folded", "MACs", "act KB int8", "int8 KB", f"≤{budget // 1000}k",
-              box=box.SIMPLE_HEAD)
+    cols = ["subnet", "width", "depth", "params", "BN-folded", "MACs", "act KB int8", "int8 KB", f"≤{budget // 1000}k"]
+    t = Table(*cols, *(["test acc"] if tested else []), box=box.SIMPLE_HEAD)
     for r in rows:
+        acc = [f"{100 * tested[r['name']]:.2f}%" if r["name"] in tested else ""] if tested else []
         t.add_row(r["name"], r["label_width"], r["label_depth"], f"{r['params']:,}", f"{r['params_deployed']:,}",
                   f"{r['macs'] / 1e6:.2f}M", f"{r['peak_activation_bytes_int8'] / 1024:.1f}",
-                  f"{r['size_int8_bytes'] / 1024:.1f}", "[green]✓[/]" if r["within_budget"] else "[red]✗[/]")
+                  f"{r['size_int8_bytes'] / 1024:.1f}", "[green]✓[/]" if r["within_budget"] else "[red]✗[/]", *acc)
     out.print(t)
+    if checkpoint is not None:
+        cfg = ck.train_config
+        out.print(f"checkpoint {checkpoint}: {len(ck.labels)} classes, trained {cfg.get('epochs')} epochs "
+                  f"(kd {cfg.get('kd')}, seed {cfg.get('seed')}) in {ck.metrics.get('train_seconds', 0):.0f} s "
+                  f"on {ck.metrics.get('train_examples', '?')} examples", soft_wrap=True)
 
 
 @app.command("train")
@@ -259,6 +289,54 @@ def eval_cmd(
         t.add_row(r["width"], r["depth"], r["name"], f"{100 * r['accuracy']:.2f}%")
     out.print(t)
     out.print(f"confusion matrices: {png}")
+
+
+@app.command("export")
+@user_errors
+def export_cmd(
+    width: Annotated[Optional[float], typer.Option(help="Width multiplier (0.25, 0.5, 0.75, 1.0; others snap).")] = None,
+    spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Export exactly this spec (JSON).")] = None,
+    depth: Annotated[Optional[int], typer.Option(help="Blocks per stage (default: the largest).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Supernet checkpoint (default: the shipped one).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder that receives <subnet-name>/.")] = Path("export"),
+    formats: Annotated[str, typer.Option(help="Comma-separated: onnx,tflite.")] = "onnx,tflite",
+    precision: Annotated[str, typer.Option(help="Comma-separated: int8,float.")] = "int8,float",
+    calibration: Annotated[int, typer.Option(help="Pack examples used to calibrate int8.")] = 200,
+    pack: Annotated[Optional[Path], typer.Option(help="Evaluation/calibration pack (default: the shipped one).")] = None,
+    min_agreement: Annotated[float, typer.Option(help="int8 gate: top-1 agreement with float PyTorch.")] = 0.98,
+    max_drop: Annotated[float, typer.Option(help="int8 gate: accuracy drop vs float PyTorch, points.")] = 1.0,
+    atol: Annotated[float, typer.Option(help="float gate: max abs logit difference vs PyTorch.")] = 1e-4,
+    force: Annotated[bool, typer.Option(help="Replace an existing export.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Export one subnet to ONNX and TFLite (float and int8), validated by gates, with a manifest."""
+    import time
+
+    from edgekws.export import FORMATS, PRECISIONS, Thresholds, export_subnet, parse_list
+    from edgekws.info import load_spec_file
+
+    if width is not None and spec_file is not None:
+        raise EdgeKWSError("give --width or --spec, not both")
+    t0 = time.perf_counter()
+    res = export_subnet(spec=load_spec_file(spec_file) if spec_file else None, width=width, depth=depth,
+                        checkpoint=checkpoint, out=out_dir, formats=parse_list(formats, FORMATS, "format"),
+                        precisions=parse_list(precision, PRECISIONS, "precision"), calibration=calibration,
+                        pack_path=pack, force=force, thresholds=Thresholds(atol, min_agreement, max_drop))
+    seconds = time.perf_counter() - t0
+    if as_json:
+        print(json.dumps({"out_dir": str(res.out_dir), "seconds": round(seconds, 2), "manifest": res.manifest}, indent=2))
+        return
+    v = res.manifest["validation"]
+    t = Table("artefact", "check", "value", "threshold", "", box=box.SIMPLE_HEAD,
+              title=f"{res.spec.name}: gates on {v['pack_examples']} pinned examples (PyTorch float accuracy "
+                    f"{100 * v['pytorch_float_accuracy']:.2f}%)")
+    for c in res.checks:
+        value = f"{c.value:.2e}" if c.metric == "max abs diff" else f"{c.value:g}"
+        t.add_row(c.artefact, c.metric + (f" [{c.note}]" if c.note else ""), value, f"{c.threshold:g}",
+                  "[green]✓[/]" if c.passed else "[red]✗[/]")
+    out.print(t)
+    sizes = ", ".join(f"{k} {b / 1024:.1f} KB" for k, b in res.manifest["sizes_bytes"].items())
+    out.print(f"[green]✓[/] {res.out_dir}  ({sizes}; {seconds:.1f} s)", soft_wrap=True)
 
 
 def main() -> None:
