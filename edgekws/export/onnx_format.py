@@ -90,10 +90,21 @@ def io_quantization(model: bytes) -> dict:
     proto = onnx.load_from_string(model)
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
     res = {}
+    # the input's first QuantizeLinear may sit behind shape-only ops (the DS-CNN's Unsqueeze)
+    tensor, consumers = INPUT_NAME, {}
     for node in proto.graph.node:
-        if node.op_type == "QuantizeLinear" and node.input[0] == INPUT_NAME:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    while tensor in consumers:
+        node = consumers[tensor][0]
+        if node.op_type == "QuantizeLinear":
             res["input"] = {"scale": float(inits[node.input[1]]), "zero_point": int(inits[node.input[2]]),
-                            "dtype": str(inits[node.input[2]].dtype)}
+                            "dtype": str(inits[node.input[2]].dtype), "after": tensor}
+            break
+        if node.op_type not in ("Unsqueeze", "Reshape", "Identity", "Flatten") or len(consumers[tensor]) != 1:
+            break
+        tensor = node.output[0]
+    for node in proto.graph.node:
         if node.op_type == "DequantizeLinear" and node.output[0] == OUTPUT_NAME:
             res["output"] = {"scale": float(inits[node.input[1]]), "zero_point": int(inits[node.input[2]]),
                              "dtype": str(inits[node.input[2]].dtype)}

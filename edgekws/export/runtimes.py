@@ -40,7 +40,7 @@ class TFLiteRunner:
         kwargs = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
         with quiet_native_stderr():  # LiteRT announces its XNNPACK delegate on fd 2
             self.interp = cls(num_threads=threads, **kwargs)
-        self.interp.allocate_tensors()
+            self.interp.allocate_tensors()
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
 
