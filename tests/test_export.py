@@ -1,0 +1,174 @@
+"""`edgekws export` with the shipped supernet and pack, real ONNX Runtime, TensorFlow converter
+and LiteRT: gates, determinism, golden vectors, manifest, atomicity and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from edgekws.assets import DEFAULT_CHECKPOINT, DEFAULT_PACK, load_pack
+from edgekws.cli import app
+from edgekws.export import Thresholds, export_subnet
+from edgekws.export.runtimes import OnnxRunner, TFLiteRunner
+from edgekws.extract import fold_bn
+from edgekws.models import build_subnet, get_family, list_families
+
+pytestmark = pytest.mark.tflite
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export")
+    res = runner.invoke(app, ["export", "--width", "0.5", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return out / "dscnn-w32.48.80.112-d2.3.3"
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_export_layout_and_manifest(exported):
+    for name in ("model_float.onnx", "model_int8.onnx", "model_float.tflite", "model_int8.tflite", "labels.txt",
+                 "frontend.json", "manifest.json", "golden/index.json", "golden/features.npy", "golden/clip_00.wav"):
+        assert (exported / name).is_file(), name
+    m = json.loads((exported / "manifest.json").read_text())
+    assert m["spec"] == {"family": "dscnn", "widths": [32, 48, 80, 112], "depths": [2, 3, 3]}
+    assert m["validation"]["passed"] and all(c["passed"] for c in m["validation"]["checks"])
+    assert len(m["validation"]["checks"]) == 6
+    for rel, sha in m["files"].items():
+        assert hashlib.sha256((exported / rel).read_bytes()).hexdigest() == sha, rel
+    assert set(m["files"]) == set(digest(exported)) - {"manifest.json"}
+    assert m["accounting"]["params"] == 65_084
+    for fmt in ("onnx", "tflite"):
+        q = m["quantization"][fmt]
+        assert q["input"]["scale"] > 0 and q["output"]["scale"] > 0
+    assert m["quantization"]["onnx"]["scheme"]["name"] in {"s8s8", "s8s8_reduce_range", "u8u8", "u8s8_reduce_range"}
+    assert (exported / "labels.txt").read_text().split() == m["labels"]
+    assert json.loads((exported / "frontend.json").read_text())["frames"] == 49
+    assert m["tools"]["onnxruntime"] and m["tools"]["tensorflow-cpu"]
+
+
+def test_artefacts_reproduce_the_validation_with_real_runtimes(exported):
+    pack = load_pack(DEFAULT_PACK)
+    m = json.loads((exported / "manifest.json").read_text())
+    for name, key in (("model_float.onnx", "onnx float"), ("model_int8.onnx", "onnx int8"),
+                      ("model_float.tflite", "tflite float"), ("model_int8.tflite", "tflite int8")):
+        run = OnnxRunner(exported / name) if name.endswith(".onnx") else TFLiteRunner(exported / name)
+        acc = float((run(pack.features).argmax(1) == pack.targets).mean())
+        assert acc == pytest.approx(m["validation"]["accuracy"][key], abs=1e-4), name
+
+
+def test_golden_vectors_are_bit_exact(exported):
+    from edgekws.audio import read_wav
+    from edgekws.features import FeatureConfig, logmel_numpy
+
+    g = exported / "golden"
+    index = json.loads((g / "index.json").read_text())
+    audio = np.stack([read_wav(g / c) for c in index["clips"]])
+    cfg = FeatureConfig(**{k: v for k, v in json.loads((exported / "frontend.json").read_text()).items() if k != "frames"})
+    np.testing.assert_allclose(logmel_numpy(audio, cfg), np.load(g / "features.npy"), atol=1e-6)
+    r = TFLiteRunner(exported / "model_int8.tflite")
+    q_in = np.load(g / "input_tflite_int8.npy")
+    assert q_in.dtype == np.int8
+    np.testing.assert_array_equal(np.stack([r.raw(x) for x in q_in]), np.load(g / "expected_tflite_int8.npy"))
+    np.testing.assert_allclose(OnnxRunner(exported / "model_float.onnx")(np.load(g / "features.npy")),
+                               np.load(g / "expected_pytorch_float.npy"), atol=1e-4)
+
+
+def test_export_is_deterministic(exported, tmp_path):
+    res = runner.invoke(app, ["export", "--width", "0.5", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert digest(tmp_path / exported.name) == digest(exported)
+
+
+def test_failed_gate_leaves_nothing(tmp_path):
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["export", "--width", "0.25", "--out", str(out), "--atol", "0", "--formats", "tflite",
+                              "--precision", "float"])
+    assert res.exit_code == 1
+    assert "failed its gates" in res.stderr and "nothing was written" in res.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("family", [f for f in list_families()])
+def test_torch_tflite_and_onnx_float_parity_per_family(family):
+    from edgekws.export import onnx_format, tflite_format
+
+    fam = get_family(family)
+    shape = fam.input_shape or (49, 40)
+    torch.manual_seed(0)
+    net = build_subnet(fam.space.sample(np.random.default_rng(3)), input_shape=shape).eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    net = fold_bn(net)
+    x = np.random.default_rng(0).standard_normal((16, *shape)).astype(np.float32)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).numpy()
+    assert np.abs(TFLiteRunner(tflite_format.convert_float(net, family, shape))(x) - ref).max() <= 1e-4
+    assert np.abs(OnnxRunner(onnx_format.export_float(net, shape))(x) - ref).max() <= 1e-4
+
+
+def test_kwt_exports_to_every_format(tmp_path):
+    """A kwt supernet (trained briefly on the pack itself) through the whole export."""
+    from edgekws.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(DEFAULT_CHECKPOINT)
+    fam = get_family("kwt")
+    torch.manual_seed(0)
+    sup = fam.supernet(len(ck.labels), ck.features.shape)
+    pack = load_pack(DEFAULT_PACK)
+    opt = torch.optim.AdamW(sup.parameters(), lr=3e-3)
+    x, y = torch.from_numpy(pack.features[200:]), torch.from_numpy(pack.targets[200:])
+    for step in range(30):
+        sup.set_active(fam.space.uniform(0.5))
+        idx = torch.randint(0, len(x), (64,), generator=torch.Generator().manual_seed(step))
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(sup(x[idx]), y[idx]).backward()
+        opt.step()
+    path = tmp_path / "kwt.pt"
+    save_checkpoint(path, Checkpoint("kwt", fam.space, ck.features, ck.labels, sup.state_dict()))
+    res = export_subnet(width=0.5, checkpoint=path, out=tmp_path / "out",
+                        thresholds=Thresholds(int8_agreement=0.9, int8_max_drop_pt=5.0))
+    assert res.passed
+    assert {p.name for p in res.out_dir.iterdir()} >= {"model_float.onnx", "model_int8.onnx", "model_float.tflite", "model_int8.tflite"}
+
+
+def one_line_error(res, *needles):
+    assert res.exit_code == 1, res.output
+    assert "Traceback" not in res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_bad_inputs(tmp_path, exported):
+    out = str(tmp_path / "o")
+    one_line_error(runner.invoke(app, ["export", "--width", "3", "--out", out]), "0.25, 0.5, 0.75, 1.0")
+    one_line_error(runner.invoke(app, ["export", "--width", "0.5", "--depth", "9", "--out", out]), "valid: 1, 2, 3")
+    spec = tmp_path / "s.json"
+    spec.write_text('{"family": "dscnn", "widths": [32, 48, 81, 112], "depths": [2, 3, 3]}')
+    one_line_error(runner.invoke(app, ["export", "--spec", str(spec), "--out", out]), "valid: 40, 80, 120, 160")
+    one_line_error(runner.invoke(app, ["export", "--checkpoint", str(tmp_path / "none.pt"), "--out", out]), "does not exist")
+    corrupt = tmp_path / "c.pt"
+    corrupt.write_bytes(DEFAULT_CHECKPOINT.read_bytes()[:4000])
+    one_line_error(runner.invoke(app, ["export", "--checkpoint", str(corrupt), "--out", out]), "not a readable checkpoint")
+    one_line_error(runner.invoke(app, ["export", "--width", "0.5", "--out", str(exported.parent)]), "already exists", "--force")
+    one_line_error(runner.invoke(app, ["export", "--calibration", "5000", "--out", out]), "valid: 1..1000")
+    one_line_error(runner.invoke(app, ["export", "--formats", "coreml", "--out", out]), "valid: onnx, tflite")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    one_line_error(runner.invoke(app, ["export", "--out", str(blocker / "sub")]), "cannot create output folder")
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
