@@ -40,11 +40,6 @@ class Pack:
     def __len__(self) -> int:
         return len(self.targets)
 
-    def take(self, n: int) -> "Pack":
-        if n < 1 or n > len(self):
-            raise EdgeKWSError(f"asked for {n} examples but the pack has {len(self)} (valid: 1..{len(self)})")
-        return Pack(self.features[:n], self.targets[:n], self.keys[:n], self.labels, self.waves[: min(n, len(self.waves))])
-
 
 def make_pack(data_dir: Path, dest: Path, n: int = 1000, n_audio: int = 24, protocol: str = "12", seed: int = 0,
               cache_dir: Path | None = None) -> Pack:

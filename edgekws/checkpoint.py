@@ -34,10 +34,26 @@ class Checkpoint:
     state_dict: dict
     train_config: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    # Pinned training-split features (float16) for BN recalibration and int8 calibration, so that
+    # evaluation and export need no corpus and never calibrate on test data.
+    calibration: object = None
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    def calibration_features(self, n: int | None = None):
+        """(N, frames, n_mels) float32 numpy array of the calibration set (first n)."""
+        import numpy as np
+
+        if self.calibration is None:
+            raise CheckpointError("this checkpoint carries no calibration set (train it with edgekws >= 0.1)")
+        x = self.calibration.float().numpy()
+        if n is not None:
+            if n < 1 or n > len(x):
+                raise CheckpointError(f"calibration count {n} is outside the checkpoint's calibration set (valid: 1..{len(x)})")
+            x = x[:n]
+        return np.ascontiguousarray(x, dtype=np.float32)
 
     def supernet(self):
         """Rebuild the supernet and load the weights (space taken from the checkpoint)."""
@@ -70,6 +86,8 @@ def save_checkpoint(path: Path, ck: Checkpoint) -> None:
         "metrics": ck.metrics,
         "state_dict": {k: v.detach().cpu() for k, v in ck.state_dict.items()},
     }
+    if ck.calibration is not None:
+        payload["calibration"] = torch.as_tensor(ck.calibration).to(torch.float16)
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -99,6 +117,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
             state_dict=payload["state_dict"],
             train_config=payload.get("train_config", {}),
             metrics=payload.get("metrics", {}),
+            calibration=payload.get("calibration"),
         )
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: checkpoint is missing or has a malformed field ({exc})") from None

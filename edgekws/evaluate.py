@@ -38,12 +38,14 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, widths: list[float] | 
         ws = widths or list(space.width_multipliers)
         ds_ = depths or [None]
         runs = [(f"{w:g}", "max" if dd is None else str(dd), space.uniform(w, dd)) for w in ws for dd in ds_]
+    calib = ck.calibration_features() if ck.calibration is not None else None
     rows = []
     for wl, dl, s in runs:
-        acc, preds = evaluate_spec(model, s, data)
+        acc, preds = evaluate_spec(model, s, data, calib)
         rows.append({"width": wl, "depth": dl, "name": s.name, "spec": s.to_dict(), "accuracy": round(acc, 4),
                      "confusion": confusion(data.targets, preds, len(ck.labels)).tolist()})
     return {"checkpoint": str(checkpoint), "data_dir": str(data_dir), "split": split, "examples": len(data.targets),
+            "bn": "recalibrated per subnet on the checkpoint's calibration set" if calib is not None else "as stored",
             "labels": list(ck.labels), "results": rows}
 
 

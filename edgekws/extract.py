@@ -37,25 +37,49 @@ def extract(supernet: nn.Module, spec: SubnetSpec) -> nn.Module:
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
-    """Reset BN running statistics and re-estimate them as an exact average over `batches`.
+    """Re-estimate the running statistics of the BatchNorms the model's forward uses, as an exact
+    average over `batches` (once-for-all's BN calibration).
 
-    Returns the number of batches used. The model is left in eval mode.
+    Works on a static subnet and on a supernet at its active spec: a first forward finds which BN
+    layers run, and only those are reset. Only BN layers switch to training mode, so dropout
+    stays off. Returns the number of batches used; the model is left in eval mode.
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = {}
+    batches = list(batches)
+    if not batches:
+        return 0
+    model.eval()
+    used: list[nn.Module] = []
+    hooks = [m.register_forward_pre_hook(lambda m, inp: used.append(m))
+             for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    try:
+        model(batches[0][:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    bns = list(dict.fromkeys(used))
+    saved = {bn: bn.momentum for bn in bns}
     for bn in bns:
         bn.reset_running_stats()
-        saved[bn] = bn.momentum
         bn.momentum = None  # cumulative moving average: every batch weighs the same
-    model.train()
-    n = 0
-    for x in batches:
-        model(x)
-        n += 1
-    for bn in bns:
-        bn.momentum = saved[bn]
-    model.eval()
-    return n
+        bn.train()
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for bn in bns:
+            bn.momentum = saved[bn]
+        model.eval()
+    return len(batches)
+
+
+def calibration_batches(features, batch: int = 128) -> list[torch.Tensor]:
+    """Float32 batches from a (N, frames, n_mels) array or tensor of calibration features."""
+    x = torch.as_tensor(features).float()
+    return [x[s : s + batch] for s in range(0, len(x), batch)]
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 @torch.no_grad()

@@ -138,7 +138,8 @@ def test_kwt_exports_to_every_format(tmp_path):
         torch.nn.functional.cross_entropy(sup(x[idx]), y[idx]).backward()
         opt.step()
     path = tmp_path / "kwt.pt"
-    save_checkpoint(path, Checkpoint("kwt", fam.space, ck.features, ck.labels, sup.state_dict()))
+    save_checkpoint(path, Checkpoint("kwt", fam.space, ck.features, ck.labels, sup.state_dict(),
+                                     calibration=ck.calibration))
     res = export_subnet(width=0.5, checkpoint=path, out=tmp_path / "out",
                         thresholds=Thresholds(int8_agreement=0.9, int8_max_drop_pt=5.0))
     assert res.passed
@@ -166,7 +167,7 @@ def test_bad_inputs(tmp_path, exported):
     corrupt.write_bytes(DEFAULT_CHECKPOINT.read_bytes()[:4000])
     one_line_error(runner.invoke(app, ["export", "--checkpoint", str(corrupt), "--out", out]), "not a readable checkpoint")
     one_line_error(runner.invoke(app, ["export", "--width", "0.5", "--out", str(exported.parent)]), "already exists", "--force")
-    one_line_error(runner.invoke(app, ["export", "--calibration", "5000", "--out", out]), "valid: 1..1000")
+    one_line_error(runner.invoke(app, ["export", "--calibration", "5000", "--out", out]), "valid: 1..512")
     one_line_error(runner.invoke(app, ["export", "--formats", "coreml", "--out", out]), "valid: onnx, tflite")
     blocker = tmp_path / "file"
     blocker.write_text("x")

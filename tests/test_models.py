@@ -148,3 +148,19 @@ def test_switchable_bn_keeps_smallest_width_alive():
     small_bn = sup.stages[0][0].pw_bn.bn[0]
     big_bn = sup.stages[0][0].pw_bn.bn[-1]
     assert not torch.allclose(small_bn.running_var, big_bn.running_var[: small_bn.num_features])
+
+
+def test_recalibrate_bn_on_a_supernet_touches_only_the_active_subnet():
+    space = get_family("dscnn").space
+    sup = randomize(create_supernet("dscnn"))
+    sup.dropout.p = 0.9  # must stay off during calibration
+    before = {k: v.clone() for k, v in sup.state_dict().items() if "running" in k}
+    sup.set_active(space.smallest())
+    x = torch.randn(64, 49, 40, generator=torch.Generator().manual_seed(4))
+    recalibrate_bn(sup, [x])
+    after = {k: v for k, v in sup.state_dict().items() if "running" in k}
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert "stem_bn.bn.0.running_mean" in changed  # width-16 stem BN: used by the smallest subnet
+    assert not any(".bn.3." in k for k in changed)  # the widest BNs were not touched
+    assert not any(k.startswith("stages.1.1.") for k in changed)  # nor blocks beyond its depth
+    assert not sup.training

@@ -35,6 +35,8 @@ def test_checkpoint_is_self_describing(trained):
     assert ck.family == "dscnn" and len(ck.labels) == 12
     assert ck.space == get_family("dscnn").space
     assert ck.features.shape == (49, 40)
+    assert ck.calibration.dtype == torch.float16 and tuple(ck.calibration.shape[1:]) == (49, 40)
+    assert 0 < len(ck.calibration) <= 512
     assert ck.train_config["epochs"] == 2 and ck.train_config["kd"] == "kl"
     assert len(ck.metrics["history"]) == 2
     assert set(ck.metrics["test"]) == {"width_0.25", "width_0.5", "width_0.75", "width_1", "smallest"}

@@ -97,14 +97,13 @@ def export_subnet(
     force: bool = False,
     thresholds: Thresholds = Thresholds(),
     golden: int = 8,
-    recalibrate_bn: bool = True,
 ) -> ExportResult:
     import torch
 
     from edgekws.accounting import account
     from edgekws.assets import DEFAULT_CHECKPOINT, DEFAULT_PACK, load_pack
     from edgekws.checkpoint import load_checkpoint
-    from edgekws.extract import extract, fold_bn
+    from edgekws.extract import calibration_batches, extract, fold_bn, has_batchnorm
     from edgekws.extract import recalibrate_bn as recalibrate
 
     ck_path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
@@ -118,23 +117,26 @@ def export_subnet(
     pack = load_pack(Path(pack_path) if pack_path else DEFAULT_PACK)
     if tuple(pack.labels) != tuple(ck.labels):
         raise EdgeKWSError(f"pack labels {list(pack.labels)} differ from the checkpoint's {list(ck.labels)}")
-    if calibration < 1 or calibration > len(pack):
-        raise EdgeKWSError(f"--calibration {calibration} is outside the pack (valid: 1..{len(pack)})")
+    if ck.calibration is None:
+        raise EdgeKWSError(f"{ck_path}: checkpoint carries no calibration set; retrain it with this edgekws")
+    n_calib = len(ck.calibration)
+    if calibration < 1 or calibration > n_calib:
+        raise EdgeKWSError(f"--calibration {calibration} is outside the checkpoint's calibration set (valid: 1..{n_calib})")
     ensure_writable_dir(Path(out))
     dest = Path(out) / spec.name
     if dest.exists() and not force:
         raise EdgeKWSError(f"'{dest}' already exists (use --force to replace it)")
     shape = ck.features.shape
-    calib = pack.features[:calibration]
+    bn_calib = ck.calibration_features()  # pinned training examples, never the test pack
+    calib = bn_calib[:calibration]
 
     torch.manual_seed(0)
     supernet = ck.supernet()
     net = extract(supernet, spec).eval()
-    bn_note = "switchable BN statistics from training"
-    is_canonical = spec in ck.space.width_multiplier_specs().values() or spec == ck.space.smallest()
-    if recalibrate_bn and not is_canonical and any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()):
-        recalibrate(net, [torch.from_numpy(calib[s : s + 50]) for s in range(0, len(calib), 50)])
-        bn_note = f"BN statistics recalibrated on {len(calib)} calibration examples (non-canonical spec)"
+    bn_note = "no BatchNorm"
+    if has_batchnorm(net):
+        recalibrate(net, calibration_batches(bn_calib))
+        bn_note = f"BN statistics recalibrated on the checkpoint's {len(bn_calib)} pinned training examples, then folded"
     net = fold_bn(net)
     with torch.no_grad():
         ref = net(torch.from_numpy(pack.features)).numpy()
