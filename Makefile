@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgekws-installed
 DEMO_DIR ?= demo-out
 
-.PHONY: demo test test-all setup system bench clean
+.PHONY: demo demo-data test test-all setup system bench clean
 
 setup: system $(STAMP)
 
@@ -20,9 +20,14 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-# The main job. Until a shipped supernet exists it runs the stages that exist: synthesize a small
-# corpus, print its statistics, and build the feature cache.
+# The main job: from the shipped supernet, export the width-0.5 subnet to ONNX and TFLite (float
+# and int8) behind the accuracy gates, and show where the files are.
 demo: setup
+	$(VENV)/bin/edgekws info --checkpoint edgekws/assets/dscnn_supernet.pt
+	$(VENV)/bin/edgekws export --width 0.5 --out $(DEMO_DIR) --force
+
+# The data stage on its own: a small synthetic corpus, its statistics and feature cache.
+demo-data: setup
 	$(VENV)/bin/edgekws data synth --out $(DEMO_DIR)/corpus --clips 400 --seed 0
 	$(VENV)/bin/edgekws data stats --data-dir $(DEMO_DIR)/corpus
 	$(VENV)/bin/edgekws data features --data-dir $(DEMO_DIR)/corpus
@@ -36,7 +41,8 @@ test-all: setup
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PY) benchmarks/synth_rate.py
+	$(PY) benchmarks/synth_rate.py --clips 2000
+	$(PY) benchmarks/export_bench.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

@@ -11,6 +11,8 @@ import time
 import numpy as np
 from typer.testing import CliRunner
 
+from cliutil import one_line_error
+
 from edgekws.cli import app
 
 runner = CliRunner()
@@ -42,15 +44,6 @@ def test_synth_stats_features(tmp_path):
     # rerunning synth on a complete corpus generates nothing
     res = runner.invoke(app, ["data", "synth", "--out", str(corpus), "--clips", "30", "--seed", "4"])
     assert res.exit_code == 0 and "0 generated, 30 kept" in res.output
-
-
-def one_line_error(res, *needles):
-    assert res.exit_code == 1, res.output
-    assert "Traceback" not in res.output
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, res.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 def test_bad_inputs_get_one_line_errors(tmp_path, tiny_corpus):

@@ -13,6 +13,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from cliutil import one_line_error
+
 from edgekws.assets import DEFAULT_CHECKPOINT, DEFAULT_PACK, load_pack
 from edgekws.cli import app
 from edgekws.export import Thresholds, export_subnet
@@ -144,15 +146,6 @@ def test_kwt_exports_to_every_format(tmp_path):
                         thresholds=Thresholds(int8_agreement=0.9, int8_max_drop_pt=5.0))
     assert res.passed
     assert {p.name for p in res.out_dir.iterdir()} >= {"model_float.onnx", "model_int8.onnx", "model_float.tflite", "model_int8.tflite"}
-
-
-def one_line_error(res, *needles):
-    assert res.exit_code == 1, res.output
-    assert "Traceback" not in res.output
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, res.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 def test_bad_inputs(tmp_path, exported):

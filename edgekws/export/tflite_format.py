@@ -38,23 +38,17 @@ def _conv_fn(conv: nn.Conv2d) -> Callable:
     (ph, pw), (sh, sw) = conv.padding, conv.stride
     bias = tf.constant(_np(conv.bias)) if conv.bias is not None else None
     if conv.groups == 1:
-        w = tf.constant(_np(conv.weight).transpose(2, 3, 1, 0))
-
-        def f(x):
-            if ph or pw:
-                x = tf.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
-            y = tf.nn.conv2d(x, w, strides=[1, sh, sw, 1], padding="VALID")
-            return y + bias if bias is not None else y
+        op, w = tf.nn.conv2d, tf.constant(_np(conv.weight).transpose(2, 3, 1, 0))
     elif conv.groups == conv.in_channels == conv.out_channels:
-        w = tf.constant(_np(conv.weight).transpose(2, 3, 0, 1))
-
-        def f(x):
-            if ph or pw:
-                x = tf.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
-            y = tf.nn.depthwise_conv2d(x, w, strides=[1, sh, sw, 1], padding="VALID")
-            return y + bias if bias is not None else y
+        op, w = tf.nn.depthwise_conv2d, tf.constant(_np(conv.weight).transpose(2, 3, 0, 1))
     else:
         raise EdgeKWSError(f"grouped convolution with {conv.groups} groups has no TFLite port")
+
+    def f(x):
+        if ph or pw:
+            x = tf.pad(x, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
+        y = op(x, w, strides=[1, sh, sw, 1], padding="VALID")
+        return y + bias if bias is not None else y
     return f
 
 
