@@ -339,6 +339,61 @@ def export_cmd(
     out.print(f"[green]✓[/] {res.out_dir}  ({sizes}; {seconds:.1f} s)", soft_wrap=True)
 
 
+@app.command("profile")
+@user_errors
+def profile_cmd(
+    artefact_dir: Annotated[Optional[Path], typer.Argument(help="An export folder (from `edgekws export`).")] = None,
+    width: Annotated[Optional[float], typer.Option(help="Export this width of the shipped supernet first.")] = None,
+    target: Annotated[str, typer.Option(help="Device tier: a targets/*.toml name or path.")] = "host_x86",
+    runs: Annotated[int, typer.Option(help="Timed runs per model.")] = 200,
+    warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 20,
+    as_json: AsJson = False,
+) -> None:
+    """Latency (median/p90/p99), memory and size of float and int8 artefacts against a tier's budgets."""
+    import tempfile
+
+    from edgekws.profile import profile_export
+    from edgekws.targets import get_target
+
+    tgt = get_target(target)
+    if (artefact_dir is None) == (width is None):
+        raise EdgeKWSError("give an export folder or --width, not both")
+    with tempfile.TemporaryDirectory(prefix="edgekws-profile-") as tmp:
+        if width is not None:
+            from edgekws.export import export_subnet
+
+            artefact_dir = export_subnet(width=width, out=Path(tmp)).out_dir
+        rep = profile_export(artefact_dir, tgt, runs, warmup)
+    if as_json:
+        print(json.dumps(rep, indent=2))
+        return
+    b = tgt.budgets
+    t = Table("artefact", "median ms", "p90", "p99", "p95", "RAM KB", "size KB", "accuracy", "budgets", box=box.SIMPLE_HEAD,
+              title=f"{rep['name']} on {tgt.name} ({tgt.runtime}, {tgt.threads} thread(s)); budgets: p95 ≤ {b.max_p95_latency_ms} ms, "
+                    f"RAM ≤ {b.max_ram_kb:g} KB, size ≤ {b.max_model_kb:g} KB, params ≤ {b.max_params:,}")
+    for r in rep["results"]:
+        if not r.get("ok"):
+            t.add_row(r["model"], "[red]failed[/]", "", "", "", "", "", "", r.get("error", ""))
+            continue
+        lat = r["latency_ms"]
+        key = ("onnx " if r["model"].endswith(".onnx") else "tflite ") + r["precision"]
+        fails = [c["what"] for c in r["budgets"] if not c["passed"]]
+        t.add_row(r["model"], f"{lat['median']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{lat['p95']:.3f}",
+                  f"{r['rss_kb']['model_total']:,}", f"{r['model_bytes'] / 1024:.1f}",
+                  f"{100 * rep['accuracy'].get(key, float('nan')):.1f}%",
+                  "[green]✓[/]" if not fails else "[red]✗ " + ", ".join(fails) + "[/]")
+    out.print(t)
+    out.print(f"{rep['params']:,} params, {rep['macs'] / 1e6:.2f}M MACs; fastest here: [bold]{rep['fastest_precision']}[/]",
+              soft_wrap=True)
+    for r in rep["results"]:
+        ops = r.get("op_profile_ms")
+        if ops:
+            out.print(f"{r['model']} per operator (ms/inference): " + ", ".join(f"{k} {v:.3f}" for k, v in list(ops.items())[:6]),
+                      soft_wrap=True)
+    if rep["note"]:
+        out.print(f"[yellow]note:[/] {rep['note']}", soft_wrap=True)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,88 @@
+"""`edgekws profile`: what an exported model costs on a device tier, against its budgets.
+
+Latency and memory are measured by the on-board runner (`edgekws/runner.py`) in fresh child
+processes with the target's runtime and thread count, for the float and the int8 artefact: which
+precision wins is a per-device measurement (on our x86 build host XNNPACK int8 is slower than
+float for a DS-CNN). Params, MACs and sizes come from the export's manifest. On a host whose
+architecture differs from the target's, the latency figures are the host's: they are marked as
+such, and `edgekws bench --device` measures on the board itself.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekws.errors import EdgeKWSError
+from edgekws.targets import DeviceTarget
+
+RUNNER = Path(__file__).resolve().parent / "runner.py"
+ARTEFACTS = {"litert": ("model_float.tflite", "model_int8.tflite"), "onnxruntime": ("model_float.onnx", "model_int8.onnx")}
+
+
+@dataclass
+class BudgetCheck:
+    what: str
+    value: float
+    limit: float
+
+    @property
+    def passed(self) -> bool:
+        return self.value <= self.limit
+
+
+def run_runner(models: list[Path], runtime: str, threads: int, runs: int, warmup: int, op_profile: bool = True,
+               python: str | None = None) -> dict:
+    cmd = [python or sys.executable, str(RUNNER), "--runtime", runtime, "--threads", str(threads), "--runs", str(runs),
+           "--warmup", str(warmup)]
+    for m in models:
+        cmd += ["--model", str(m)]
+    if op_profile:
+        cmd.append("--op-profile")
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise EdgeKWSError(f"runner failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}")
+    return json.loads(res.stdout)
+
+
+def profile_export(folder: Path, target: DeviceTarget, runs: int = 200, warmup: int = 20) -> dict:
+    folder = Path(folder)
+    mpath = folder / "manifest.json"
+    if not mpath.is_file():
+        raise EdgeKWSError(f"'{folder}' is not an export folder (no manifest.json); run `edgekws export` first")
+    manifest = json.loads(mpath.read_text())
+    models = [folder / name for name in ARTEFACTS[target.runtime] if (folder / name).exists()]
+    if not models:
+        raise EdgeKWSError(f"'{folder}' has no {target.runtime} artefacts ({', '.join(ARTEFACTS[target.runtime])})")
+    measured = run_runner(models, target.runtime, target.threads, runs, warmup)
+    acc = manifest["accounting"]
+    b = target.budgets
+    rows = []
+    for r in measured["results"]:
+        if not r.get("ok"):
+            rows.append({"model": r["model"], "ok": False, "error": r.get("error")})
+            continue
+        checks = [
+            BudgetCheck("params", acc["params"], b.max_params),
+            BudgetCheck("model KB", r["model_bytes"] / 1024, b.max_model_kb),
+            BudgetCheck("RAM KB", r["rss_kb"]["model_total"] or 0, b.max_ram_kb),
+            BudgetCheck("p95 ms", r["latency_ms"]["p95"], b.max_p95_latency_ms),
+        ]
+        rows.append({**r, "budgets": [{"what": c.what, "value": round(c.value, 3), "limit": c.limit, "passed": c.passed}
+                                      for c in checks], "within_budgets": all(c.passed for c in checks)})
+    ok = [r for r in rows if r.get("ok")]
+    fastest = min(ok, key=lambda r: r["latency_ms"]["median"])["precision"] if ok else None
+    host = platform.machine()
+    return {
+        "export": str(folder), "name": manifest["name"], "target": target.key, "target_name": target.name,
+        "runtime": target.runtime, "threads": target.threads, "params": acc["params"], "macs": acc["macs"],
+        "accuracy": manifest["validation"]["accuracy"], "device": measured["device"], "results": rows,
+        "fastest_precision": fastest,
+        "measured_on_target_arch": host == target.arch or (host in ("aarch64", "arm64") and target.arch == "aarch64"),
+        "note": None if host == target.arch else
+        f"latency measured on this {host} host, not on a {target.cpu}: indicative only (use `edgekws bench --device`)",
+    }
