@@ -301,7 +301,7 @@ def export_cmd(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder that receives <subnet-name>/.")] = Path("export"),
     formats: Annotated[str, typer.Option(help="Comma-separated: onnx,tflite.")] = "onnx,tflite",
     precision: Annotated[str, typer.Option(help="Comma-separated: int8,float.")] = "int8,float",
-    calibration: Annotated[int, typer.Option(help="Pack examples used to calibrate int8.")] = 200,
+    calibration: Annotated[Optional[int], typer.Option(help="Calibration examples for int8 (default: 200, or all the checkpoint has).")] = None,
     pack: Annotated[Optional[Path], typer.Option(help="Evaluation/calibration pack (default: the shipped one).")] = None,
     min_agreement: Annotated[float, typer.Option(help="int8 gate: top-1 agreement with float PyTorch.")] = 0.98,
     max_drop: Annotated[float, typer.Option(help="int8 gate: accuracy drop vs float PyTorch, points.")] = 1.0,
@@ -392,6 +392,73 @@ def profile_cmd(
                       soft_wrap=True)
     if rep["note"]:
         out.print(f"[yellow]note:[/] {rep['note']}", soft_wrap=True)
+
+
+bench_app = typer.Typer(help="Benchmark suites on devices (local, ssh://) and their reports.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.callback(invoke_without_command=True)
+@user_errors
+def bench_cmd(
+    ctx: typer.Context,
+    suite: Annotated[Optional[Path], typer.Option(help="A suite TOML (benchmarks/suites/*.toml).")] = None,
+    device: Annotated[Optional[list[str]], typer.Option(help="local or ssh://[user@]host[:port]; repeat to run in parallel.")] = None,
+    results: Annotated[Path, typer.Option(help="JSONL file the rows are appended to.")] = Path("benchmarks/results/bench.jsonl"),
+    resume: Annotated[bool, typer.Option(help="Skip rows already recorded as successful.")] = False,
+    identity: Annotated[Optional[Path], typer.Option(help="SSH private key.")] = None,
+    known_hosts: Annotated[Optional[Path], typer.Option(help="SSH known_hosts file to use.")] = None,
+    remote_python: Annotated[str, typer.Option(help="Python on the board (needs numpy and LiteRT or onnxruntime).")] = "python3",
+    retries: Annotated[int, typer.Option(help="Tries per row before a failure row is recorded.")] = 3,
+    backoff: Annotated[float, typer.Option(help="First retry delay in seconds (doubles each time).")] = 1.0,
+    cache: Annotated[Path, typer.Option(help="Where suite models are exported.")] = Path(".edgekws-bench"),
+) -> None:
+    """Run a benchmark suite on one or more devices; `edgekws bench report FILE` renders the results."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if suite is None or not device:
+        raise EdgeKWSError("give --suite and at least one --device (or use `edgekws bench report RESULTS.jsonl`)")
+    from edgekws.bench import ResultsFile, load_suite, make_device, prepare_models, run_suite
+    from edgekws.fileio import ensure_writable_dir
+
+    s = load_suite(suite)
+    devices = [make_device(d, str(identity) if identity else None, str(known_hosts) if known_hosts else None, remote_python)
+               for d in device]
+    ensure_writable_dir(results.parent)
+    models = prepare_models(s, suite, ensure_writable_dir(cache))
+    counts = run_suite(s, models, devices, ResultsFile(results), resume=resume, retries=retries, backoff=backoff,
+                       log=lambda m: out.print(m, soft_wrap=True, highlight=False))
+    out.print(f"[green]✓[/] {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done → {results}")
+
+
+@bench_app.command("report")
+@user_errors
+def bench_report(
+    results: Annotated[Path, typer.Argument(help="A JSONL file written by `edgekws bench`.")],
+    png: Annotated[Optional[Path], typer.Option(help="Latency-vs-MACs plot (default: beside the results).")] = None,
+) -> None:
+    """A table of a results file (latest row per key) and a latency-vs-MACs plot."""
+    from edgekws.bench import plot_latency_vs_macs, read_results
+
+    rows = read_results(results)
+    latest = {}
+    for r in rows:
+        latest[r["key"]] = r
+    t = Table("device", "model", "runtime", "precision", "threads", "MACs", "median ms", "p95 ms", "RAM KB", "tries",
+              box=box.SIMPLE_HEAD, title=f"{results}: {len(latest)} rows")
+    for r in sorted(latest.values(), key=lambda r: (r["device"], r["macs"], r["runtime"], r["precision"], r["threads"])):
+        if r.get("ok"):
+            lat = r["latency_ms"]
+            t.add_row(r["device"], r["model"], r["runtime"], r["precision"], str(r["threads"]), f"{r['macs'] / 1e6:.2f}M",
+                      f"{lat['median']:.3f}", f"{lat['p95']:.3f}", f"{(r.get('rss_kb') or {}).get('model_total', '')}",
+                      str(r.get("attempts", 1)))
+        else:
+            t.add_row(r["device"], r["model"], r["runtime"], r["precision"], str(r["threads"]), f"{r['macs'] / 1e6:.2f}M",
+                      "[red]failed[/]", "", "", str(r.get("attempts", "")))
+    out.print(t)
+    png = png or results.with_suffix(".png")
+    plot_latency_vs_macs(list(latest.values()), png)
+    out.print(f"plot: {png}")
 
 
 def main() -> None:

@@ -240,7 +240,7 @@ def main(argv=None) -> int:
         if proc.returncode == 0 and lines:
             results.append(json.loads(lines[-1]))
         else:
-            results.append({"model": os.path.basename(model), "ok": False,
+            results.append({"model": os.path.basename(model), "ok": False, "crashed": True,
                             "error": "exit %d: %s" % (proc.returncode, proc.stderr.strip()[-300:])})
     print(json.dumps({"device": versions(), "results": results}, indent=2))
     return 0

@@ -92,7 +92,7 @@ def export_subnet(
     out: Path = Path("export"),
     formats: tuple[str, ...] = FORMATS,
     precisions: tuple[str, ...] = PRECISIONS,
-    calibration: int = 200,
+    calibration: int | None = None,
     pack_path: Path | None = None,
     force: bool = False,
     thresholds: Thresholds = Thresholds(),
@@ -120,6 +120,8 @@ def export_subnet(
     if ck.calibration is None:
         raise EdgeKWSError(f"{ck_path}: checkpoint carries no calibration set; retrain it with this edgekws")
     n_calib = len(ck.calibration)
+    if calibration is None:
+        calibration = min(200, n_calib)
     if calibration < 1 or calibration > n_calib:
         raise EdgeKWSError(f"--calibration {calibration} is outside the checkpoint's calibration set (valid: 1..{n_calib})")
     ensure_writable_dir(Path(out))

@@ -1,0 +1,204 @@
+"""`edgekws bench` against this machine and a real OpenSSH server on 127.0.0.1 (throwaway keys),
+including connections killed mid-suite and a board that disappears."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgekws.bench import ResultsFile, SSHDevice, load_suite, make_device, prepare_models, read_results, run_suite
+from edgekws.cli import app
+from edgekws.errors import EdgeKWSError
+
+pytestmark = [pytest.mark.ssh, pytest.mark.tflite]
+SUITE = Path(__file__).resolve().parent.parent / "benchmarks" / "suites" / "smoke.toml"
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sshd:
+    """A private sshd on 127.0.0.1: its own host key, config, authorized key and pid file."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.port = free_port()
+        root.mkdir(parents=True, exist_ok=True)
+        for name in ("host", "client"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True)
+        (root / "authorized_keys").write_text((root / "client.pub").read_text())
+        os.chmod(root / "authorized_keys", 0o600)
+        (root / "sshd_config").write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {root / 'host'}\nPidFile {root / 'sshd.pid'}\n"
+            f"AuthorizedKeysFile {root / 'authorized_keys'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n"
+            "MaxStartups 100\nLogLevel ERROR\n")
+        Path("/run/sshd").mkdir(exist_ok=True)
+        self.proc = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([SSHD, "-D", "-f", str(self.root / "sshd_config"), "-E", str(self.root / "log")])
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("sshd did not start: " + (self.root / "log").read_text())
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+
+    def kill_sessions(self) -> int:
+        """SIGKILL every session process this sshd forked: live connections drop, the listener stays."""
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
+        for pid in out:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return len(out)
+
+    def device(self) -> SSHDevice:
+        user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+        return SSHDevice(f"ssh://{user}@127.0.0.1:{self.port}", identity=str(self.root / "client"),
+                         known_hosts=str(self.root / "known_hosts"), python=sys.executable,
+                         workdir=str(self.root / "board"))
+
+
+@pytest.fixture()
+def sshd(tmp_path):
+    if not Path(SSHD).exists():
+        pytest.fail("sshd is not installed (Debian package openssh-server); `make setup` installs it")
+    d = Sshd(tmp_path / "sshd")
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    suite = load_suite(SUITE)
+    return suite, prepare_models(suite, SUITE, tmp_path_factory.mktemp("cache"))
+
+
+def test_suite_loading_errors(tmp_path):
+    bad = tmp_path / "s.toml"
+    bad.write_text("runtimes = ['litert']\n")
+    with pytest.raises(EdgeKWSError, match="needs one or more"):
+        load_suite(bad)
+    bad.write_text("runtimes = ['tvm']\n[[models]]\nwidth = 0.5\n")
+    with pytest.raises(EdgeKWSError, match="valid: litert, onnxruntime"):
+        load_suite(bad)
+    with pytest.raises(EdgeKWSError, match="not ssh://"):
+        make_device("ssh://")
+    with pytest.raises(EdgeKWSError, match="unknown device"):
+        make_device("telnet://x")
+
+
+def test_local_suite_appends_rows_and_resumes(models, tmp_path):
+    suite, ms = models
+    results = ResultsFile(tmp_path / "r.jsonl")
+    counts = run_suite(suite, ms, [make_device("local")], results, log=lambda m: None)
+    assert counts == {"ok": 2, "failed": 0, "skipped": 0}
+    rows = read_results(results.path)
+    assert {r["precision"] for r in rows} == {"float", "int8"}
+    assert all(r["ok"] and r["latency_ms"]["median"] > 0 and r["macs"] > 0 for r in rows)
+    counts = run_suite(suite, ms, [make_device("local")], results, resume=True, log=lambda m: None)
+    assert counts == {"ok": 0, "failed": 0, "skipped": 2}
+    assert len(read_results(results.path)) == 2
+
+
+def test_ssh_suite_on_loopback_with_parallel_devices(models, sshd, tmp_path):
+    suite, ms = models
+    results = ResultsFile(tmp_path / "r.jsonl")
+    counts = run_suite(suite, ms, [sshd.device(), make_device("local")], results, log=lambda m: None)
+    assert counts["ok"] == 4 and counts["failed"] == 0
+    rows = read_results(results.path)
+    assert {r["device"] for r in rows} == {"local", sshd.device().url}
+    assert (sshd.root / "board" / "runner.py").exists()  # copied over scp
+
+
+def test_connection_killed_mid_suite_is_retried(models, sshd, tmp_path):
+    suite, ms = models
+    suite.runs = 4000  # long enough rows to be caught mid-measurement
+    dev = sshd.device()
+    results = ResultsFile(tmp_path / "r.jsonl")
+    killed = []
+
+    def killer():
+        deadline = time.time() + 60
+        while time.time() < deadline and not killed:
+            ps = subprocess.run(["pgrep", "-f", "runner.py --one"], capture_output=True, text=True).stdout.split()
+            if ps:
+                time.sleep(0.2)
+                n = sshd.kill_sessions()
+                if n:
+                    killed.append(n)
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    logs: list[str] = []
+    counts = run_suite(suite, ms, [dev], results, retries=4, backoff=0.2, log=logs.append)
+    t.join()
+    assert killed, "no connection was killed"
+    assert any("retry" in m for m in logs), logs
+    rows = read_results(results.path)
+    assert counts == {"ok": 2, "failed": 0, "skipped": 0}
+    assert all(r["ok"] for r in rows) and max(r["attempts"] for r in rows) >= 2
+
+
+def test_board_that_disappears_gives_failure_rows_then_resume_completes(models, sshd, tmp_path):
+    suite, ms = models
+    dev = sshd.device()
+    results = ResultsFile(tmp_path / "r.jsonl")
+    done_first = []
+
+    def log(m):
+        if "median" in m and not done_first:
+            done_first.append(m)
+            sshd.stop()  # the board dies after its first row
+
+    counts = run_suite(suite, ms, [dev], results, retries=2, backoff=0.1, log=log)
+    assert counts == {"ok": 1, "failed": 1, "skipped": 0}
+    rows = read_results(results.path)
+    assert [r["ok"] for r in rows] == [True, False]
+    assert "failed 2 times" in rows[1]["error"]
+    sshd.start()
+    counts = run_suite(suite, ms, [dev], results, resume=True, retries=2, backoff=0.1, log=lambda m: None)
+    assert counts == {"ok": 1, "failed": 0, "skipped": 1}
+    rows = read_results(results.path)
+    assert len(rows) == 3 and sum(r["ok"] for r in rows) == 2
+
+
+def test_bench_cli_and_report(tmp_path):
+    runner = CliRunner()
+    results = tmp_path / "r.jsonl"
+    res = runner.invoke(app, ["bench", "--suite", str(SUITE), "--device", "local", "--results", str(results),
+                              "--cache", str(tmp_path / "cache")])
+    assert res.exit_code == 0, res.output
+    assert "2 ok, 0 failed" in res.output
+    res = runner.invoke(app, ["bench", "report", str(results), "--png", str(tmp_path / "p.png")])
+    assert res.exit_code == 0, res.output
+    assert "model_" not in res.output and "litert" in res.output
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    res = runner.invoke(app, ["bench", "report", str(tmp_path / "none.jsonl")])
+    assert res.exit_code == 1 and "does not exist" in res.stderr
