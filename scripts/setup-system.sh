@@ -10,6 +10,8 @@ command -v text2wave >/dev/null || need+=(festival)
 [ -d /usr/share/festival/voices/english/ked_diphone ] || need+=(festvox-kdlpc16k)
 ls -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts >/dev/null 2>&1 || need+=(festvox-us-slt-hts)
 command -v sox >/dev/null || need+=(sox)
+command -v ssh >/dev/null || need+=(openssh-client)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)  # the bench tests run a private sshd on 127.0.0.1
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
