@@ -1,6 +1,6 @@
 """Train once vs train twins: the seeds' headline claim, in one command.
 
-    python benchmarks/train_once.py --data-dir DIR [--epochs 20] [--supernet CKPT]
+    python benchmarks/train_once.py --data-dir DIR [--epochs 20] [--supernet CKPT] [--twins-only]
 
 For each width (0.25, 0.5, 0.75, 1.0) an independent model of exactly that spec is trained from
 scratch with the same data, recipe, seed and epochs (`TrainConfig(fixed_spec=...)`); the supernet
@@ -32,24 +32,31 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgekws-train-once"))
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--twins-only", action="store_true", help="train the missing twins and stop (run the supernet beside)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     space = get_family(args.family).space
 
+    twins = {}
+    for m, spec in space.width_multiplier_specs().items():
+        path = args.work / f"twin_{m:g}_{args.epochs}ep.pt"
+        if not path.exists():
+            train(args.data_dir, path, TrainConfig(family=args.family, epochs=args.epochs, fixed_spec=spec.to_dict()),
+                  cache_dir=args.cache_dir, threads=args.threads)
+        twins[m] = (spec, path)
+    if args.twins_only:
+        return
     if args.supernet is None:
-        args.supernet = args.work / "supernet.pt"
-        train(args.data_dir, args.supernet, TrainConfig(family=args.family, epochs=args.epochs),
-              cache_dir=args.cache_dir, threads=args.threads)
+        args.supernet = args.work / f"supernet_{args.epochs}ep.pt"
+        if not args.supernet.exists():
+            train(args.data_dir, args.supernet, TrainConfig(family=args.family, epochs=args.epochs),
+                  cache_dir=args.cache_dir, threads=args.threads)
     sup = load_checkpoint(args.supernet)
     if sup.train_config["epochs"] != args.epochs:
         raise SystemExit(f"{args.supernet} was trained for {sup.train_config['epochs']} epochs, not {args.epochs}")
 
     rows = []
-    for m, spec in space.width_multiplier_specs().items():
-        path = args.work / f"twin_{m:g}.pt"
-        if not path.exists():
-            train(args.data_dir, path, TrainConfig(family=args.family, epochs=args.epochs, fixed_spec=spec.to_dict()),
-                  cache_dir=args.cache_dir, threads=args.threads)
+    for m, (spec, path) in twins.items():
         twin = load_checkpoint(path)
         sup_acc = sup.metrics["test"][f"width_{m:g}"]["accuracy"]
         twin_acc = twin.metrics["test"]["fixed"]["accuracy"]
