@@ -24,7 +24,6 @@ import subprocess
 import sys
 import threading
 import time
-import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Callable
 from urllib.parse import urlparse
 
 from edgekws.errors import EdgeKWSError
+from edgekws.fileio import load_toml
 from edgekws.profile import ARTEFACTS, RUNNER
 
 PRECISION_FILE = {("litert", "float"): "model_float.tflite", ("litert", "int8"): "model_int8.tflite",
@@ -51,12 +51,7 @@ class Suite:
 
 def load_suite(path: Path) -> Suite:
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise EdgeKWSError(f"suite '{path}' does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise EdgeKWSError(f"{path}: not valid TOML ({exc})") from None
+    doc = load_toml(path, "suite")
     models = doc.get("models")
     if not isinstance(models, list) or not models or not all(isinstance(m, dict) for m in models):
         raise EdgeKWSError(f"{path}: needs one or more [[models]] tables (width = 0.5, spec = 'x.json' or export = 'dir')")

@@ -103,6 +103,18 @@ def quiet_native_stderr() -> Iterator[None]:
             os.close(saved)
 
 
+def load_toml(path: Path, what: str) -> dict:
+    """A TOML file as a dict, with one-line errors naming the file."""
+    import tomllib
+
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise EdgeKWSError(f"{what} '{path}' does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise EdgeKWSError(f"{path}: not valid TOML ({exc})") from None
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

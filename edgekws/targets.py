@@ -7,11 +7,11 @@ file, the key and the type expected.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from edgekws.errors import EdgeKWSError
+from edgekws.fileio import load_toml
 
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 RUNTIMES = ("litert", "onnxruntime")
@@ -53,12 +53,7 @@ def _field(doc: dict, key: str, typ: type, path: Path, prefix: str = ""):
 
 def load_target(path: Path) -> DeviceTarget:
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise EdgeKWSError(f"target file '{path}' does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise EdgeKWSError(f"{path}: not valid TOML ({exc})") from None
+    doc = load_toml(path, "target file")
     b = doc.get("budgets")
     if not isinstance(b, dict):
         raise EdgeKWSError(f"{path}: missing table '[budgets]'")
