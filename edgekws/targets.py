@@ -54,21 +54,13 @@ def _field(doc: dict, key: str, typ: type, path: Path, prefix: str = ""):
 def load_target(path: Path) -> DeviceTarget:
     path = Path(path)
     doc = load_toml(path, "target file")
+    top = {name: _field(doc, name, typ, path) for name, typ in (("name", str), ("cpu", str), ("arch", str), ("cores", int),
+                                                                   ("memory_mb", int), ("threads", int), ("runtime", str))}
     b = doc.get("budgets")
     if not isinstance(b, dict):
         raise EdgeKWSError(f"{path}: missing table '[budgets]'")
     budgets = Budgets(*(_field(b, f.name, {"int": int, "float": float}[f.type], path, "budgets.") for f in fields(Budgets)))
-    target = DeviceTarget(
-        key=path.stem,
-        name=_field(doc, "name", str, path),
-        cpu=_field(doc, "cpu", str, path),
-        arch=_field(doc, "arch", str, path),
-        cores=_field(doc, "cores", int, path),
-        memory_mb=_field(doc, "memory_mb", int, path),
-        threads=_field(doc, "threads", int, path),
-        runtime=_field(doc, "runtime", str, path),
-        budgets=budgets,
-    )
+    target = DeviceTarget(key=path.stem, budgets=budgets, **top)
     if target.runtime not in RUNTIMES:
         raise EdgeKWSError(f"{path}: key 'runtime' must be one of {', '.join(RUNTIMES)}, got {target.runtime!r}")
     if target.threads < 1 or target.threads > target.cores:
