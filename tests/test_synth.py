@@ -15,6 +15,9 @@ from edgekws.errors import EdgeKWSError
 from edgekws.synth import ALL_WORDS, BACKGROUND_TYPES, KEYWORDS, assign_splits, available_voices, plan_corpus, synthesize
 
 
+pytestmark = pytest.mark.tts
+
+
 def tree_hashes(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
