@@ -258,6 +258,25 @@ def train_cmd(
     out.print(f"[green]✓[/] wrote {res.checkpoint} ({res.metrics['train_seconds']:.0f} s of training)")
 
 
+@app.command("calibrate")
+@user_errors
+def calibrate_cmd(
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint written by `edgekws train`.")],
+    data_dir: DataDir,
+    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write (default: replace the checkpoint).")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
+) -> None:
+    """Re-derive a checkpoint's calibration set, BN statistics and test metrics from a data folder."""
+    from edgekws.train import recalibrate_checkpoint
+
+    metrics = recalibrate_checkpoint(checkpoint, data_dir, out_path or checkpoint, cache_dir)
+    t = Table("subnet", "name", "test accuracy", box=box.SIMPLE_HEAD)
+    for key, r in metrics.get("test", {}).items():
+        t.add_row(key, r["name"], f"{100 * r['accuracy']:.2f}%")
+    out.print(t)
+    out.print(f"[green]✓[/] wrote {out_path or checkpoint}")
+
+
 @app.command("eval")
 @user_errors
 def eval_cmd(

@@ -88,9 +88,16 @@ class Example:
         return self.path or f"{SILENCE}/{self.noise}@{self.offset}"
 
 
-def order_key(seed: int, name: str) -> str:
-    """The pinned, seeded sort key: stable when files are added, independent of listing order."""
-    return hashlib.sha1(f"{seed}:{name}".encode()).hexdigest()
+def order_key(seed: int, name: str, purpose: str = "order") -> str:
+    """The pinned, seeded sort key: stable when files are added, independent of listing order.
+
+    Each use gets its own `purpose` salt. With one key for both, the `_unknown_` clips chosen as
+    the smallest keys would also sort first, and every leading subset (calibration and evaluation
+    packs) would be mostly unknown words — as a first version was: its 512-example calibration
+    set was all `_unknown_`, and its 1000-example pack scored 77.6 % where the split scored 83.7 %.
+    """
+    return hashlib.sha1(f"{purpose}:{seed}:{name}".encode()).hexdigest() if purpose != "unknown" else \
+        hashlib.sha1(f"{seed}:{name}".encode()).hexdigest()
 
 
 @dataclass
@@ -200,7 +207,7 @@ class SpeechCommands:
         examples = list(keyword_ex)
         if UNKNOWN in proto.labels:
             n_unknown = math.ceil(len(keyword_ex) * proto.unknown_pct / 100)
-            unknown_ex.sort(key=lambda e: order_key(self.seed, e.path))
+            unknown_ex.sort(key=lambda e: order_key(self.seed, e.path, "unknown"))
             examples += unknown_ex[:n_unknown]
         if SILENCE in proto.labels:
             examples += self._silence(name, math.ceil(len(keyword_ex) * proto.silence_pct / 100))

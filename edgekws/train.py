@@ -252,6 +252,36 @@ def calibrate_supernet(model: nn.Module, space: SearchSpace, calibration) -> Non
 CALIBRATION_EXAMPLES = 512
 
 
+def finalize(model: nn.Module, space: SearchSpace, fixed: SubnetSpec | None, calib: np.ndarray,
+             test_split: CachedSplit | None) -> dict:
+    """End of training: recalibrate the supernet's BNs per width, then test accuracy per width."""
+    calibrate_supernet(model, space, calib)
+    if test_split is None:
+        return {}
+    specs = {"fixed": fixed} if fixed is not None else {
+        **{f"width_{m:g}": s for m, s in space.width_multiplier_specs().items()}, "smallest": space.smallest()}
+    return {"test": {k: {"spec": s.to_dict(), "name": s.name, "accuracy": round(evaluate_spec(model, s, test_split, calib)[0], 4)}
+                     for k, s in specs.items()}, "test_examples": len(test_split.targets)}
+
+
+def recalibrate_checkpoint(path: Path, data_dir: Path, out: Path, cache_dir: Path | None = None) -> dict:
+    """Re-derive a checkpoint's calibration set (first examples of the training split in pinned
+    order), its supernet BN statistics and its test metrics from a data folder."""
+    ck = load_checkpoint(path)
+    cfg = ck.train_config
+    ds = SpeechCommands.open(data_dir, str(cfg.get("protocol", "12")), int(cfg.get("seed", 0)))
+    train_split = load_split(ds, "train", ck.features, cache_dir)
+    test_split = load_split(ds, "testing", ck.features, cache_dir) if "testing" in ds.available_splits() else None
+    calib = np.array(train_split.features[:CALIBRATION_EXAMPLES], dtype=np.float32)
+    model = ck.supernet()
+    fixed = SubnetSpec.from_dict(cfg["fixed_spec"]) if cfg.get("fixed_spec") else None
+    metrics = {**ck.metrics, **finalize(model, ck.space, fixed, calib, test_split)}
+    metrics["recalibrated"] = {"data_dir": str(data_dir), "examples": len(calib)}
+    save_checkpoint(out, Checkpoint(ck.family, ck.space, ck.features, ck.labels, model.state_dict(), cfg, metrics,
+                                    calibration=torch.from_numpy(calib).to(torch.float16)))
+    return metrics
+
+
 # --------------------------------------------------------------------------------------------
 # The loop
 
@@ -413,17 +443,10 @@ def train(
                             "epoch": epoch + 1, "history": history, "elapsed": elapsed,
                         "cpu_elapsed": cpu_elapsed}, tmp)
 
-    calibrate_supernet(model, space, calib)
     metrics: dict = {"history": history, "train_seconds": round(elapsed, 1),
                      "train_cpu_seconds": round(cpu_elapsed, 1), "world_size": d.world,
                      "train_examples": n, "rank_param_digests": check_in_step(model, d)}
-    if test_split is not None:
-        specs = {"fixed": fixed} if fixed is not None else {
-            **{f"width_{m:g}": s for m, s in space.width_multiplier_specs().items()}, "smallest": space.smallest()}
-        metrics["test"] = {k: {"spec": s.to_dict(), "name": s.name,
-                               "accuracy": round(evaluate_spec(model, s, test_split, calib)[0], 4)}
-                           for k, s in specs.items()}
-        metrics["test_examples"] = len(test_split.targets)
+    metrics.update(finalize(model, space, fixed, calib, test_split))
     ck = Checkpoint(cfg.family, space, feat_cfg, tuple(labels), model.state_dict(),
                     train_config={**cfg.to_dict(), "data_dir": str(data_dir), "world_size": d.world}, metrics=metrics,
                     calibration=torch.from_numpy(calib).to(torch.float16))
