@@ -331,6 +331,8 @@ def export_cmd(
     """Export one subnet to ONNX and TFLite (float and int8), validated by gates, with a manifest."""
     import time
 
+    from rich.markup import escape
+
     from edgekws.export import FORMATS, PRECISIONS, Thresholds, export_subnet, parse_list
     from edgekws.info import load_spec_file
 
@@ -351,7 +353,7 @@ def export_cmd(
                     f"{100 * v['pytorch_float_accuracy']:.2f}%)")
     for c in res.checks:
         value = f"{c.value:.2e}" if c.metric == "max abs diff" else f"{c.value:g}"
-        t.add_row(c.artefact, c.metric + (f" [{c.note}]" if c.note else ""), value, f"{c.threshold:g}",
+        t.add_row(c.artefact, c.metric + (escape(f" [{c.note}]") if c.note else ""), value, f"{c.threshold:g}",
                   "[green]✓[/]" if c.passed else "[red]✗[/]")
     out.print(t)
     sizes = ", ".join(f"{k} {b / 1024:.1f} KB" for k, b in res.manifest["sizes_bytes"].items())
