@@ -12,7 +12,6 @@ So `export` and its accuracy gates work on a fresh machine with no corpus.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +67,3 @@ def load_pack(path: Path = DEFAULT_PACK) -> Pack:
         raise EdgeKWSError(f"pack '{path}' does not exist") from None
     except (OSError, ValueError, KeyError) as exc:
         raise EdgeKWSError(f"{path}: not a readable evaluation pack ({exc})") from None
-
-
-def made_info(path: Path = ASSETS / "MADE.json") -> dict:
-    return json.loads(Path(path).read_text()) if Path(path).exists() else {}

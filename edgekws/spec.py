@@ -16,7 +16,7 @@ subnet and 0.65 the 0.75 one.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np

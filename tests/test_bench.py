@@ -3,7 +3,6 @@ including connections killed mid-suite and a board that disappears."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
