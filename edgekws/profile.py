@@ -35,9 +35,8 @@ class BudgetCheck:
         return self.value <= self.limit
 
 
-def run_runner(models: list[Path], runtime: str, threads: int, runs: int, warmup: int, op_profile: bool = True,
-               python: str | None = None) -> dict:
-    cmd = [python or sys.executable, str(RUNNER), "--runtime", runtime, "--threads", str(threads), "--runs", str(runs),
+def run_runner(models: list[Path], runtime: str, threads: int, runs: int, warmup: int, op_profile: bool = True) -> dict:
+    cmd = [sys.executable, str(RUNNER), "--runtime", runtime, "--threads", str(threads), "--runs", str(runs),
            "--warmup", str(warmup)]
     for m in models:
         cmd += ["--model", str(m)]

@@ -197,7 +197,8 @@ def test_bench_cli_and_report(tmp_path):
     assert "2 ok, 0 failed" in res.output
     res = runner.invoke(app, ["bench", "report", str(results), "--png", str(tmp_path / "p.png")])
     assert res.exit_code == 0, res.output
-    assert "model_" not in res.output and "litert" in res.output
+    assert "dscnn-w16.24.40.56-d2.3.3" in res.output  # rows are named by subnet, not by file
+    assert res.output.count("litert") == 2 and "float" in res.output and "int8" in res.output
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     res = runner.invoke(app, ["bench", "report", str(tmp_path / "none.jsonl")])
     assert res.exit_code == 1 and "does not exist" in res.stderr

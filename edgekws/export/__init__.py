@@ -15,7 +15,6 @@ only when every gate passed: a failed export leaves nothing behind.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -189,7 +188,6 @@ def export_subnet(
                 quant["onnx"] = {"scheme": asdict(choice), "attempts": attempts, "format": "QDQ", "per_channel": True,
                                  "calibration_examples": calibration, **onnx_format.io_quantization(q)}
         if "tflite" in formats:
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
             from edgekws.export import tflite_format
 
             if "float" in precisions:
