@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgekws-installed
 DEMO_DIR ?= demo-out
 
-.PHONY: demo demo-data test test-all setup system bench clean
+.PHONY: demo demo-data test test-all setup system arm bench clean
 
 setup: system $(STAMP)
 
@@ -32,13 +32,20 @@ demo-data: setup
 	$(VENV)/bin/edgekws data stats --data-dir $(DEMO_DIR)/corpus
 	$(VENV)/bin/edgekws data features --data-dir $(DEMO_DIR)/corpus
 
-# Fast tests (real TTS, real runtimes; the slow marker is reserved for long jobs).
-test: setup
-	$(PY) -m pytest -q -m "not slow"
+# Emulated 64-bit Arm for `bench --device qemu-aarch64`: an arm64 Debian sysroot (debootstrap)
+# with aarch64 wheels of the host's runtimes, built once (~1 min) into $EDGEKWS_ARM_SYSROOT or
+# ~/.cache/edgekws/qemu-aarch64. Needs root, qemu-user and debootstrap (`make setup` installs them).
+arm: setup
+	$(VENV)/bin/edgekws qemu setup
+
+# Fast tests (real TTS, real runtimes, the emulated-Arm ones included; the slow marker is
+# reserved for long jobs). The arm tests fail rather than skip here: this target builds the sysroot.
+test: setup arm
+	EDGEKWS_REQUIRE_ARM=1 $(PY) -m pytest -q -m "not slow"
 
 # Everything, slow tests included.
-test-all: setup
-	$(PY) -m pytest -q
+test-all: setup arm
+	EDGEKWS_REQUIRE_ARM=1 $(PY) -m pytest -q
 
 bench: setup
 	$(PY) benchmarks/synth_rate.py --clips 2000

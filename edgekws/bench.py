@@ -34,6 +34,9 @@ from edgekws.errors import EdgeKWSError
 from edgekws.fileio import load_toml
 from edgekws.profile import ARTEFACTS, RUNNER
 
+GOLDEN_INPUT = "golden/features.npy"
+
+FORMAT = {"litert": "tflite", "onnxruntime": "onnx"}
 PRECISION_FILE = {("litert", "float"): "model_float.tflite", ("litert", "int8"): "model_int8.tflite",
                   ("onnxruntime", "float"): "model_float.onnx", ("onnxruntime", "int8"): "model_int8.onnx"}
 
@@ -47,6 +50,7 @@ class Suite:
     threads: list[int]
     runs: int = 100
     warmup: int = 10
+    check_outputs: bool = True  # run the export's golden inputs and compare with its x86 outputs
 
 
 def load_suite(path: Path) -> Suite:
@@ -69,6 +73,7 @@ def load_suite(path: Path) -> Suite:
         name=str(doc.get("name", path.stem)), models=models,
         runtimes=lst("runtimes", str, ["litert"], ARTEFACTS), precisions=lst("precisions", str, ["float", "int8"], ("float", "int8")),
         threads=lst("threads", int, [1]), runs=int(doc.get("runs", 100)), warmup=int(doc.get("warmup", 10)),
+        check_outputs=bool(doc.get("check_outputs", True)),
     )
 
 
@@ -82,17 +87,24 @@ class DeviceError(Exception):
 
 @dataclass
 class Device:
-    """Where the runner runs. `run(args)` returns the runner's JSON output."""
+    """Where the runner runs. `prepare` gets the files a suite needs, keyed by a relative path that
+    is unique per file (`<subnet>/<file>`: every export folder has a `model_int8.tflite`);
+    `remote_path(rel)` is where the runner finds one; `run(args)` returns the runner's JSON."""
 
     url: str
+    emulated = False
 
     @property
     def name(self) -> str:
         return self.url
 
-    def prepare(self, files: list[Path]) -> None: ...
+    @property
+    def note(self) -> str | None:
+        return None
 
-    def remote_path(self, local: Path) -> str: ...
+    def prepare(self, files: dict[str, Path]) -> None: ...
+
+    def remote_path(self, rel: str) -> str: ...
 
     def run(self, args: list[str], timeout: float) -> dict: ...
 
@@ -101,20 +113,33 @@ class Device:
 class LocalDevice(Device):
     python: str = sys.executable
 
-    def prepare(self, files: list[Path]) -> None:
-        pass
+    def __post_init__(self) -> None:
+        self._files: dict[str, Path] = {}
 
-    def remote_path(self, local: Path) -> str:
-        return str(local)
+    def prepare(self, files: dict[str, Path]) -> None:
+        self._files = dict(files)
+
+    def remote_path(self, rel: str) -> str:
+        return str(self._files[rel])
+
+    def command(self) -> list[str]:
+        return [self.python]
+
+    def environment(self) -> dict[str, str] | None:
+        return None
 
     def run(self, args: list[str], timeout: float) -> dict:
         try:
-            res = subprocess.run([self.python, str(RUNNER), *args], capture_output=True, text=True, timeout=timeout)
+            res = subprocess.run([*self.command(), str(RUNNER), *args], capture_output=True, text=True, timeout=timeout,
+                                 env=self.environment())
         except subprocess.TimeoutExpired:
             raise DeviceError(f"runner timed out after {timeout:.0f} s") from None
         if res.returncode != 0:
             raise DeviceError(f"runner exit {res.returncode}: {res.stderr.strip()[-200:]}")
-        return json.loads(res.stdout)
+        try:
+            return json.loads(res.stdout)
+        except json.JSONDecodeError:
+            raise DeviceError(f"runner printed no JSON: {res.stdout.strip()[-200:]}") from None
 
 
 @dataclass
@@ -153,7 +178,7 @@ class SSHDevice(Device):
         except subprocess.TimeoutExpired:
             raise DeviceError(f"ssh to {self.host}:{self.port} timed out after {timeout:.0f} s") from None
 
-    def prepare(self, files: list[Path]) -> None:
+    def prepare(self, files: dict[str, Path]) -> None:
         """Copy the runner and models as one tar stream over ssh: needs only `tar` on the board
         (no sftp subsystem, which small boards and dropbear often lack)."""
         import io
@@ -161,8 +186,9 @@ class SSHDevice(Device):
 
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
-            for f in [RUNNER, *files]:
-                tar.add(str(f), arcname=Path(f).name)
+            tar.add(str(RUNNER), arcname=RUNNER.name)
+            for rel, f in sorted(files.items()):
+                tar.add(str(f), arcname=rel)
         wd = shlex.quote(self.workdir)
         try:
             res = subprocess.run(["ssh", *self._opts(), "-p", str(self.port), self.target,
@@ -174,8 +200,8 @@ class SSHDevice(Device):
             err = res.stderr.decode(errors="replace").strip()[-200:]
             raise DeviceError(f"copy to {self.host}:{self.port}: {err or 'exit %d' % res.returncode}")
 
-    def remote_path(self, local: Path) -> str:
-        return f"{self.workdir}/{local.name}"
+    def remote_path(self, rel: str) -> str:
+        return f"{self.workdir}/{rel}"
 
     def run(self, args: list[str], timeout: float) -> dict:
         cmd = " ".join(shlex.quote(a) for a in [self.python, f"{self.workdir}/runner.py", *args])
@@ -189,12 +215,18 @@ class SSHDevice(Device):
 
 
 def make_device(url: str, identity: str | None = None, known_hosts: str | None = None,
-                remote_python: str = "python3") -> Device:
+                remote_python: str = "python3", sysroot: str | None = None) -> Device:
     if url == "local":
         return LocalDevice(url)
     if url.startswith("ssh://"):
         return SSHDevice(url, identity=identity, known_hosts=known_hosts, python=remote_python)
-    raise EdgeKWSError(f"unknown device '{url}' (valid: local, ssh://[user@]host[:port])")
+    if url.split(":")[0] == "qemu-aarch64":
+        from edgekws.emulation import QemuDevice
+
+        dev = QemuDevice(url, sysroot=Path(sysroot) if sysroot else None)
+        dev.check()
+        return dev
+    raise EdgeKWSError(f"unknown device '{url}' (valid: local, ssh://[user@]host[:port], qemu-aarch64[:CPU])")
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,6 +245,10 @@ class Job:
 
     def key(self, device: str) -> str:
         return f"{device}|{self.model}|{self.runtime}|{self.precision}|t{self.threads}"
+
+    def rel(self, file: str) -> str:
+        """A file's path on the device, unique across models."""
+        return f"{self.model}/{Path(file).name}"
 
 
 @dataclass
@@ -300,19 +336,27 @@ def run_suite(suite: Suite, models: list[tuple[str, Path, dict]], devices: list[
                 bump("skipped")
         if not mine:
             return
-        files = sorted({j.folder / PRECISION_FILE[(j.runtime, j.precision)] for j in mine})
+        files = {}
+        for j in mine:
+            files[j.rel(PRECISION_FILE[(j.runtime, j.precision)])] = j.folder / PRECISION_FILE[(j.runtime, j.precision)]
+            if suite.check_outputs and (j.folder / GOLDEN_INPUT).exists():
+                files[j.rel(GOLDEN_INPUT)] = j.folder / GOLDEN_INPUT
         prepared = False
         for j in mine:
             base = {"key": j.key(dev.name), "device": dev.name, "model": j.model, "runtime": j.runtime,
                     "precision": j.precision, "threads": j.threads, "macs": j.macs, "params": j.params,
                     "suite": suite.name, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            model_file = j.folder / PRECISION_FILE[(j.runtime, j.precision)]
+            if dev.emulated:
+                base.update(emulated=True, latency_meaningful=False, note=dev.note)
+            golden_in = j.rel(GOLDEN_INPUT) if j.rel(GOLDEN_INPUT) in files else None
             try:
                 if not prepared:
                     attempt(lambda: dev.prepare(files), "copying runner and models", dev)
                     prepared = True
-                args = ["--model", dev.remote_path(model_file), "--runtime", j.runtime, "--threads", str(j.threads),
-                        "--runs", str(suite.runs), "--warmup", str(suite.warmup)]
+                args = ["--model", dev.remote_path(j.rel(PRECISION_FILE[(j.runtime, j.precision)])), "--runtime", j.runtime,
+                        "--threads", str(j.threads), "--runs", str(suite.runs), "--warmup", str(suite.warmup)]
+                if golden_in:
+                    args += ["--input", dev.remote_path(golden_in), "--all-inputs"]
 
                 def once():
                     out = dev.run(args, timeout)
@@ -326,16 +370,40 @@ def run_suite(suite: Suite, models: list[tuple[str, Path, dict]], devices: list[
                 row = {**base, "ok": bool(r.get("ok")), "attempts": tries, "device_info": out.get("device"),
                        "latency_ms": r.get("latency_ms"), "rss_kb": r.get("rss_kb"), "model_bytes": r.get("model_bytes"),
                        "error": r.get("error")}
+                if golden_in and r.get("ok"):
+                    row["golden"] = compare_golden(j.folder, j.runtime, j.precision, r.get("outputs"))
             except DeviceError as exc:
                 row = {**base, "ok": False, "attempts": retries, "error": str(exc)}
             results.append(row)
             bump("ok" if row["ok"] else "failed")
+            g = row.get("golden")
             log(f"{dev.name}: {j.model} {j.runtime} {j.precision} t{j.threads} "
-                + (f"median {row['latency_ms']['median']:.3f} ms" if row["ok"] else f"FAILED ({row['error']})"))
+                + (f"median {row['latency_ms']['median']:.3f} ms" + (" (emulated)" if dev.emulated else "")
+                   + (f", top-1 {g['top1_agree']}/{g['n']} vs x86 golden" if g else "") if row["ok"]
+                   else f"FAILED ({row['error']})"))
 
     with ThreadPoolExecutor(max_workers=len(devices)) as pool:
         list(pool.map(on_device, devices))
     return counts
+
+
+def compare_golden(folder: Path, runtime: str, precision: str, outputs: list | None) -> dict:
+    """A device's outputs on the export's golden inputs against the outputs recorded at export
+    time on x86: top-1 agreement, the largest difference, and for int8 that difference in output
+    quantization steps (TFLite returns raw int8; ONNX QDQ dequantizes with the same scale)."""
+    import numpy as np
+
+    fmt = FORMAT[runtime]
+    expected = np.load(folder / "golden" / f"expected_{fmt}_{precision}.npy").astype(np.float64)
+    got = np.asarray(outputs if outputs is not None else [], dtype=np.float64).reshape(expected.shape[0], -1)
+    agree = int((got.argmax(1) == expected.argmax(1)).sum())
+    diff = float(np.abs(got - expected).max())
+    out = {"n": int(expected.shape[0]), "top1_agree": agree, "top1_identical": agree == expected.shape[0],
+           "max_abs_diff": diff}
+    if precision == "int8":
+        scale = 1.0 if fmt == "tflite" else json.loads((folder / "manifest.json").read_text())["quantization"][fmt]["output"]["scale"]
+        out["max_int8_steps"] = round(diff / scale, 3)
+    return out
 
 
 def read_results(path: Path) -> list[dict]:
@@ -363,7 +431,7 @@ def plot_latency_vs_macs(rows: list[dict], dest: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     series: dict[str, list[tuple[float, float]]] = {}
     for r in rows:
-        if r.get("ok"):
+        if r.get("ok") and r.get("latency_meaningful", True):  # emulated latency is not a latency
             label = f"{r['device']} {r['runtime']} {r['precision']} t{r['threads']}"
             series.setdefault(label, []).append((r["macs"] / 1e6, r["latency_ms"]["median"]))
     for label, pts in sorted(series.items()):

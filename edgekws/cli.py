@@ -415,7 +415,7 @@ def profile_cmd(
         out.print(f"[yellow]note:[/] {rep['note']}", soft_wrap=True)
 
 
-bench_app = typer.Typer(help="Benchmark suites on devices (local, ssh://) and their reports.")
+bench_app = typer.Typer(help="Benchmark suites on devices (local, ssh://, qemu-aarch64) and their reports.")
 app.add_typer(bench_app, name="bench")
 
 
@@ -424,7 +424,8 @@ app.add_typer(bench_app, name="bench")
 def bench_cmd(
     ctx: typer.Context,
     suite: Annotated[Optional[Path], typer.Option(help="A suite TOML (benchmarks/suites/*.toml).")] = None,
-    device: Annotated[Optional[list[str]], typer.Option(help="local or ssh://[user@]host[:port]; repeat to run in parallel.")] = None,
+    device: Annotated[Optional[list[str]], typer.Option(
+        help="local, ssh://[user@]host[:port] or qemu-aarch64[:CPU] (emulated Arm; `make arm` first); repeat to run in parallel.")] = None,
     results: Annotated[Path, typer.Option(help="JSONL file the rows are appended to.")] = Path("benchmarks/results/bench.jsonl"),
     resume: Annotated[bool, typer.Option(help="Skip rows already recorded as successful.")] = False,
     identity: Annotated[Optional[Path], typer.Option(help="SSH private key.")] = None,
@@ -433,6 +434,7 @@ def bench_cmd(
     retries: Annotated[int, typer.Option(help="Tries per row before a failure row is recorded.")] = 3,
     backoff: Annotated[float, typer.Option(help="First retry delay in seconds (doubles each time).")] = 1.0,
     cache: Annotated[Path, typer.Option(help="Where suite models are exported.")] = Path(".edgekws-bench"),
+    sysroot: Annotated[Optional[Path], typer.Option(help="arm64 sysroot for qemu-aarch64 (default $EDGEKWS_ARM_SYSROOT or the cache).")] = None,
 ) -> None:
     """Run a benchmark suite on one or more devices; `edgekws bench report FILE` renders the results."""
     if ctx.invoked_subcommand is not None:
@@ -443,8 +445,8 @@ def bench_cmd(
     from edgekws.fileio import ensure_writable_dir
 
     s = load_suite(suite)
-    devices = [make_device(d, str(identity) if identity else None, str(known_hosts) if known_hosts else None, remote_python)
-               for d in device]
+    devices = [make_device(d, str(identity) if identity else None, str(known_hosts) if known_hosts else None, remote_python,
+                           str(sysroot) if sysroot else None) for d in device]
     ensure_writable_dir(results.parent)
     models = prepare_models(s, suite, ensure_writable_dir(cache))
     counts = run_suite(s, models, devices, ResultsFile(results), resume=resume, retries=retries, backoff=backoff,
@@ -465,21 +467,70 @@ def bench_report(
     latest = {}
     for r in rows:
         latest[r["key"]] = r
-    t = Table("device", "model", "runtime", "precision", "threads", "MACs", "median ms", "p95 ms", "RAM KB", "tries",
-              box=box.SIMPLE_HEAD, title=f"{results}: {len(latest)} rows")
+    from rich.table import Column
+
+    t = Table(Column("device", no_wrap=True), Column("model", no_wrap=True), Column("runtime", no_wrap=True), "thr",
+              "MACs", "median ms", "p95 ms", "RAM KB", Column("top-1 = x86", overflow="fold"), "tries", box=box.SIMPLE_HEAD,
+              title=f"{results}: {len(latest)} rows")
     for r in sorted(latest.values(), key=lambda r: (r["device"], r["macs"], r["runtime"], r["precision"], r["threads"])):
+        cells = [r["device"], r["model"], f"{r['runtime']} {r['precision']}", str(r["threads"]), f"{r['macs'] / 1e6:.2f}M"]
         if r.get("ok"):
-            lat = r["latency_ms"]
-            t.add_row(r["device"], r["model"], r["runtime"], r["precision"], str(r["threads"]), f"{r['macs'] / 1e6:.2f}M",
-                      f"{lat['median']:.3f}", f"{lat['p95']:.3f}", f"{(r.get('rss_kb') or {}).get('model_total', '')}",
-                      str(r.get("attempts", 1)))
+            lat, ram = r["latency_ms"], (r.get("rss_kb") or {}).get("model_total", "")
+            g = r.get("golden")
+            agree = (f"{'[green]' if g['top1_identical'] else '[red]'}{g['top1_agree']}/{g['n']}[/]" if g else "")
+            if r.get("latency_meaningful", True):
+                cells += [f"{lat['median']:.3f}", f"{lat['p95']:.3f}", str(ram), agree]
+            else:  # emulated: shown for completeness, dimmed, never plotted
+                cells += [f"[dim]({lat['median']:.1f})[/]", f"[dim]({lat['p95']:.1f})[/]", f"[dim]({ram})[/]", agree]
         else:
-            t.add_row(r["device"], r["model"], r["runtime"], r["precision"], str(r["threads"]), f"{r['macs'] / 1e6:.2f}M",
-                      "[red]failed[/]", "", "", str(r.get("attempts", "")))
+            cells += ["[red]failed[/]", "", "", ""]
+        t.add_row(*cells, str(r.get("attempts", "")))
+    notes = sorted({r["note"] for r in latest.values() if r.get("note")})
     out.print(t)
+    for n in notes:
+        out.print(f"[yellow]note:[/] {n} (in parentheses above, left out of the plot)", soft_wrap=True)
     png = png or results.with_suffix(".png")
     plot_latency_vs_macs(list(latest.values()), png)
     out.print(f"plot: {png}")
+
+
+qemu_app = typer.Typer(help="Emulated 64-bit Arm (qemu-user + an arm64 Debian sysroot) for `bench --device qemu-aarch64`.")
+app.add_typer(qemu_app, name="qemu")
+
+
+@qemu_app.command("setup")
+@user_errors
+def qemu_setup(
+    sysroot: Annotated[Optional[Path], typer.Option(help="Where to build it (default $EDGEKWS_ARM_SYSROOT or the cache).")] = None,
+    mirror: Annotated[str, typer.Option(help="Debian mirror for debootstrap.")] = "http://deb.debian.org/debian",
+    force: Annotated[bool, typer.Option(help="Rebuild even if it exists.")] = False,
+) -> None:
+    """Build the arm64 sysroot once (~1-2 min): debootstrap bookworm + aarch64 wheels of the host's runtimes."""
+    from edgekws.emulation import build_sysroot, default_sysroot
+
+    dest = sysroot or default_sysroot()
+    info = build_sysroot(dest, mirror=mirror, force=force, log=lambda m: out.print(f"  {m}", highlight=False))
+    pk = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
+    out.print(f"[green]✓[/] arm64 sysroot at {dest}: Debian {info['suite']}, Python {info['python']}, {pk} "
+              f"(built {info['built']} in {info['seconds']} s)", soft_wrap=True)
+
+
+@qemu_app.command("check")
+@user_errors
+def qemu_check(
+    sysroot: Annotated[Optional[Path], typer.Option(help="The sysroot (default $EDGEKWS_ARM_SYSROOT or the cache).")] = None,
+    cpu: Annotated[str, typer.Option(help="qemu CPU model: cortex-a53 (Pi 3, Zero 2 W), cortex-a72 (Pi 4), cortex-a76 (Pi 5).")] = "cortex-a72",
+) -> None:
+    """Start the emulated Python and report what it loads."""
+    from edgekws.emulation import QemuDevice
+
+    dev = QemuDevice(f"qemu-aarch64:{cpu}", sysroot=sysroot)
+    dev.check()
+    found = dev.probe()
+    errors = {k: v for k, v in found.items() if k.endswith("_error")}
+    if errors:
+        raise EdgeKWSError("emulated Python could not load: " + "; ".join(f"{k[:-6]}: {v}" for k, v in errors.items()))
+    out.print(f"[green]✓[/] {found['machine']} ({cpu}) Python {found['python']}: numpy, ai_edge_litert, onnxruntime load")
 
 
 def main() -> None:

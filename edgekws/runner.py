@@ -7,7 +7,7 @@ or `onnxruntime`. No torch, no TensorFlow. Python 3.9+.
 
     python3 runner.py --model model_int8.tflite --model model_float.onnx \
         [--runtime auto|litert|onnxruntime] [--threads 1] [--warmup 20] [--runs 200] \
-        [--input features.npy] [--op-profile]
+        [--input features.npy [--all-inputs]] [--op-profile]
 
 Each model is measured in a fresh child process (so peak-RSS figures belong to that model alone)
 and one JSON document is printed: per model, load time, latency (median, p90, p95, p99, mean,
@@ -15,6 +15,15 @@ min), resident memory split into the runtime library, the model (weights and ten
 what inference added, the model's size, and — for onnxruntime with
 --op-profile — time per operator type. LiteRT's Python API exposes no per-operator profiler; the
 result says so instead of guessing.
+
+With `--input X.npy --all-inputs` every row of X is also run once more after timing and the raw
+outputs and top-1 classes are reported, so two machines (an x86 host and an Arm board, or qemu)
+can be checked to give the same answers. Float rows are quantized with the model's own input
+scale and zero point when the model takes integers.
+
+Children are started with this same interpreter. Under qemu-user without binfmt_misc the kernel
+cannot exec an aarch64 interpreter directly, so `EDGEKWS_RUNNER_EXEC_PREFIX` (a JSON list, e.g.
+`["qemu-aarch64"]`) is put in front of the child's command line.
 """
 
 from __future__ import annotations
@@ -96,12 +105,27 @@ def versions() -> dict:
     return out
 
 
-def make_input(shape, dtype, path):
+def load_inputs(path, shape, dtype, quant=None):
+    """Rows of `path` shaped like the model's input: float rows are quantized with the input's
+    (scale, zero point) when the model takes integers — the same rule the firmware applies."""
+    import numpy as np
+
+    x = np.load(path)
+    x = x.reshape((x.shape[0],) + tuple(shape[1:]))
+    if np.issubdtype(dtype, np.integer) and np.issubdtype(x.dtype, np.floating):
+        scale, zero = quant if quant else (0.0, 0)
+        if not scale:
+            raise ValueError("integer model input without a quantization scale")
+        info = np.iinfo(dtype)
+        x = np.clip(np.round(x / scale) + zero, info.min, info.max)
+    return x.astype(dtype)
+
+
+def make_input(shape, dtype, path, quant=None):
     import numpy as np
 
     if path:
-        x = np.load(path)[:1]
-        return x.astype(dtype) if x.dtype != dtype else x
+        return load_inputs(path, shape, dtype, quant)[:1]
     rng = np.random.default_rng(0)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
@@ -127,10 +151,11 @@ def measure_one(args) -> dict:
         interp = cls(model_path=args.model, num_threads=args.threads)
         interp.allocate_tensors()
         inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-        x = make_input(tuple(inp["shape"]), inp["dtype"], args.input)
+        shape, dtype, quant = tuple(inp["shape"]), inp["dtype"], tuple(inp.get("quantization") or (0.0, 0))
+        x = make_input(shape, dtype, args.input, quant)
         result["precision"] = "int8" if np.issubdtype(inp["dtype"], np.integer) else "float"
 
-        def run():
+        def run(x=x):
             interp.set_tensor(inp["index"], x)
             interp.invoke()
             return interp.get_tensor(out["index"])
@@ -144,12 +169,12 @@ def measure_one(args) -> dict:
             opts.enable_profiling = True
         sess = ort.InferenceSession(args.model, opts, providers=["CPUExecutionProvider"])
         i0 = sess.get_inputs()[0]
-        shape = tuple(d if isinstance(d, int) else 1 for d in i0.shape)
-        x = make_input(shape, np.float32, args.input)
+        shape, dtype, quant = tuple(d if isinstance(d, int) else 1 for d in i0.shape), np.float32, None
+        x = make_input(shape, dtype, args.input)
         quantized = any(n.op_type == "QuantizeLinear" for n in _onnx_nodes(args.model))
         result["precision"] = "int8" if quantized else "float"
 
-        def run():
+        def run(x=x):
             return sess.run(None, {i0.name: x})[0]
     result["runtime"] = name
     result["load_ms"] = round((time.perf_counter() - t0) * 1000, 3)
@@ -172,6 +197,10 @@ def measure_one(args) -> dict:
         "model_total": max(0, peak["peak"] - with_runtime["rss"]) if known else None,  # what the budget checks
     }
     result["output_argmax"] = int(np.asarray(y).reshape(-1).argmax())
+    if args.input and args.all_inputs:  # answers, for comparing machines (after timing: no effect on it)
+        rows = [np.asarray(run(xi[None])).reshape(-1) for xi in load_inputs(args.input, shape, dtype, quant)]
+        result["outputs"] = [r.tolist() for r in rows]
+        result["top1"] = [int(r.argmax()) for r in rows]
     if runtime == "onnxruntime" and args.op_profile:
         result["op_profile_ms"] = _ort_op_profile(sess.end_profiling(), args.warmup + args.runs)
     elif args.op_profile:
@@ -216,6 +245,7 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--input", default=None, help=".npy of inputs in the model's dtype (first row used)")
+    ap.add_argument("--all-inputs", action="store_true", help="also report outputs and top-1 for every row of --input")
     ap.add_argument("--op-profile", action="store_true")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -227,12 +257,13 @@ def main(argv=None) -> int:
             print(json.dumps({"model": os.path.basename(args.model), "ok": False,
                               "error": "%s: %s" % (type(exc).__name__, exc)}))
         return 0
+    prefix = json.loads(os.environ.get("EDGEKWS_RUNNER_EXEC_PREFIX") or "[]")
     results = []
     for model in args.model:
-        cmd = [sys.executable, os.path.abspath(__file__), "--one", "--model", model, "--runtime", args.runtime,
+        cmd = prefix + [sys.executable, os.path.abspath(__file__), "--one", "--model", model, "--runtime", args.runtime,
                "--threads", str(args.threads), "--warmup", str(args.warmup), "--runs", str(args.runs)]
         if args.input:
-            cmd += ["--input", args.input]
+            cmd += ["--input", args.input] + (["--all-inputs"] if args.all_inputs else [])
         if args.op_profile:
             cmd.append("--op-profile")
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)

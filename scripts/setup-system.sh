@@ -12,6 +12,8 @@ ls -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts >/dev/null 2>&1 || nee
 command -v sox >/dev/null || need+=(sox)
 command -v ssh >/dev/null || need+=(openssh-client)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)  # the bench tests run a private sshd on 127.0.0.1
+command -v qemu-aarch64 >/dev/null || need+=(qemu-user)  # emulated aarch64 (`make arm`)
+[ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

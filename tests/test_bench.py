@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgekws.bench import ResultsFile, SSHDevice, load_suite, make_device, prepare_models, read_results, run_suite
+from edgekws.bench import ResultsFile, SSHDevice, Suite, load_suite, make_device, prepare_models, read_results, run_suite
 from edgekws.cli import app
 from edgekws.errors import EdgeKWSError
 
@@ -93,9 +93,14 @@ def sshd(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    suite = load_suite(SUITE)
-    return suite, prepare_models(suite, SUITE, tmp_path_factory.mktemp("cache"))
+def exported(tmp_path_factory):
+    return prepare_models(load_suite(SUITE), SUITE, tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture()
+def models(exported):
+    """The smoke suite (fresh per test: tests change its run counts) and its exported model."""
+    return load_suite(SUITE), exported
 
 
 def test_suite_loading_errors(tmp_path):
@@ -110,6 +115,8 @@ def test_suite_loading_errors(tmp_path):
         make_device("ssh://")
     with pytest.raises(EdgeKWSError, match="unknown device"):
         make_device("telnet://x")
+    with pytest.raises(EdgeKWSError, match="no arm64 sysroot at .*make arm"):
+        make_device("qemu-aarch64", sysroot=str(tmp_path / "none"))
 
 
 def test_local_suite_appends_rows_and_resumes(models, tmp_path):
@@ -132,7 +139,25 @@ def test_ssh_suite_on_loopback_with_parallel_devices(models, sshd, tmp_path):
     assert counts["ok"] == 4 and counts["failed"] == 0
     rows = read_results(results.path)
     assert {r["device"] for r in rows} == {"local", sshd.device().url}
-    assert (sshd.root / "board" / "runner.py").exists()  # copied over scp
+    assert (sshd.root / "board" / "runner.py").exists()  # copied over ssh
+    # both machines ran the export's 8 golden clips and agree with what export recorded
+    assert all(r["golden"]["n"] == 8 and r["golden"]["top1_identical"] for r in rows)
+
+
+def test_ssh_suite_keeps_models_of_the_same_file_name_apart(models, sshd, tmp_path):
+    """Every export folder has a model_int8.tflite: the board must get (and time) each one."""
+    suite, ms = models
+    two = prepare_models(Suite("two", [{"width": 0.5}], ["litert"], ["int8"], [1], runs=5, warmup=1),
+                         SUITE, tmp_path / "cache") + ms
+    suite.precisions, suite.runs = ["int8"], 5
+    results = ResultsFile(tmp_path / "r.jsonl")
+    counts = run_suite(suite, two, [sshd.device()], results, log=lambda m: None)
+    assert counts == {"ok": 2, "failed": 0, "skipped": 0}
+    rows = {r["model"]: r for r in read_results(results.path)}
+    for name, folder, _ in two:
+        assert rows[name]["model_bytes"] == (folder / "model_int8.tflite").stat().st_size
+        assert (sshd.root / "board" / name / "model_int8.tflite").exists()
+    assert len({r["model_bytes"] for r in rows.values()}) == 2
 
 
 def test_connection_killed_mid_suite_is_retried(models, sshd, tmp_path):
