@@ -1,10 +1,12 @@
-"""`edgekws bench`: benchmark suites on devices — this machine or boards over SSH — with results
-that survive a flaky board.
+"""`edgekws bench`: benchmark suites on devices — this machine, boards over SSH, or emulated
+aarch64 (`qemu-aarch64[:CPU]`, see emulation.py) — with results that survive a flaky board.
 
 A suite (`benchmarks/suites/*.toml`) lists models (widths or spec files of the shipped supernet,
 or existing export folders), runtimes, precisions, thread counts and run counts. The models are
-exported once, locally; each device then gets the on-board runner and the model files (one tar stream over SSH
-with the system OpenSSH client) and runs every combination.
+exported once, locally; each device then gets the on-board runner and the model files (one tar
+stream over SSH with the system OpenSSH client, each file under its subnet's name) and runs every
+combination. With `check_outputs` (default on) the device also runs the export's golden clips and
+the row says whether its answers match the ones export recorded on x86.
 
 Robustness:
 - every finished (device, model, runtime, precision, threads) row is appended to the JSONL file at

@@ -469,8 +469,10 @@ def bench_report(
         latest[r["key"]] = r
     from rich.table import Column
 
-    t = Table(Column("device", no_wrap=True), Column("model", no_wrap=True), Column("runtime", no_wrap=True), "thr",
-              "MACs", "median ms", "p95 ms", "RAM KB", Column("top-1 = x86", overflow="fold"), "tries", box=box.SIMPLE_HEAD,
+    num = {"no_wrap": True, "justify": "right"}
+    t = Table(Column("device", overflow="fold"), Column("model", no_wrap=True), Column("runtime", no_wrap=True),
+              Column("thr", **num), Column("MACs", **num), Column("median ms", **num), Column("p95 ms", **num),
+              Column("RAM KB", **num), Column("=x86", **num), Column("tries", **num), box=box.SIMPLE_HEAD,
               title=f"{results}: {len(latest)} rows")
     for r in sorted(latest.values(), key=lambda r: (r["device"], r["macs"], r["runtime"], r["precision"], r["threads"])):
         cells = [r["device"], r["model"], f"{r['runtime']} {r['precision']}", str(r["threads"]), f"{r['macs'] / 1e6:.2f}M"]

@@ -50,7 +50,7 @@ MIRROR = "http://deb.debian.org/debian"
 PLATFORMS = ["manylinux2014_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64"]
 RUNTIME_PACKAGES = ("numpy", "onnxruntime", "ai-edge-litert")
 QEMU = "qemu-aarch64"
-DEFAULT_CPU = "cortex-a72"  # Raspberry Pi 4; cortex-a53 (Pi 3 / Zero 2 W) and cortex-a76 (Pi 5) also work
+DEFAULT_CPU = "cortex-a72"  # Raspberry Pi 4; cortex-a53 (Pi 3 / Zero 2 W) and cortex-a76 (Pi 5, dot-product) too
 PYTHON = "3.11"  # bookworm's python3: the wheels must match it, not the host's Python
 CACHE_FILES = ("level", "size", "shared_cpu_list", "type", "coherency_line_size", "ways_of_associativity")
 
