@@ -32,9 +32,10 @@ demo-data: setup
 	$(VENV)/bin/edgekws data stats --data-dir $(DEMO_DIR)/corpus
 	$(VENV)/bin/edgekws data features --data-dir $(DEMO_DIR)/corpus
 
-# Emulated 64-bit Arm for `bench --device qemu-aarch64`: an arm64 Debian sysroot (debootstrap)
-# with aarch64 wheels of the host's runtimes, built once (~1 min) into $EDGEKWS_ARM_SYSROOT or
-# ~/.cache/edgekws/qemu-aarch64. Needs root, qemu-user and debootstrap (`make setup` installs them).
+# Emulated 64-bit Arm for `bench --device qemu-aarch64[:CPU][@bullseye]`: arm64 Debian bookworm
+# and bullseye sysroots (debootstrap) with aarch64 runtime wheels, built once (~90 s) under
+# $EDGEKWS_ARM_SYSROOT or ~/.cache/edgekws/qemu-aarch64. Needs root, qemu-user and debootstrap
+# (`make setup` installs them).
 arm: setup
 	$(VENV)/bin/edgekws qemu setup
 

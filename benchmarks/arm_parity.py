@@ -1,13 +1,15 @@
 """Do the exported models give the same answers on 64-bit Arm as on this x86 host?
 
 Every width of the shipped supernet, all four artefacts (TFLite/ONNX × float/int8), run by the
-on-board runner on the first N examples of the pinned test pack: once on this host, once on
+on-board runner on the first N examples of the pinned test pack: once on this host, then on
 emulated Cortex-A53 (Pi 3 / Zero 2 W), Cortex-A72 (Pi 4) and Cortex-A76 (Pi 5) under qemu-user
-(`make arm` first). Each CPU model makes the runtimes pick different kernels (A76 has dot-product
-instructions, A53/A72 do not), so this is the check a firmware team would otherwise need three
-boards for. Emulated latency is recorded only to show it is not meaningful.
+with Debian 12's stack (the host's runtime versions), and on Cortex-A53 with Debian 11's (Python
+3.9, numpy 1.26, tflite-runtime 2.13, onnxruntime 1.19) — `make arm` first. The CPU model sets
+the instruction-set features the runtimes see (A76 reports dot-product, A53/A72 do not), so this
+is the check a firmware team would otherwise need several boards for. Emulated latency is
+recorded only to show it is not meaningful.
 
-    python benchmarks/arm_parity.py [--examples 1000] [--cpus cortex-a53,cortex-a72,cortex-a76]
+    python benchmarks/arm_parity.py [--examples 1000] [--devices qemu-aarch64:cortex-a53,...]
 
 Writes benchmarks/results/arm_parity.{json,md}.
 """
@@ -47,7 +49,8 @@ def run(device, model: Path, inputs: Path, runtime: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", type=int, default=1000)
-    ap.add_argument("--cpus", default="cortex-a53,cortex-a72,cortex-a76")
+    ap.add_argument("--devices", default="qemu-aarch64:cortex-a53,qemu-aarch64:cortex-a72,qemu-aarch64:cortex-a76,"
+                                          "qemu-aarch64:cortex-a53@bullseye")
     ap.add_argument("--out", type=Path, default=RESULTS / "arm_parity")
     args = ap.parse_args()
 
@@ -55,7 +58,7 @@ def main() -> None:
     n = min(args.examples, len(pack.targets))
     space = load_checkpoint(DEFAULT_CHECKPOINT).space
     local = make_device("local")
-    arms = [make_device(f"qemu-aarch64:{c}") for c in args.cpus.split(",")]
+    arms = [make_device(d) for d in args.devices.split(",")]
     rows = []
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,7 +79,8 @@ def main() -> None:
                     diff = np.abs(arm - x86)
                     row = {
                         "width": width, "model": manifest["name"], "macs": manifest["accounting"]["macs"],
-                        "artefact": f"{FORMAT[runtime]} {precision}", "cpu": dev.cpu, "machine": r["machine"], "examples": n,
+                        "artefact": f"{FORMAT[runtime]} {precision}", "device": dev.name, "cpu": dev.cpu,
+                        "release": dev.release, "runtime": r["runtime"], "machine": r["machine"], "examples": n,
                         "top1_agree": int((arm.argmax(1) == x86.argmax(1)).sum()),
                         "outputs_identical": int((diff.max(1) == 0).sum()),
                         "max_abs_diff": float(diff.max()),
@@ -87,24 +91,24 @@ def main() -> None:
                         "wall_s_emulated": r["wall_s"],
                     }
                     rows.append(row)
-                    print(f"w{width} {row['artefact']:12s} {dev.cpu:10s} top-1 {row['top1_agree']}/{n}, identical outputs "
+                    print(f"w{width} {row['artefact']:12s} {dev.name:32s} top-1 {row['top1_agree']}/{n}, identical outputs "
                           f"{row['outputs_identical']}/{n}, max diff {row['max_abs_diff']:.3g}"
                           + (f" ({row['max_int8_steps']} int8 steps)" if precision == "int8" else "")
                           + f", acc x86 {row['accuracy_x86']} / arm {row['accuracy_arm']} %", flush=True)
     summary = {
-        "examples": n, "cpus": args.cpus.split(","), "rows": rows, "seconds": round(time.perf_counter() - t_start, 1),
+        "examples": n, "devices": [d.name for d in arms], "rows": rows, "seconds": round(time.perf_counter() - t_start, 1),
         "int8_top1_identical_everywhere": all(r["top1_agree"] == n for r in rows if r["artefact"].endswith("int8")),
         "float_top1_identical_everywhere": all(r["top1_agree"] == n for r in rows if r["artefact"].endswith("float")),
-        "sysroot": json.loads((arms[0].sysroot / "sysroot.json").read_text()) if arms else None,
+        "sysroots": {d.release: json.loads((d.sysroot / "sysroot.json").read_text()) for d in arms},
         "note": "latency under qemu-user is not meaningful (instruction translation); recorded only to show it",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out.with_suffix(".json"), json.dumps(summary, indent=1) + "\n")
     lines = [f"# Arm parity: {n} pinned test examples, x86 host vs emulated aarch64\n",
-             "| width | artefact | CPU | top-1 = x86 | identical outputs | max diff | int8 steps | acc x86 | acc arm |",
+             "| width | artefact | device | top-1 = x86 | identical outputs | max diff | int8 steps | acc x86 | acc arm |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['width']} | {r['artefact']} | {r['cpu']} | {r['top1_agree']}/{n} | {r['outputs_identical']}/{n} | "
+        lines.append(f"| {r['width']} | {r['artefact']} | {r['device']} | {r['top1_agree']}/{n} | {r['outputs_identical']}/{n} | "
                      f"{r['max_abs_diff']:.3g} | {r['max_int8_steps'] if r['max_int8_steps'] is not None else '–'} | "
                      f"{r['accuracy_x86']} | {r['accuracy_arm']} |")
     write_text_atomic(args.out.with_suffix(".md"), "\n".join(lines) + "\n")

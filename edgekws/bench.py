@@ -222,13 +222,15 @@ def make_device(url: str, identity: str | None = None, known_hosts: str | None =
         return LocalDevice(url)
     if url.startswith("ssh://"):
         return SSHDevice(url, identity=identity, known_hosts=known_hosts, python=remote_python)
-    if url.split(":")[0] == "qemu-aarch64":
+    if url.split(":")[0].split("@")[0] == "qemu-aarch64":
         from edgekws.emulation import QemuDevice
 
-        dev = QemuDevice(url, sysroot=Path(sysroot) if sysroot else None)
+        dev = QemuDevice(url)
+        if sysroot:  # a base folder holding one sysroot per release
+            dev.sysroot = Path(sysroot) / dev.release
         dev.check()
         return dev
-    raise EdgeKWSError(f"unknown device '{url}' (valid: local, ssh://[user@]host[:port], qemu-aarch64[:CPU])")
+    raise EdgeKWSError(f"unknown device '{url}' (valid: local, ssh://[user@]host[:port], qemu-aarch64[:CPU][@RELEASE])")
 
 
 # --------------------------------------------------------------------------------------------

@@ -425,7 +425,8 @@ def bench_cmd(
     ctx: typer.Context,
     suite: Annotated[Optional[Path], typer.Option(help="A suite TOML (benchmarks/suites/*.toml).")] = None,
     device: Annotated[Optional[list[str]], typer.Option(
-        help="local, ssh://[user@]host[:port] or qemu-aarch64[:CPU] (emulated Arm; `make arm` first); repeat to run in parallel.")] = None,
+        help="local, ssh://[user@]host[:port] or qemu-aarch64[:CPU][@bullseye] (emulated Arm; `make arm` first); "
+             "repeat to run in parallel.")] = None,
     results: Annotated[Path, typer.Option(help="JSONL file the rows are appended to.")] = Path("benchmarks/results/bench.jsonl"),
     resume: Annotated[bool, typer.Option(help="Skip rows already recorded as successful.")] = False,
     identity: Annotated[Optional[Path], typer.Option(help="SSH private key.")] = None,
@@ -434,7 +435,8 @@ def bench_cmd(
     retries: Annotated[int, typer.Option(help="Tries per row before a failure row is recorded.")] = 3,
     backoff: Annotated[float, typer.Option(help="First retry delay in seconds (doubles each time).")] = 1.0,
     cache: Annotated[Path, typer.Option(help="Where suite models are exported.")] = Path(".edgekws-bench"),
-    sysroot: Annotated[Optional[Path], typer.Option(help="arm64 sysroot for qemu-aarch64 (default $EDGEKWS_ARM_SYSROOT or the cache).")] = None,
+    sysroot: Annotated[Optional[Path], typer.Option(help="Base folder of the arm64 sysroots for qemu-aarch64 "
+                                                         "(default $EDGEKWS_ARM_SYSROOT or ~/.cache/edgekws/qemu-aarch64).")] = None,
 ) -> None:
     """Run a benchmark suite on one or more devices; `edgekws bench report FILE` renders the results."""
     if ctx.invoked_subcommand is not None:
@@ -503,36 +505,42 @@ app.add_typer(qemu_app, name="qemu")
 @qemu_app.command("setup")
 @user_errors
 def qemu_setup(
-    sysroot: Annotated[Optional[Path], typer.Option(help="Where to build it (default $EDGEKWS_ARM_SYSROOT or the cache).")] = None,
+    release: Annotated[str, typer.Option(help="bookworm (Python 3.11, this host's runtimes), bullseye (Python 3.9, numpy 1.x, "
+                                              "tflite-runtime) or all.")] = "all",
+    sysroot: Annotated[Optional[Path], typer.Option(help="Base folder, one sysroot per release "
+                                                         "(default $EDGEKWS_ARM_SYSROOT or ~/.cache/edgekws/qemu-aarch64).")] = None,
     mirror: Annotated[str, typer.Option(help="Debian mirror for debootstrap.")] = "http://deb.debian.org/debian",
     force: Annotated[bool, typer.Option(help="Rebuild even if it exists.")] = False,
 ) -> None:
-    """Build the arm64 sysroot once (~1-2 min): debootstrap bookworm + aarch64 wheels of the host's runtimes."""
-    from edgekws.emulation import build_sysroot, default_sysroot
+    """Build the arm64 sysroots once (~40 s each): debootstrap + aarch64 wheels from PyPI."""
+    from edgekws.emulation import RELEASES, build_sysroot, get_release, sysroot_base
 
-    dest = sysroot or default_sysroot()
-    info = build_sysroot(dest, mirror=mirror, force=force, log=lambda m: out.print(f"  {m}", highlight=False))
-    pk = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
-    out.print(f"[green]✓[/] arm64 sysroot at {dest}: Debian {info['suite']}, Python {info['python']}, {pk} "
-              f"(built {info['built']} in {info['seconds']} s)", soft_wrap=True)
+    names = list(RELEASES) if release == "all" else [get_release(release).name]
+    for name in names:
+        dest = (sysroot or sysroot_base()) / name
+        info = build_sysroot(dest, name, mirror=mirror, force=force, log=lambda m: out.print(f"  {m}", highlight=False))
+        pk = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
+        out.print(f"[green]✓[/] {dest}: Debian {info['release']} arm64, Python {info['python']}, {pk} "
+                  f"(built {info['built']} in {info['seconds']} s)", soft_wrap=True, highlight=False)
 
 
 @qemu_app.command("check")
 @user_errors
 def qemu_check(
-    sysroot: Annotated[Optional[Path], typer.Option(help="The sysroot (default $EDGEKWS_ARM_SYSROOT or the cache).")] = None,
+    release: Annotated[str, typer.Option(help="bookworm or bullseye.")] = "bookworm",
     cpu: Annotated[str, typer.Option(help="qemu CPU model: cortex-a53 (Pi 3, Zero 2 W), cortex-a72 (Pi 4), cortex-a76 (Pi 5).")] = "cortex-a72",
+    sysroot: Annotated[Optional[Path], typer.Option(help="Base folder of the sysroots.")] = None,
 ) -> None:
     """Start the emulated Python and report what it loads."""
-    from edgekws.emulation import QemuDevice
+    from edgekws.bench import make_device
 
-    dev = QemuDevice(f"qemu-aarch64:{cpu}", sysroot=sysroot)
-    dev.check()
+    dev = make_device(f"qemu-aarch64:{cpu}@{release}", sysroot=str(sysroot) if sysroot else None)
     found = dev.probe()
-    errors = {k: v for k, v in found.items() if k.endswith("_error")}
-    if errors:
-        raise EdgeKWSError("emulated Python could not load: " + "; ".join(f"{k[:-6]}: {v}" for k, v in errors.items()))
-    out.print(f"[green]✓[/] {found['machine']} ({cpu}) Python {found['python']}: numpy, ai_edge_litert, onnxruntime load")
+    loaded = {k: v for k, v in found.items() if k not in ("machine", "python") and v}
+    if "numpy" not in loaded or "onnxruntime" not in loaded or not {"ai_edge_litert", "tflite_runtime"} & set(loaded):
+        raise EdgeKWSError(f"emulated Python on {dev.name} lacks a runtime: {found}")
+    out.print(f"[green]✓[/] {found['machine']} ({cpu}, Debian {release}) Python {found['python']}: "
+              + ", ".join(f"{k} {v}" for k, v in loaded.items()), highlight=False)
 
 
 def main() -> None:

@@ -8,13 +8,18 @@ module a board lacks. It answers "does it give the same answers on Arm?" (int8 t
 identical to x86); it cannot answer "how fast?" — qemu-user translates every instruction, so
 latency and memory rows from it are marked as not meaningful.
 
-The sysroot (`edgekws qemu setup`, `make arm`, ~1–2 min) is:
-- `root/`: Debian bookworm arm64 from `debootstrap --foreign --variant=minbase` (only the unpack
-  stage: the second stage would need binfmt_misc, which containers and CI rarely have; nothing
-  here needs the packages configured), plus the unpacked `python3` packages;
-- `site/`: aarch64 wheels of numpy, onnxruntime and ai-edge-litert from PyPI, at the versions this
-  host runs, so the two machines differ only in architecture;
-- `sysroot.json`: what was built, when, from where.
+Two sysroots (`edgekws qemu setup`, `make arm`, ~40 s each), one per kind of board we meet:
+- `bookworm` (default): Debian 12 arm64 (Raspberry Pi OS 12), Python 3.11, and aarch64 wheels of
+  numpy, onnxruntime and ai-edge-litert at the versions this host runs, so the two machines differ
+  only in architecture;
+- `bullseye`: Debian 11 arm64 (Raspberry Pi OS 11, still on many lab boards), Python 3.9, numpy
+  1.26, tflite-runtime 2.13 (the last with wheels for its glibc) and onnxruntime 1.19.2 (the last
+  for Python 3.9) — the oldest stack the runner promises to run on.
+Each is `root/` from `debootstrap --foreign --variant=minbase` (only the unpack stage: the second
+stage would need binfmt_misc, which containers and CI rarely have; nothing here needs the packages
+configured) plus the unpacked `python3` packages, `site/` with the wheels from PyPI
+(`pip download --platform manylinux… --python-version …`), and `sysroot.json` (what, when, from
+where). They live in `~/.cache/edgekws/qemu-aarch64/<release>` (or under $EDGEKWS_ARM_SYSROOT).
 
 Without binfmt_misc, the runner's child processes cannot exec the aarch64 interpreter directly;
 the device sets `EDGEKWS_RUNNER_EXEC_PREFIX` so they go through qemu too (see runner.py).
@@ -44,29 +49,58 @@ from typing import Callable
 from edgekws.bench import LocalDevice
 from edgekws.errors import EdgeKWSError
 
-SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
-# manylinux tags an arm64 bookworm (glibc 2.36) can load; the wheels we need use 2_17 … 2_28.
-PLATFORMS = ["manylinux2014_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64"]
-RUNTIME_PACKAGES = ("numpy", "onnxruntime", "ai-edge-litert")
 QEMU = "qemu-aarch64"
 DEFAULT_CPU = "cortex-a72"  # Raspberry Pi 4; cortex-a53 (Pi 3 / Zero 2 W) and cortex-a76 (Pi 5, dot-product) too
-PYTHON = "3.11"  # bookworm's python3: the wheels must match it, not the host's Python
 CACHE_FILES = ("level", "size", "shared_cpu_list", "type", "coherency_line_size", "ways_of_associativity")
 
 
-def default_sysroot() -> Path:
+@dataclass(frozen=True)
+class Release:
+    """A Debian arm64 release and the Python stack a board of that era runs."""
+
+    name: str
+    python: str  # the release's python3: wheels must match it, not the host's Python
+    platforms: tuple[str, ...]  # manylinux tags its glibc can load
+    packages: tuple[tuple[str, str], ...] = ()  # pinned; empty = the host's own runtime versions
+    litert_module: str = "ai_edge_litert"
+
+    def versions(self) -> dict[str, str]:
+        return dict(self.packages) if self.packages else host_versions()
+
+
+RELEASES = {
+    "bookworm": Release("bookworm", "3.11", ("manylinux2014_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64",
+                                             "manylinux_2_34_aarch64")),
+    "bullseye": Release("bullseye", "3.9", ("manylinux2014_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64"),
+                        (("numpy", "1.26.4"), ("tflite-runtime", "2.13.0"), ("onnxruntime", "1.19.2")), "tflite_runtime"),
+}
+DEFAULT_RELEASE = "bookworm"
+HOST_PACKAGES = ("numpy", "onnxruntime", "ai-edge-litert")
+
+
+def sysroot_base() -> Path:
     from edgekws.data import default_cache_dir
 
     return Path(os.environ.get("EDGEKWS_ARM_SYSROOT") or default_cache_dir() / "qemu-aarch64")
 
 
+def default_sysroot(release: str = DEFAULT_RELEASE) -> Path:
+    return sysroot_base() / release
+
+
+def get_release(name: str) -> Release:
+    if name not in RELEASES:
+        raise EdgeKWSError(f"unknown Debian release '{name}' (valid: {', '.join(RELEASES)})")
+    return RELEASES[name]
+
+
 def host_versions() -> dict[str, str]:
-    """Versions of the runtime packages on this host: the emulated side gets the same ones."""
+    """Versions of the runtime packages on this host: the bookworm side gets the same ones."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name in RUNTIME_PACKAGES:
+    for name in HOST_PACKAGES:
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -104,15 +138,19 @@ def _run(cmd: list[str], what: str, log: Callable[[str], None], **kw) -> subproc
     return res
 
 
-def build_sysroot(dest: Path, mirror: str = MIRROR, force: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Build the arm64 sysroot at `dest` (in a temporary folder beside it, renamed at the end)."""
-    dest = Path(dest)
-    versions = host_versions()
+def build_sysroot(dest: Path, release_name: str = DEFAULT_RELEASE, mirror: str = MIRROR, force: bool = False,
+                  log: Callable[[str], None] = print) -> dict:
+    """Build one release's arm64 sysroot at `dest` (in a temporary folder beside it, renamed at the
+    end: an interrupted build leaves nothing half-made). Kept when it already has the wanted
+    package versions."""
+    rel = get_release(release_name)
+    dest = Path(dest).resolve()  # debootstrap changes directory: relative paths would break
+    versions = rel.versions()
     if (dest / "sysroot.json").exists() and not force:
         info = json.loads((dest / "sysroot.json").read_text())
         if info.get("packages") == versions:
             return info
-        log(f"sysroot has {info.get('packages')}, this host {versions}: rebuilding")
+        log(f"{rel.name} sysroot has {info.get('packages')}, wanted {versions}: rebuilding")
     debootstrap = _need("debootstrap", "debootstrap")
     _need(QEMU, "qemu-user")
     _need("dpkg-deb", "dpkg")
@@ -123,31 +161,29 @@ def build_sysroot(dest: Path, mirror: str = MIRROR, force: bool = False, log: Ca
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
         root = tmp / "root"
-        _run([debootstrap, "--arch=arm64", "--foreign", "--variant=minbase", "--include=python3", SUITE, str(root), mirror],
-             f"debootstrap {SUITE} arm64 (unpack stage)", log)
+        _run([debootstrap, "--arch=arm64", "--foreign", "--variant=minbase", "--include=python3", rel.name, str(root), mirror],
+             f"debootstrap {rel.name} arm64 (unpack stage)", log)
         debs = sorted((root / "var/cache/apt/archives").glob("*.deb"))
         for deb in debs:  # --include'd packages are only downloaded by the first stage: unpack them
             _run(["dpkg-deb", "-x", str(deb), str(root)], f"unpack {deb.name}", lambda m: None)
             deb.unlink()
         log(f"unpacked {len(debs)} packages")
         if not (root / "usr/bin/python3").exists():
-            raise EdgeKWSError("the arm64 sysroot has no usr/bin/python3 after unpacking")
+            raise EdgeKWSError(f"the {rel.name} arm64 sysroot has no usr/bin/python3 after unpacking")
         pins = [f"{name}=={v}" for name, v in versions.items()]
-        plat = [a for p in PLATFORMS for a in ("--platform", p)]
-        target = ["--only-binary=:all:", *plat, "--python-version", PYTHON, "--implementation", "cp"]
+        target = ["--only-binary=:all:", *[a for p in rel.platforms for a in ("--platform", p)],
+                  "--python-version", rel.python, "--implementation", "cp"]
         _run([sys.executable, "-m", "pip", "download", "-q", *target, "-d", str(tmp / "wheels"), *pins],
              "pip download aarch64 wheels (" + ", ".join(pins) + ")", log)
         _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", *target, "--target", str(tmp / "site"),
               *map(str, sorted((tmp / "wheels").glob("*.whl")))], "pip install --target site", log)
         shutil.rmtree(tmp / "wheels")
-        hide_host_cpu_topology(root)
-        info = {"suite": SUITE, "arch": "arm64", "mirror": mirror, "python": PYTHON, "packages": versions,
+        info = {"release": rel.name, "arch": "arm64", "mirror": mirror, "python": rel.python, "packages": versions,
                 "qemu": subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout.splitlines()[0],
                 "built": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": platform.machine(),
                 "seconds": round(time.perf_counter() - t_start, 1)}
-        device = QemuDevice(QEMU, sysroot=tmp)
-        found = device.probe()
-        missing = [k for k in ("numpy", "ai_edge_litert", "onnxruntime") if k not in found]
+        found = QemuDevice(f"{QEMU}@{rel.name}", sysroot=tmp).probe()
+        missing = [k for k in ("numpy", rel.litert_module, "onnxruntime") if found.get(k) is None]
         if found.get("machine") != "aarch64" or missing:
             raise EdgeKWSError(f"the emulated Python does not load {', '.join(missing) or 'as aarch64'}: {found}")
         info["probe"] = found
@@ -163,35 +199,39 @@ def build_sysroot(dest: Path, mirror: str = MIRROR, force: bool = False, log: Ca
 
 @dataclass
 class QemuDevice(LocalDevice):
-    """`qemu-aarch64[:CPU]`: the runner on emulated aarch64 (default CPU cortex-a72).
+    """`qemu-aarch64[:CPU][@RELEASE]`: the runner on emulated aarch64 (default cortex-a72, bookworm).
 
     Files need no copying (qemu-user sees the host's file system), so it shares the local device's
     paths; only the command and environment differ. Rows are marked `emulated` and their latency
     and memory `not meaningful`."""
 
-    sysroot: Path | None = None
+    sysroot: Path | None = None  # this release's sysroot (default: under sysroot_base())
     cpu: str = DEFAULT_CPU
+    release: str = DEFAULT_RELEASE
     emulated = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        head, _, cpu = self.url.partition(":")
+        head, _, rel = self.url.partition("@")
+        head, _, cpu = head.partition(":")
         if head != QEMU:
-            raise EdgeKWSError(f"device '{self.url}' is not qemu-aarch64[:CPU]")
+            raise EdgeKWSError(f"device '{self.url}' is not qemu-aarch64[:CPU][@RELEASE]")
         self.cpu = cpu or self.cpu
-        self.sysroot = Path(self.sysroot or default_sysroot())
-
-    @property
-    def note(self) -> str:
-        return f"emulated aarch64 ({self.cpu}, qemu-user): latency and memory are not meaningful"
+        self.release = get_release(rel or self.release).name
+        self.sysroot = Path(self.sysroot or default_sysroot(self.release))
 
     @property
     def name(self) -> str:
-        return f"{QEMU}:{self.cpu}"
+        return f"{QEMU}:{self.cpu}" + (f"@{self.release}" if self.release != DEFAULT_RELEASE else "")
+
+    @property
+    def note(self) -> str:
+        return f"emulated aarch64 ({self.cpu}, Debian {self.release}, qemu-user): latency and memory are not meaningful"
 
     def check(self) -> None:
         if not (self.sysroot / "root/usr/bin/python3").exists():
-            raise EdgeKWSError(f"no arm64 sysroot at {self.sysroot}: run `make arm` (or `edgekws qemu setup`)")
+            what = "" if self.release == DEFAULT_RELEASE else f" --release {self.release}"
+            raise EdgeKWSError(f"no arm64 {self.release} sysroot at {self.sysroot}: run `make arm` (or `edgekws qemu setup{what}`)")
         _need(QEMU, "qemu-user")
         listed = subprocess.run([QEMU, "-cpu", "help"], capture_output=True, text=True).stdout.split()
         cpus = [c for c in listed if c not in ("Available", "CPUs:")]
@@ -213,12 +253,14 @@ class QemuDevice(LocalDevice):
         return env
 
     def probe(self) -> dict:
-        """What the emulated Python reports: machine, Python, numpy and runtime versions."""
+        """What the emulated Python reports: machine, Python, and the version of each runtime
+        module it can import (None when it cannot)."""
         hide_host_cpu_topology(self.sysroot / "root")
         code = ("import json, platform, importlib\nout = {'machine': platform.machine(), 'python': platform.python_version()}\n"
-                "for m in ('numpy', 'ai_edge_litert.interpreter', 'onnxruntime'):\n"
-                "    try:\n        importlib.import_module(m); out[m.split('.')[0]] = 'ok'\n"
-                "    except Exception as e:\n        out[m.split('.')[0] + '_error'] = repr(e)\n"
+                "for m in ('numpy', 'ai_edge_litert', 'tflite_runtime', 'onnxruntime'):\n"
+                "    try:\n        mod = importlib.import_module(m + ('.interpreter' if 'lite' in m else ''))\n"
+                "        out[m] = getattr(importlib.import_module(m), '__version__', 'present')\n"
+                "    except Exception as e:\n        out[m] = None\n"
                 "print(json.dumps(out))")
         res = subprocess.run([*self.command(), "-c", code], capture_output=True, text=True, env=self.environment(), timeout=300)
         lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]

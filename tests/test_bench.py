@@ -115,7 +115,7 @@ def test_suite_loading_errors(tmp_path):
         make_device("ssh://")
     with pytest.raises(EdgeKWSError, match="unknown device"):
         make_device("telnet://x")
-    with pytest.raises(EdgeKWSError, match="no arm64 sysroot at .*make arm"):
+    with pytest.raises(EdgeKWSError, match="no arm64 bookworm sysroot at .*make arm"):
         make_device("qemu-aarch64", sysroot=str(tmp_path / "none"))
 
 

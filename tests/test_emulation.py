@@ -36,23 +36,34 @@ def test_host_cpu_topology_is_hidden_with_empty_files(tmp_path):
 
 
 def test_bad_qemu_devices_are_one_line_errors(tmp_path):
-    with pytest.raises(EdgeKWSError, match="unknown device .*qemu-aarch64\[:CPU\]"):
+    with pytest.raises(EdgeKWSError, match="unknown device .*qemu-aarch64\[:CPU\]\[@RELEASE\]"):
         make_device("qemu-aarch64x")
+    with pytest.raises(EdgeKWSError, match="unknown Debian release 'buster' .*bookworm, bullseye"):
+        make_device("qemu-aarch64:cortex-a53@buster")
     one_line_error(runner.invoke(app, ["bench", "--suite", str(SUITES / "smoke.toml"), "--device", "qemu-aarch64",
                                        "--sysroot", str(tmp_path / "none"), "--results", str(tmp_path / "r.jsonl")]),
-                   "no arm64 sysroot")
+                   "no arm64 bookworm sysroot")
     assert not (tmp_path / "r.jsonl").exists()
 
 
-@pytest.fixture(scope="module")
-def sysroot() -> Path:
-    root = default_sysroot()
+def need_sysroot(release: str) -> Path:
+    root = default_sysroot(release)
     if not (root / "sysroot.json").exists():
-        msg = f"no arm64 sysroot at {root}: run `make arm`"
+        msg = f"no arm64 {release} sysroot at {root}: run `make arm`"
         if os.environ.get("EDGEKWS_REQUIRE_ARM") == "1":  # `make test` builds it, so it must be there
             pytest.fail(msg)
         pytest.skip(msg)
     return root
+
+
+@pytest.fixture(scope="module")
+def sysroot() -> Path:
+    return need_sysroot("bookworm")
+
+
+@pytest.fixture(scope="module")
+def bullseye() -> Path:
+    return need_sysroot("bullseye")
 
 
 @pytest.mark.arm
@@ -65,9 +76,10 @@ def test_unknown_cpu_lists_the_valid_ones(sysroot):
 def test_qemu_check_runs_aarch64_python_with_both_runtimes(sysroot):
     info = json.loads((sysroot / "sysroot.json").read_text())
     assert info["arch"] == "arm64" and info["probe"]["machine"] == "aarch64"
+    assert info["probe"]["onnxruntime"] == info["packages"]["onnxruntime"]  # the host's own versions
     res = runner.invoke(app, ["qemu", "check", "--cpu", "cortex-a53"])
     assert res.exit_code == 0, res.output
-    assert "aarch64 (cortex-a53)" in res.output
+    assert "aarch64 (cortex-a53, Debian bookworm) Python 3.11" in res.output and "onnxruntime 1." in res.output
 
 
 @pytest.mark.arm
@@ -95,3 +107,24 @@ def test_suite_on_emulated_arm_matches_x86(sysroot, tmp_path):
     res = runner.invoke(app, ["bench", "report", str(results.path), "--png", str(tmp_path / "p.png")])
     assert res.exit_code == 0, res.output
     assert "not meaningful" in res.output and "8/8" in res.output
+
+
+@pytest.mark.arm
+@pytest.mark.tflite
+def test_runner_on_an_old_board_stack_python39_numpy1_tflite_runtime(bullseye, tmp_path):
+    """The runner's promise — Python 3.9+, numpy 1.x, tflite-runtime as LiteRT's fallback — on a
+    Raspberry Pi OS 11-like stack, with both runtimes, checked against x86's answers."""
+    suite = Suite("old", [{"width": 0.25}], ["litert", "onnxruntime"], ["float", "int8"], [1], runs=3, warmup=1)
+    models = prepare_models(suite, SUITES / "smoke.toml", tmp_path / "cache")
+    results = ResultsFile(tmp_path / "r.jsonl")
+    counts = run_suite(suite, models, [make_device("qemu-aarch64:cortex-a53@bullseye")], results, log=lambda m: None)
+    assert counts == {"ok": 4, "failed": 0, "skipped": 0}
+    rows = read_results(results.path)
+    info = rows[0]["device_info"]
+    assert info["python"].startswith("3.9.") and info["numpy"].startswith("1.") and info["machine"] == "aarch64"
+    assert "tflite_runtime" in info and "ai_edge_litert" not in info
+    assert {r["device"] for r in rows} == {"qemu-aarch64:cortex-a53@bullseye"}
+    for r in rows:
+        assert r["golden"]["top1_identical"], r  # int8 may round differently (older kernels), answers may not
+        if r["precision"] == "float":
+            assert r["golden"]["max_abs_diff"] < 1e-4, r

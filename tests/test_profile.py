@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -91,6 +92,26 @@ def test_runner_times_every_format(export_dir):
     res = subprocess.run([sys.executable, str(RUNNER), "--model", str(broken)], capture_output=True, text=True, check=True)
     row = json.loads(res.stdout)["results"][0]
     assert row["ok"] is False and row["error"]
+
+
+@pytest.mark.tflite
+def test_runner_reproduces_the_golden_outputs(export_dir):
+    """--all-inputs on the export's float features: the runner quantizes them itself for the int8
+    TFLite model (its own scale and zero point) and must give export's recorded outputs exactly."""
+    golden = export_dir / "golden"
+    for fmt, ext in (("tflite", "tflite"), ("onnx", "onnx")):
+        for prec in ("float", "int8"):
+            res = subprocess.run([sys.executable, str(RUNNER), "--model", str(export_dir / f"model_{prec}.{ext}"), "--runs", "2",
+                                  "--warmup", "0", "--input", str(golden / "features.npy"), "--all-inputs"],
+                                 capture_output=True, text=True, check=True)
+            row = json.loads(res.stdout)["results"][0]
+            expected = np.load(golden / f"expected_{fmt}_{prec}.npy")
+            got = np.asarray(row["outputs"])
+            assert got.shape == expected.shape and row["top1"] == expected.argmax(1).tolist()
+            if prec == "int8":
+                np.testing.assert_array_equal(got, expected.astype(got.dtype))
+            else:
+                np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 @pytest.mark.tflite
