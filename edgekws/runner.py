@@ -197,15 +197,15 @@ def measure_one(args) -> dict:
         "model_total": max(0, peak["peak"] - with_runtime["rss"]) if known else None,  # what the budget checks
     }
     result["output_argmax"] = int(np.asarray(y).reshape(-1).argmax())
-    if args.input and args.all_inputs:  # answers, for comparing machines (after timing: no effect on it)
-        rows = [np.asarray(run(xi[None])).reshape(-1) for xi in load_inputs(args.input, shape, dtype, quant)]
-        result["outputs"] = [r.tolist() for r in rows]
-        result["top1"] = [int(r.argmax()) for r in rows]
     if runtime == "onnxruntime" and args.op_profile:
         result["op_profile_ms"] = _ort_op_profile(sess.end_profiling(), args.warmup + args.runs)
     elif args.op_profile:
         result["op_profile_ms"] = None
         result["op_profile_note"] = "LiteRT's Python API has no per-operator profiler"
+    if args.input and args.all_inputs:  # answers, for comparing machines (after timing and profiling: no effect on them)
+        rows = [np.asarray(run(xi[None])).reshape(-1) for xi in load_inputs(args.input, shape, dtype, quant)]
+        result["outputs"] = [r.tolist() for r in rows]
+        result["top1"] = [int(r.argmax()) for r in rows]
     result["ok"] = True
     return result
 
@@ -244,7 +244,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--runs", type=int, default=200)
-    ap.add_argument("--input", default=None, help=".npy of inputs in the model's dtype (first row used)")
+    ap.add_argument("--input", default=None, help=".npy of inputs (float rows are quantized for integer models); the first row is timed")
     ap.add_argument("--all-inputs", action="store_true", help="also report outputs and top-1 for every row of --input")
     ap.add_argument("--op-profile", action="store_true")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)

@@ -83,6 +83,16 @@ def parse_list(value: str, valid: tuple[str, ...], what: str) -> tuple[str, ...]
     return items
 
 
+def _module_version(module: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    dist = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime", "tensorflow": "tensorflow-cpu"}.get(module, module)
+    try:
+        return f"{dist} {version(dist)}"
+    except PackageNotFoundError:
+        return module
+
+
 def export_subnet(
     spec: SubnetSpec | None = None,
     width: float | None = None,
@@ -284,7 +294,12 @@ def _write_golden(folder: Path, net, files: dict[str, bytes], pack, n: int, feat
                 q_in = np.stack([r.quantize_input(x) for x in feats])
                 np.save(folder / "input_tflite_int8.npy", q_in)
                 np.save(folder / "expected_tflite_int8.npy", np.stack([r.raw(x) for x in q_in]))
-                index["expected"][name] = "input_tflite_int8.npy -> expected_tflite_int8.npy (raw int8, bit-exact)"
+                index["expected"][name] = "input_tflite_int8.npy -> expected_tflite_int8.npy (raw int8)"
+                index["int8_note"] = (f"int8 outputs were produced by {_module_version(r.runtime)} and onnxruntime "
+                                      f"{_module_version('onnxruntime').split()[-1]}; with the same runtime versions they are "
+                                      "bit-exact on x86 and aarch64 (benchmarks/arm_parity.py); other versions may round "
+                                      "differently (tflite-runtime 2.13 vs ai-edge-litert 2.3: up to 7 steps), so compare "
+                                      "top-1 there")
             else:
                 np.save(folder / "expected_tflite_float.npy", r(feats))
                 index["expected"][name] = "expected_tflite_float.npy (float32 logits)"
