@@ -170,7 +170,9 @@ def test_connection_killed_mid_suite_is_retried(models, sshd, tmp_path):
     def killer():
         deadline = time.time() + 60
         while time.time() < deadline and not killed:
-            ps = subprocess.run(["pgrep", "-f", "runner.py --one"], capture_output=True, text=True).stdout.split()
+            # this board's measuring child only (other runners may be busy on the machine)
+            ps = subprocess.run(["pgrep", "-f", f"{sshd.root / 'board' / 'runner.py'} --one"], capture_output=True,
+                                text=True).stdout.split()
             if ps:
                 time.sleep(0.2)
                 n = sshd.kill_sessions()

@@ -36,7 +36,7 @@ def test_host_cpu_topology_is_hidden_with_empty_files(tmp_path):
 
 
 def test_bad_qemu_devices_are_one_line_errors(tmp_path):
-    with pytest.raises(EdgeKWSError, match="unknown device .*qemu-aarch64\[:CPU\]\[@RELEASE\]"):
+    with pytest.raises(EdgeKWSError, match=r"unknown device .*qemu-aarch64\[:CPU\]\[@RELEASE\]"):
         make_device("qemu-aarch64x")
     with pytest.raises(EdgeKWSError, match="unknown Debian release 'buster' .*bookworm, bullseye"):
         make_device("qemu-aarch64:cortex-a53@buster")
