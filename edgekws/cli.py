@@ -513,12 +513,22 @@ def qemu_setup(
     force: Annotated[bool, typer.Option(help="Rebuild even if it exists.")] = False,
 ) -> None:
     """Build the arm64 sysroots once (~40 s each): debootstrap + aarch64 wheels from PyPI."""
-    from edgekws.emulation import RELEASES, build_sysroot, get_release, sysroot_base
+    from edgekws.emulation import DEFAULT_RELEASE, RELEASES, build_sysroot, get_release, sysroot_base
 
     names = list(RELEASES) if release == "all" else [get_release(release).name]
     for name in names:
         dest = (sysroot or sysroot_base()) / name
-        info = build_sysroot(dest, name, mirror=mirror, force=force, log=lambda m: out.print(f"  {m}", highlight=False))
+        unavailable = dest.with_name(f"{name}.unavailable")
+        try:
+            info = build_sysroot(dest, name, mirror=mirror, force=force, log=lambda m: out.print(f"  {m}", highlight=False))
+        except EdgeKWSError as exc:
+            if release != "all" or name == DEFAULT_RELEASE:
+                raise
+            # An older release can vanish from the mirror: say so, record why, keep the main one usable.
+            unavailable.write_text(str(exc) + "\n")
+            err.print(f"[yellow]warning:[/] {name} sysroot not built: {exc}", soft_wrap=True)
+            continue
+        unavailable.unlink(missing_ok=True)
         pk = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
         out.print(f"[green]✓[/] {dest}: Debian {info['release']} arm64, Python {info['python']}, {pk} "
                   f"(built {info['built']} in {info['seconds']} s)", soft_wrap=True, highlight=False)
