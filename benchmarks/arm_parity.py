@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekws.assets import DEFAULT_CHECKPOINT, load_pack
-from edgekws.bench import FORMAT, PRECISION_FILE, make_device
+from edgekws.bench import FORMAT, PRECISION_FILE, compare_outputs, int8_step, make_device
 from edgekws.checkpoint import load_checkpoint
 from edgekws.export import export_subnet
 from edgekws.fileio import write_text_atomic
@@ -69,23 +69,17 @@ def main() -> None:
             manifest = json.loads((folder / "manifest.json").read_text())
             for (runtime, precision), fname in PRECISION_FILE.items():
                 ref = run(local, folder / fname, inputs, runtime)
-                x86 = np.asarray(ref["outputs"], dtype=np.float64)
-                step = 1.0
-                if precision == "int8" and FORMAT[runtime] == "onnx":
-                    step = manifest["quantization"]["onnx"]["output"]["scale"]
+                step = int8_step(manifest, runtime, precision)
                 for dev in arms:
                     r = run(dev, folder / fname, inputs, runtime)
                     arm = np.asarray(r["outputs"], dtype=np.float64)
-                    diff = np.abs(arm - x86)
+                    cmp = compare_outputs(arm, ref["outputs"], step)
                     row = {
                         "width": width, "model": manifest["name"], "macs": manifest["accounting"]["macs"],
                         "artefact": f"{FORMAT[runtime]} {precision}", "device": dev.name, "cpu": dev.cpu,
                         "release": dev.release, "runtime": r["runtime"], "machine": r["machine"], "examples": n,
-                        "top1_agree": int((arm.argmax(1) == x86.argmax(1)).sum()),
-                        "outputs_identical": int((diff.max(1) == 0).sum()),
-                        "max_abs_diff": float(diff.max()),
-                        "max_int8_steps": round(float(diff.max()) / step, 3) if precision == "int8" else None,
-                        "accuracy_x86": round(float((x86.argmax(1) == pack.targets[:n]).mean() * 100), 2),
+                        **{k: cmp[k] for k in ("top1_agree", "outputs_identical", "max_abs_diff", "max_int8_steps")},
+                        "accuracy_x86": round(float((np.argmax(ref["outputs"], 1) == pack.targets[:n]).mean() * 100), 2),
                         "accuracy_arm": round(float((arm.argmax(1) == pack.targets[:n]).mean() * 100), 2),
                         "median_ms_x86": ref["latency_ms"]["median"], "median_ms_emulated": r["latency_ms"]["median"],
                         "wall_s_emulated": r["wall_s"],

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekws.assets import DEFAULT_CHECKPOINT, load_pack
-from edgekws.bench import LocalDevice, make_device
+from edgekws.bench import LocalDevice, compare_outputs, make_device
 from edgekws.checkpoint import load_checkpoint
 from edgekws.export import export_subnet
 from edgekws.fileio import write_text_atomic
@@ -64,13 +64,13 @@ def main() -> None:
     pairs = []
     for a, b in itertools.combinations(outputs, 2):
         x, y = outputs[a], outputs[b]
+        cmp = compare_outputs(x, y, 1.0)  # raw int8 outputs: one step is 1
         pair = {"a": a, "b": b, "a_stack": who[a], "b_stack": who[b], "examples": len(x),
-                "top1_agree": int((x.argmax(1) == y.argmax(1)).sum()),
-                "identical_rows": int((np.abs(x - y).max(1) == 0).sum()), "max_int8_steps": int(np.abs(x - y).max()),
+                **{k: cmp[k] for k in ("top1_agree", "outputs_identical", "max_int8_steps")},
                 "accuracy_a": round(float((x.argmax(1) == pack.targets).mean() * 100), 2),
                 "accuracy_b": round(float((y.argmax(1) == pack.targets).mean() * 100), 2)}
         pairs.append(pair)
-        print(f"{who[a]}  vs  {who[b]}: top-1 {pair['top1_agree']}/{len(x)}, identical rows {pair['identical_rows']}, "
+        print(f"{who[a]}  vs  {who[b]}: top-1 {pair['top1_agree']}/{len(x)}, identical rows {pair['outputs_identical']}, "
               f"max {pair['max_int8_steps']} int8 steps")
     write_text_atomic(args.out, json.dumps({"model": spec.name, "pairs": pairs}, indent=1) + "\n")
     print(f"→ {args.out}")

@@ -246,6 +246,7 @@ class Job:
     threads: int
     macs: int
     params: int
+    int8_step: float | None = None  # for comparing answers: see int8_step()
 
     def key(self, device: str) -> str:
         return f"{device}|{self.model}|{self.runtime}|{self.precision}|t{self.threads}"
@@ -310,7 +311,7 @@ def run_suite(suite: Suite, models: list[tuple[str, Path, dict]], devices: list[
               resume: bool = False, retries: int = 3, backoff: float = 1.0, timeout: float = 300.0,
               log: Callable[[str], None] = print) -> dict:
     """Run every job on every device (devices in parallel). Returns counts per outcome."""
-    jobs = [Job(name, folder, rt, prec, th, man["accounting"]["macs"], man["accounting"]["params"])
+    jobs = [Job(name, folder, rt, prec, th, man["accounting"]["macs"], man["accounting"]["params"], int8_step(man, rt, prec))
             for name, folder, man in models for rt in suite.runtimes for prec in suite.precisions for th in suite.threads
             if (folder / PRECISION_FILE[(rt, prec)]).exists()]
     done = results.done_keys() if resume else set()
@@ -362,7 +363,7 @@ def run_suite(suite: Suite, models: list[tuple[str, Path, dict]], devices: list[
                 if golden_in:
                     args += ["--input", dev.remote_path(golden_in), "--all-inputs"]
 
-                def once():
+                def once(args=args):
                     out = dev.run(args, timeout)
                     r = out["results"][0]
                     if r.get("crashed"):  # the measuring process died: a board fault, worth a retry
@@ -375,7 +376,7 @@ def run_suite(suite: Suite, models: list[tuple[str, Path, dict]], devices: list[
                        "latency_ms": r.get("latency_ms"), "rss_kb": r.get("rss_kb"), "model_bytes": r.get("model_bytes"),
                        "error": r.get("error")}
                 if golden_in and r.get("ok"):
-                    row["golden"] = compare_golden(j.folder, j.runtime, j.precision, r.get("outputs"))
+                    row["golden"] = compare_golden(j.folder, j.runtime, j.precision, r.get("outputs"), j.int8_step)
             except DeviceError as exc:
                 row = {**base, "ok": False, "attempts": retries, "error": str(exc)}
             results.append(row)
@@ -391,23 +392,34 @@ def run_suite(suite: Suite, models: list[tuple[str, Path, dict]], devices: list[
     return counts
 
 
-def compare_golden(folder: Path, runtime: str, precision: str, outputs: list | None) -> dict:
-    """A device's outputs on the export's golden inputs against the outputs recorded at export
-    time on x86: top-1 agreement, the largest difference, and for int8 that difference in output
-    quantization steps (TFLite returns raw int8; ONNX QDQ dequantizes with the same scale)."""
+def int8_step(manifest: dict, runtime: str, precision: str) -> float | None:
+    """One output quantization step in the units a runtime returns: raw int8 for TFLite (1), the
+    dequantized logit scale for ONNX QDQ; None for float models."""
+    if precision != "int8":
+        return None
+    fmt = FORMAT[runtime]
+    return 1.0 if fmt == "tflite" else manifest["quantization"][fmt]["output"]["scale"]
+
+
+def compare_outputs(got, expected, step: float | None = None) -> dict:
+    """Two machines' outputs on the same inputs: top-1 agreement, rows with identical outputs, the
+    largest difference, and (int8) that difference in output quantization steps."""
     import numpy as np
 
-    fmt = FORMAT[runtime]
-    expected = np.load(folder / "golden" / f"expected_{fmt}_{precision}.npy").astype(np.float64)
-    got = np.asarray(outputs if outputs is not None else [], dtype=np.float64).reshape(expected.shape[0], -1)
+    expected = np.asarray(expected, dtype=np.float64)
+    got = np.asarray(got if got is not None else [], dtype=np.float64).reshape(expected.shape[0], -1)
+    diff = np.abs(got - expected)
     agree = int((got.argmax(1) == expected.argmax(1)).sum())
-    diff = float(np.abs(got - expected).max())
-    out = {"n": int(expected.shape[0]), "top1_agree": agree, "top1_identical": agree == expected.shape[0],
-           "max_abs_diff": diff}
-    if precision == "int8":
-        scale = 1.0 if fmt == "tflite" else json.loads((folder / "manifest.json").read_text())["quantization"][fmt]["output"]["scale"]
-        out["max_int8_steps"] = round(diff / scale, 3)
-    return out
+    return {"n": int(expected.shape[0]), "top1_agree": agree, "top1_identical": agree == expected.shape[0],
+            "outputs_identical": int((diff.max(1) == 0).sum()), "max_abs_diff": float(diff.max()),
+            "max_int8_steps": round(float(diff.max()) / step, 3) if step else None}
+
+
+def compare_golden(folder: Path, runtime: str, precision: str, outputs: list | None, step: float | None) -> dict:
+    """A device's outputs on the export's golden inputs against the outputs export recorded on x86."""
+    import numpy as np
+
+    return compare_outputs(outputs, np.load(folder / "golden" / f"expected_{FORMAT[runtime]}_{precision}.npy"), step)
 
 
 def read_results(path: Path) -> list[dict]:

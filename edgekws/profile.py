@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import platform
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,16 +34,18 @@ class BudgetCheck:
 
 
 def run_runner(models: list[Path], runtime: str, threads: int, runs: int, warmup: int, op_profile: bool = True) -> dict:
-    cmd = [sys.executable, str(RUNNER), "--runtime", runtime, "--threads", str(threads), "--runs", str(runs),
-           "--warmup", str(warmup)]
+    """The on-board runner on this machine: the bench's local device, errors as one line."""
+    from edgekws.bench import DeviceError, LocalDevice
+
+    args = ["--runtime", runtime, "--threads", str(threads), "--runs", str(runs), "--warmup", str(warmup)]
     for m in models:
-        cmd += ["--model", str(m)]
+        args += ["--model", str(m)]
     if op_profile:
-        cmd.append("--op-profile")
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise EdgeKWSError(f"runner failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}")
-    return json.loads(res.stdout)
+        args.append("--op-profile")
+    try:
+        return LocalDevice("local").run(args, timeout=3600)
+    except DeviceError as exc:
+        raise EdgeKWSError(f"runner failed: {exc}") from None
 
 
 def profile_export(folder: Path, target: DeviceTarget, runs: int = 200, warmup: int = 20) -> dict:

@@ -309,7 +309,7 @@ def _babble(rng: np.random.Generator, n: int, voices: Sequence[Voice], streams: 
     espeak = [v for v in voices if v.engine == "espeak"]
     out = np.zeros(n)
     with tempfile.TemporaryDirectory(prefix="edgekws-babble-") as tmp:
-        for s in range(streams):
+        for _ in range(streams):
             chunks, total = [], 0
             while total < n:
                 v = espeak[rng.integers(len(espeak))]

@@ -184,7 +184,7 @@ def average_buffers(model: nn.Module, d: Dist) -> None:
         return
     import torch.distributed as dist
 
-    for name, buf in model.named_buffers():
+    for buf in model.buffers():
         if buf.dtype.is_floating_point:
             dist.all_reduce(buf)
             buf /= d.world

@@ -67,7 +67,7 @@ def _versions() -> dict:
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
-    for pkg in ("edgekws", "torch", "numpy", "onnx", "onnxruntime", "tensorflow-cpu", "ai-edge-litert"):
+    for pkg in ("edgekws", "torch", "numpy", "onnx", "onnxruntime", "tensorflow-cpu", "ai-edge-litert", "tflite-runtime"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -81,16 +81,6 @@ def parse_list(value: str, valid: tuple[str, ...], what: str) -> tuple[str, ...]
     if bad or not items:
         raise EdgeKWSError(f"unknown {what} '{','.join(bad) or value}' (valid: {', '.join(valid)})")
     return items
-
-
-def _module_version(module: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    dist = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime", "tensorflow": "tensorflow-cpu"}.get(module, module)
-    try:
-        return f"{dist} {version(dist)}"
-    except PackageNotFoundError:
-        return module
 
 
 def export_subnet(
@@ -225,12 +215,13 @@ def export_subnet(
         raise GateError(f"export of {spec.name} failed its gates ({failed}); nothing was written")
 
     acc = account(spec, len(ck.labels), shape)
+    tools = _versions()
     with atomic_dir(dest, overwrite=force) as tmp:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
         (tmp / "labels.txt").write_text("".join(f"{l}\n" for l in ck.labels))
         (tmp / "frontend.json").write_text(ck.features.to_json() + "\n")
-        _write_golden(tmp / "golden", net, files, pack, golden, ck.features)
+        _write_golden(tmp / "golden", net, files, pack, golden, ck.features, tools)
         manifest = {
             "format": "edgekws.export/1",
             "spec": spec.to_dict(),
@@ -254,7 +245,7 @@ def export_subnet(
                 "checks": [asdict(c) for c in checks],
                 "passed": True,
             },
-            "tools": _versions(),
+            "tools": tools,
         }
         manifest["files"] = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -262,7 +253,7 @@ def export_subnet(
     return result
 
 
-def _write_golden(folder: Path, net, files: dict[str, bytes], pack, n: int, feat_cfg) -> None:
+def _write_golden(folder: Path, net, files: dict[str, bytes], pack, n: int, feat_cfg, tools: dict) -> None:
     """A handful of real clips: audio, reference features, and every artefact's expected output."""
     import torch
 
@@ -295,11 +286,11 @@ def _write_golden(folder: Path, net, files: dict[str, bytes], pack, n: int, feat
                 np.save(folder / "input_tflite_int8.npy", q_in)
                 np.save(folder / "expected_tflite_int8.npy", np.stack([r.raw(x) for x in q_in]))
                 index["expected"][name] = "input_tflite_int8.npy -> expected_tflite_int8.npy (raw int8)"
-                index["int8_note"] = (f"int8 outputs were produced by {_module_version(r.runtime)} and onnxruntime "
-                                      f"{_module_version('onnxruntime').split()[-1]}; with the same runtime versions they are "
-                                      "bit-exact on x86 and aarch64 (benchmarks/arm_parity.py); other versions may round "
-                                      "differently (tflite-runtime 2.13 vs ai-edge-litert 2.3: up to 7 steps), so compare "
-                                      "top-1 there")
+                dist = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}.get(r.runtime, "tensorflow-cpu")
+                index["int8_note"] = (f"int8 outputs were produced by {dist} {tools.get(dist, '?')} and onnxruntime "
+                                      f"{tools.get('onnxruntime', '?')}; with the same runtime versions they are bit-exact on "
+                                      "x86 and aarch64 (measured: benchmarks/arm_parity.py); other versions may round int8 "
+                                      "differently by several steps (benchmarks/runtime_versions.py), so compare top-1 there")
             else:
                 np.save(folder / "expected_tflite_float.npy", r(feats))
                 index["expected"][name] = "expected_tflite_float.npy (float32 logits)"
