@@ -73,3 +73,71 @@ def spec_augment(feats, gen, cfg: AugmentConfig = AugmentConfig()):
             band = (pos[None, :] >= start[:, None]) & (pos[None, :] < (start + w)[:, None])
             mask |= band[:, :, None] if axis == 1 else band[:, None, :]
     return torch.where(mask, fill, feats)
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    """Speaker and channel variability that one TTS engine does not have, applied per clip.
+
+    - `speed`: resample the waveform by a factor in [1 − speed, 1 + speed] (tempo and pitch move
+      together, as Kaldi's speed perturbation);
+    - `vtlp`: vocal-tract-length perturbation — the frequency axis of the power spectrum warped
+      by a factor in [1 − vtlp, 1 + vtlp] (Jaitly & Hinton 2013), which moves formants the way
+      a longer or shorter vocal tract does;
+    - `band_prob`: a random band limit (low-pass 3.4–7.6 kHz, high-pass 0–300 Hz, like
+      telephone/VoIP codecs and cheap microphones) on that share of clips;
+    - `tilt_db`: a random spectral tilt of up to ± this many dB between 0 and 8 kHz (microphone
+      and room colouration).
+    """
+
+    speed: float = 0.1
+    vtlp: float = 0.1
+    band_prob: float = 0.3
+    tilt_db: float = 6.0
+
+
+def speed_perturb(wave, gen, max_dev: float):
+    """Per-clip resampling by a factor in [1 − max_dev, 1 + max_dev], linear interpolation, length kept
+    (a faster clip is zero-padded at the end, a slower one cut)."""
+    import torch
+
+    if max_dev <= 0:
+        return wave
+    b, n = wave.shape
+    rate = 1.0 + (torch.rand(b, generator=gen) * 2 - 1) * max_dev  # >1 = faster, higher
+    pos = torch.arange(n, dtype=torch.float32)[None, :] * rate[:, None]
+    lo = pos.floor().long()
+    frac = pos - lo
+    valid = lo < n - 1
+    lo = lo.clamp(max=n - 2)
+    out = wave.gather(1, lo) * (1 - frac) + wave.gather(1, lo + 1) * frac
+    return torch.where(valid, out, torch.zeros(()))
+
+
+def channel_augment(power, gen, cfg: ChannelConfig = ChannelConfig(), sample_rate: int = 16000):
+    """VTLP warp, band limit and tilt on a (B, frames, bins) power spectrogram."""
+    import torch
+
+    b, _, bins = power.shape
+    dtype = power.dtype
+    if cfg.vtlp > 0:
+        alpha = 1.0 + (torch.rand(b, generator=gen, dtype=torch.float64) * 2 - 1) * cfg.vtlp
+        src = (torch.arange(bins, dtype=torch.float64)[None, :] / alpha[:, None]).clamp(max=bins - 1)
+        lo = src.floor().long().clamp(max=bins - 2)
+        frac = (src - lo).to(dtype)[:, None, :]
+        idx = lo[:, None, :].expand(-1, power.shape[1], -1)
+        power = power.gather(2, idx) * (1 - frac) + power.gather(2, idx + 1) * frac
+    freqs = torch.linspace(0, sample_rate / 2, bins, dtype=torch.float64)
+    gain = torch.zeros(b, bins, dtype=torch.float64)
+    if cfg.tilt_db > 0:
+        tilt = (torch.rand(b, generator=gen, dtype=torch.float64) * 2 - 1) * cfg.tilt_db
+        gain += tilt[:, None] * (freqs[None, :] / (sample_rate / 2))
+    if cfg.band_prob > 0:
+        on = torch.rand(b, generator=gen) < cfg.band_prob
+        low_cut = 3400 + torch.rand(b, generator=gen, dtype=torch.float64) * 4200
+        high_cut = torch.rand(b, generator=gen, dtype=torch.float64) * 300
+        # 4th-order-like roll-offs in dB: 24 dB per octave outside the band
+        above = 24 * torch.log2(torch.clamp(freqs[None, :] / low_cut[:, None], min=1.0))
+        below = 24 * torch.log2(torch.clamp(high_cut[:, None] / freqs[None, :].clamp(min=1.0), min=1.0))
+        gain -= torch.where(on[:, None], above + below, torch.zeros(()))
+    return power * (10.0 ** (gain / 10.0)).to(dtype)[:, None, :]

@@ -18,7 +18,16 @@ from edgekws.features import FeatureConfig
 from edgekws.fileio import atomic_path
 from edgekws.spec import SearchSpace
 
-FORMAT = "edgekws.supernet/1"
+FORMAT = "edgekws.supernet/2"
+# Formats this version reads. /1 (the first shipped supernet) predates the sampling record: its
+# random subnets shared one width multiplier across stages, so it reads as sampling "uniform".
+READABLE_FORMATS = {"edgekws.supernet/1": "uniform", "edgekws.supernet/2": None}
+# What the training sampler visited, per policy (`Checkpoint.trained(spec)` answers per spec).
+SAMPLING_COVERAGE = {
+    "per_stage": "every spec of the search space (widths and depths drawn per stage)",
+    "uniform": "specs whose stages share one width multiplier (any depths); mixed widths untrained",
+    "fixed": "only the one spec it was trained as",
+}
 
 
 class CheckpointError(EdgeKWSError):
@@ -37,6 +46,18 @@ class Checkpoint:
     # Pinned training-split features (float16) for BN recalibration and int8 calibration, so that
     # evaluation and export need no corpus and never calibrate on test data.
     calibration: object = None
+    # The sampling policy training used (see SAMPLING_COVERAGE): which specs it visited.
+    sampling: str = "per_stage"
+
+    def trained(self, spec) -> bool:
+        """Whether training visited `spec` (a search must only pick specs it did)."""
+        self.space.validate(spec)
+        if self.sampling == "per_stage":
+            return True
+        if self.sampling == "uniform":
+            return spec.widths in {s.widths for s in self.space.width_multiplier_specs().values()}
+        fixed = self.train_config.get("fixed_spec")
+        return fixed is not None and tuple(fixed["widths"]) == spec.widths and tuple(fixed["depths"]) == spec.depths
 
     @property
     def num_classes(self) -> int:
@@ -85,6 +106,7 @@ def save_checkpoint(path: Path, ck: Checkpoint) -> None:
         "train_config": ck.train_config,
         "metrics": ck.metrics,
         "state_dict": {k: v.detach().cpu() for k, v in ck.state_dict.items()},
+        "sampling": {"policy": ck.sampling, "covers": SAMPLING_COVERAGE.get(ck.sampling, "")},
     }
     if ck.calibration is not None:
         payload["calibration"] = torch.as_tensor(ck.calibration).to(torch.float16)
@@ -106,9 +128,16 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(f"{path}: refused to load (not a plain-weights checkpoint: {reason})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint ({str(exc).strip().splitlines()[0][:160]})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or not str(payload.get("format", "")).startswith("edgekws.supernet/"):
         raise CheckpointError(f"{path}: not an edgekws supernet checkpoint (expected format {FORMAT})")
+    fmt = payload["format"]
+    if fmt not in READABLE_FORMATS:
+        raise CheckpointError(f"{path}: checkpoint format '{fmt}' is not readable by this edgekws "
+                              f"(reads {', '.join(sorted(READABLE_FORMATS))}); upgrade edgekws")
     try:
+        sampling = READABLE_FORMATS[fmt] or payload["sampling"]["policy"]
+        if sampling not in SAMPLING_COVERAGE:
+            raise CheckpointError(f"{path}: unknown sampling policy '{sampling}'")
         return Checkpoint(
             family=payload["family"],
             space=SearchSpace.from_dict(payload["space"]),
@@ -118,6 +147,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
             train_config=payload.get("train_config", {}),
             metrics=payload.get("metrics", {}),
             calibration=payload.get("calibration"),
+            sampling=sampling,
         )
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: checkpoint is missing or has a malformed field ({exc})") from None

@@ -15,6 +15,7 @@ from typing import Annotated, Callable, Optional
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgekws.errors import EdgeKWSError
@@ -40,12 +41,12 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except EdgeKWSError as exc:
-            err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        except EdgeKWSError as exc:  # user text (paths, names) is printed verbatim, never as markup
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(1) from None
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
-            err.print(f"[bold red]error:[/] {where}{exc.strerror or exc}", soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(where + str(exc.strerror or exc))}", soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -221,8 +222,13 @@ def train_cmd(
     protocol: Protocol = "12",
     epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 20,
     batch_size: Annotated[int, typer.Option(help="Examples per step (split across ranks under torchrun).")] = 128,
-    lr: Annotated[float, typer.Option(help="AdamW peak learning rate (1-epoch warm-up, cosine decay).")] = 3e-3,
+    lr: Annotated[float, typer.Option(help="AdamW peak learning rate (linear warm-up, cosine decay).")] = 3e-3,
+    warmup_epochs: Annotated[float, typer.Option(help="Epochs of linear learning-rate warm-up.")] = 1.0,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 1e-2,
+    decay_weights_only: Annotated[bool, typer.Option(help="No weight decay on norm parameters and biases.")] = False,
     num_random: Annotated[int, typer.Option(help="Random subnets per step besides largest and smallest.")] = 2,
+    sampling: Annotated[str, typer.Option(help="Random subnets: per_stage (every spec of the space) or uniform (one width for all stages).")] = "per_stage",
+    spec_augment_scope: Annotated[str, typer.Option(help="SpecAugment for all subnets, or only the largest.")] = "all",
     kd: Annotated[str, typer.Option(help="In-place distillation loss: kl or alpha (TODM alpha-divergence).")] = "kl",
     adaptive_dropout: Annotated[bool, typer.Option(help="Scale dropout with subnet size (TODM).")] = True,
     teacher: Annotated[Optional[Path], typer.Option(help="Teacher checkpoint for teacher-student KD of the largest subnet.")] = None,
@@ -233,15 +239,20 @@ def train_cmd(
     resume: Annotated[bool, typer.Option(help="Continue from the .state file of an interrupted run.")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="torch intra-op threads (default: torch's choice).")] = None,
+    prefetch: Annotated[bool, typer.Option(help="Make the next batch on a background thread (same results, faster).")] = True,
+    procs: Annotated[int, typer.Option(help="Training processes on this machine (gradients all-reduced; --threads each).")] = 1,
 ) -> None:
     """Train a supernet once (sandwich rule, in-place distillation, elastic width and depth)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from edgekws.info import load_spec_file
-    from edgekws.train import TrainConfig, train
+    from edgekws.train import TrainConfig, train_local
 
+    if procs < 1:
+        raise EdgeKWSError(f"--procs must be at least 1 (got {procs})")
     cfg = TrainConfig(family=family, protocol=protocol, epochs=epochs, batch_size=batch_size, lr=lr,
-                      num_random=num_random, kd=kd, adaptive_dropout=adaptive_dropout,
+                      warmup_epochs=warmup_epochs, weight_decay=weight_decay, decay_weights_only=decay_weights_only,
+                      num_random=num_random, sampling=sampling, spec_augment_scope=spec_augment_scope, kd=kd, adaptive_dropout=adaptive_dropout,
                       teacher=str(teacher) if teacher else "", teacher_temperature=teacher_temperature,
                       teacher_weight=teacher_weight, seed=seed,
                       fixed_spec=load_spec_file(spec_file).to_dict() if spec_file else None)
@@ -249,8 +260,10 @@ def train_cmd(
                   TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"), TimeRemainingColumn(),
                   console=out, transient=True) as bar:
         task = bar.add_task("train", total=1, epoch=0, loss=0.0, acc=0.0)
-        res = train(data_dir, out_path, cfg, cache_dir=cache_dir, resume=resume, log=lambda m: bar.console.print(m),
-                    on_step=lambda i, n, info: bar.update(task, completed=i, total=n, **info), threads=threads)
+        res = train_local(procs, data_dir, out_path, cfg, cache_dir=cache_dir, resume=resume,
+                          log=lambda m: bar.console.print(m, markup=False, highlight=False),
+                          on_step=lambda i, n, info: bar.update(task, completed=i, total=n, **info),
+                          threads_per_proc=threads or (1 if procs > 1 else None), prefetch=prefetch)
     t = Table("subnet", "name", "test accuracy", box=box.SIMPLE_HEAD)
     for key, r in res.metrics.get("test", {}).items():
         t.add_row(key, r["name"], f"{100 * r['accuracy']:.2f}%")
@@ -280,8 +293,8 @@ def calibrate_cmd(
 @app.command("eval")
 @user_errors
 def eval_cmd(
-    checkpoint: Annotated[Path, typer.Option(help="A checkpoint written by `edgekws train`.")],
     data_dir: DataDir,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="A checkpoint written by `edgekws train` (default: the shipped dscnn supernet).")] = None,
     width: Annotated[Optional[list[float]], typer.Option(help="Width multiplier(s) to evaluate (default: all trained).")] = None,
     depth: Annotated[Optional[list[int]], typer.Option(help="Depth(s) per stage to evaluate (default: the largest).")] = None,
     spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Evaluate exactly this spec.")] = None,
@@ -291,9 +304,14 @@ def eval_cmd(
     as_json: AsJson = False,
 ) -> None:
     """Accuracy per width (and depth) on any Speech Commands folder, plus a confusion-matrix PNG."""
+    from edgekws.assets import DEFAULT_CHECKPOINT
     from edgekws.evaluate import evaluate_checkpoint, plot_confusions
     from edgekws.info import load_spec_file
 
+    if checkpoint is None:
+        checkpoint = DEFAULT_CHECKPOINT
+        if png is None:  # the package folder is not the user's: write beside the working directory
+            png = Path(f"{checkpoint.stem}_confusion_{split}.png")
     rep = evaluate_checkpoint(checkpoint, data_dir, width, depth, load_spec_file(spec_file) if spec_file else None,
                               split, cache_dir)
     png = png or checkpoint.with_name(checkpoint.stem + f"_confusion_{split}.png")
@@ -308,6 +326,41 @@ def eval_cmd(
         t.add_row(r["width"], r["depth"], r["name"], f"{100 * r['accuracy']:.2f}%")
     out.print(t)
     out.print(f"confusion matrices: {png}")
+
+
+@app.command("loeo")
+@user_errors
+def loeo_cmd(
+    data_dir: DataDir,
+    engine: Annotated[str, typer.Option(help="The TTS engine to hold out (espeak, flite or festival).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the views, the checkpoint and loeo.json.")],
+    family: Annotated[str, typer.Option(help="Model family: dscnn or kwt.")] = "dscnn",
+    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training split (default: the recipe's).")] = None,
+    seed: Seed = 0,
+    resume: Annotated[bool, typer.Option(help="Reuse the views and continue an interrupted training run.")] = False,
+    force: Annotated[bool, typer.Option(help="Rebuild the views if they exist.")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch intra-op threads.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Leave one TTS engine out: train the default recipe without it, test on it and on unseen voices."""
+    from edgekws.holdout import leave_one_engine_out
+    from edgekws.train import TrainConfig
+
+    cfg = TrainConfig(family=family, seed=seed, **({"epochs": epochs} if epochs else {}))
+    rep = leave_one_engine_out(data_dir, engine, out_dir, cfg, cache_dir=cache_dir, threads=threads, resume=resume,
+                               force=force, log=lambda m: err.print(m, markup=False, highlight=False))
+    if as_json:
+        print(json.dumps(rep, indent=2))
+        return
+    t = Table("width", "subnet", f"held-out {engine}", "in-distribution", "gap (pt)", box=box.SIMPLE_HEAD,
+              title=f"leave {engine} out: {rep['heldout_examples']} held-out examples")
+    for r in rep["rows"]:
+        ind = r["in_distribution_accuracy"]
+        t.add_row(r["width"], r["name"], f"{100 * r['heldout_accuracy']:.2f}%",
+                  "n/a" if ind is None else f"{100 * ind:.2f}%", "n/a" if r["gap_pt"] is None else f"{r['gap_pt']:+.2f}")
+    out.print(t)
+    out.print(f"report: {out_dir / 'loeo.json'}", markup=False, highlight=False)
 
 
 @app.command("export")

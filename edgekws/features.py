@@ -155,6 +155,10 @@ class LogMel:
         self._fb_t = torch.from_numpy(np.array(mel_filterbank(cfg)).T.copy()).to(self.dtype)
 
     def __call__(self, audio):
+        return self.log_mel(self.power(audio))
+
+    def power(self, audio):
+        """(B, samples) -> (B, frames, n_fft/2 + 1) power spectrogram (channel augmentation acts here)."""
         import torch
 
         cfg = self.cfg
@@ -165,6 +169,10 @@ class LogMel:
         x = x[..., : cfg.clip_samples]
         frames = x.unfold(-1, cfg.window_samples, cfg.hop_samples) * self._window
         spec = torch.fft.rfft(frames, n=cfg.n_fft, dim=-1)
-        power = spec.real.square() + spec.imag.square()
-        mel = power @ self._fb_t
-        return torch.log(mel + cfg.log_offset).to(torch.float32)
+        return spec.real.square() + spec.imag.square()
+
+    def log_mel(self, power):
+        """Power spectrogram -> float32 log-mels."""
+        import torch
+
+        return torch.log(power.to(self.dtype) @ self._fb_t + self.cfg.log_offset).to(torch.float32)

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekws.augment import AugmentConfig, WaveAugment, spec_augment
+from edgekws.augment import AugmentConfig, ChannelConfig, WaveAugment, channel_augment, spec_augment, speed_perturb
 from edgekws.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from edgekws.data import CachedSplit, SpeechCommands, load_split
 from edgekws.errors import EdgeKWSError
@@ -73,7 +73,21 @@ class TrainConfig:
     teacher_temperature: float = 4.0
     teacher_weight: float = 0.5
     wave_augment: bool = True
+    # Speed perturbation, VTLP, band limits and spectral tilt (`augment.ChannelConfig`): variety
+    # of speakers and channels that the TTS engines do not have.
+    channel_augment: bool = False
     spec_augment: bool = True
+    # Which subnets see SpecAugment's masks: "all", or "largest" (the small ones train on unmasked
+    # features, with the largest's soft outputs on the masked view as targets: tiny models
+    # underfit, and BC-ResNet turns SpecAugment off for its smallest).
+    spec_augment_scope: str = "all"
+    # How the `num_random` subnets are drawn: "per_stage" (a width and a depth per stage, so every
+    # spec of the search space is one training visits) or "uniform" (one width multiplier for all
+    # stages, random depths: the first shipped supernet's policy, which leaves most mixed-width
+    # specs untrained).
+    sampling: str = "per_stage"
+    # Weight decay only on conv/linear weights (not on BN/LayerNorm affine parameters and biases).
+    decay_weights_only: bool = False
     seed: int = 0
     fixed_spec: dict | None = None  # train one spec only (the "twin" baseline of train_once)
 
@@ -125,8 +139,19 @@ def set_dropout(model: nn.Module, p: float) -> None:
             m.p = p
 
 
-def training_spec(space: SearchSpace, rng: np.random.Generator) -> SubnetSpec:
-    """A random subnet for the sandwich: one width multiplier for all stages, random depths."""
+SAMPLING_POLICIES = ("per_stage", "uniform")
+
+
+def training_spec(space: SearchSpace, rng: np.random.Generator, policy: str = "per_stage") -> SubnetSpec:
+    """A random subnet for the sandwich.
+
+    "per_stage": every width slot and depth slot drawn independently — the whole search space is
+    trained, so any spec a per-tier search picks is one training visited. "uniform": one width
+    multiplier for every stage and a random depth per stage (what the first supernet used)."""
+    if policy == "per_stage":
+        return space.sample(rng)
+    if policy != "uniform":
+        raise EdgeKWSError(f"unknown sampling policy '{policy}' (valid: {', '.join(SAMPLING_POLICIES)})")
     m = space.width_multipliers[rng.integers(len(space.width_multipliers))]
     base = space.uniform(m)
     depths = tuple(int(c[rng.integers(len(c))]) for c in space.depth_choices)
@@ -150,15 +175,75 @@ class Dist:
         return self.rank == 0
 
 
-def init_distributed() -> Dist:
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return Dist()
+@dataclass(frozen=True)
+class LocalRanks:
+    """Explicit rendezvous for `train_local`'s processes (no environment variables needed)."""
+
+    rank: int
+    world: int
+    port: int
+
+
+def init_distributed(local: LocalRanks | None = None) -> Dist:
     import torch.distributed as dist
 
+    if local is not None:
+        if not dist.is_initialized():
+            import datetime
+
+            dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{local.port}", rank=local.rank,
+                                    world_size=local.world, timeout=datetime.timedelta(minutes=10))
+        return Dist(local.rank, local.world)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Dist()
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend)
     return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def _local_rank_main(local: LocalRanks, data_dir, out, cfg, cache_dir, resume, threads, prefetch) -> None:
+    train(data_dir, out, cfg, cache_dir=cache_dir, resume=resume, log=lambda m: None, threads=threads,
+          prefetch=prefetch, local=local)
+
+
+def train_local(procs: int, data_dir: Path, out: Path, cfg: "TrainConfig", cache_dir: Path | None = None,
+                resume: bool = False, log: Callable[[str], None] = print,
+                on_step: Callable[[int, int, dict], None] | None = None, threads_per_proc: int = 1,
+                prefetch: bool = True) -> "TrainResult":
+    """Train with `procs` processes on this machine, `threads_per_proc` torch threads each.
+
+    Why: the models are tiny, so one process with two intra-op threads leaves most of each op
+    serial (measured in benchmarks/train_speed.py); two processes of one thread each, gradients
+    all-reduced once per step over gloo, keep both cores busy. Rank 0 runs here (so progress and
+    logs work as usual); the others are spawned and must all finish cleanly."""
+    if procs <= 1:
+        return train(data_dir, out, cfg, cache_dir, resume, log, on_step, threads_per_proc, prefetch)
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    children = [ctx.Process(target=_local_rank_main, daemon=True,
+                            args=(LocalRanks(r, procs, port), data_dir, out, cfg, cache_dir, resume, threads_per_proc,
+                                  prefetch)) for r in range(1, procs)]
+    for c in children:
+        c.start()
+    try:
+        res = train(data_dir, out, cfg, cache_dir, resume, log, on_step, threads_per_proc, prefetch,
+                    local=LocalRanks(0, procs, port))
+    finally:
+        for c in children:
+            c.join(timeout=60)
+            if c.is_alive():
+                c.terminate()
+    bad = [c.exitcode for c in children if c.exitcode != 0]
+    if bad:
+        raise EdgeKWSError(f"{len(bad)} training process(es) failed (exit codes {bad})")
+    return res
 
 
 def allreduce_grads(model: nn.Module, d: Dist) -> None:
@@ -188,6 +273,17 @@ def average_buffers(model: nn.Module, d: Dist) -> None:
         if buf.dtype.is_floating_point:
             dist.all_reduce(buf)
             buf /= d.world
+
+
+def sum_over_ranks(x: float, d: Dist) -> float:
+    """Total of a per-rank figure (CPU seconds: every rank's process spends its own)."""
+    if d.world == 1:
+        return x
+    import torch.distributed as dist
+
+    t = torch.tensor([x], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item())
 
 
 def param_digest(model: nn.Module) -> str:
@@ -278,12 +374,125 @@ def recalibrate_checkpoint(path: Path, data_dir: Path, out: Path, cache_dir: Pat
     metrics = {**ck.metrics, **finalize(model, ck.space, fixed, calib, test_split)}
     metrics["recalibrated"] = {"data_dir": str(data_dir), "examples": len(calib)}
     save_checkpoint(out, Checkpoint(ck.family, ck.space, ck.features, ck.labels, model.state_dict(), cfg, metrics,
-                                    calibration=torch.from_numpy(calib).to(torch.float16)))
+                                    calibration=torch.from_numpy(calib).to(torch.float16), sampling=ck.sampling))
     return metrics
 
 
 # --------------------------------------------------------------------------------------------
 # The loop
+
+
+class BatchMaker:
+    """Turns batch indices into training inputs: waveform shift + noise, log-mel, SpecAugment.
+
+    Everything random comes from a generator seeded by (seed, step, rank), so a batch depends
+    only on its step — it can be made ahead of time on another thread (see `Prefetcher`) and
+    a resumed run sees the same batches as an uninterrupted one."""
+
+    def __init__(self, waves: np.ndarray, targets: np.ndarray, frontend: LogMel, wave_aug: WaveAugment | None,
+                 cfg: TrainConfig, rank: int = 0):
+        self.waves, self.targets = waves, torch.from_numpy(np.asarray(targets))
+        self.frontend, self.wave_aug, self.cfg, self.rank = frontend, wave_aug, cfg, rank
+        self.channel = ChannelConfig()
+
+    def __call__(self, step: int, idx: np.ndarray) -> dict:
+        cfg = self.cfg
+        idx = np.sort(idx)
+        gen = torch.Generator().manual_seed(int(cfg.seed * 1_000_003 + step * 31 + self.rank))
+        x = torch.from_numpy(self.waves[idx].astype(np.float32) / 32768.0)
+        if cfg.channel_augment:
+            x = speed_perturb(x, gen, self.channel.speed)
+        if self.wave_aug is not None:
+            x = self.wave_aug(x, gen)
+        if cfg.channel_augment:
+            feats = self.frontend.log_mel(channel_augment(self.frontend.power(x), gen, self.channel))
+        else:
+            feats = self.frontend(x)
+        plain = feats
+        if cfg.spec_augment:
+            feats = spec_augment(feats, gen)
+        small = plain if cfg.spec_augment_scope == "largest" else feats
+        return {"feats": feats, "small": small, "y": self.targets[idx]}
+
+
+class Prefetcher:
+    """Makes batch k+1 on a background thread while the model trains on batch k.
+
+    torch releases the GIL inside its kernels, and a 2-core machine's model math runs far below
+    peak (many small ops, serial dispatch gaps), so the frontend fits into the gaps. Batches are
+    a pure function of their step (see `BatchMaker`), so results are the same with or without it."""
+
+    def __init__(self, make: Callable[[int, np.ndarray], dict], jobs: list[tuple[int, np.ndarray]], enabled: bool = True):
+        self.make, self.jobs, self.enabled = make, jobs, enabled
+
+    def __iter__(self):
+        if not self.enabled:
+            for step, idx in self.jobs:
+                yield self.make(step, idx)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgekws-batches") as pool:
+            pending = pool.submit(self.make, *self.jobs[0]) if self.jobs else None
+            for k in range(len(self.jobs)):
+                batch = pending.result()
+                pending = pool.submit(self.make, *self.jobs[k + 1]) if k + 1 < len(self.jobs) else None
+                yield batch
+
+
+def sandwich_step(model: nn.Module, batch: dict, sandwich: list[SubnetSpec], cfg: TrainConfig,
+                  dropout_for: Callable[[SubnetSpec], float], teacher: nn.Module | None = None,
+                  timings: dict | None = None) -> tuple[float, int]:
+    """Forward and backward every subnet of one sandwich step (gradients accumulate; the caller
+    steps the optimizer). The first spec learns from the labels, the rest from its detached
+    outputs. Returns (summed loss of the first spec, its correct count)."""
+    y = batch["y"]
+    soft, first_loss, correct = None, 0.0, 0
+    for k, spec in enumerate(sandwich):
+        t0 = time.perf_counter()
+        model.set_active(spec)
+        set_dropout(model, dropout_for(spec))
+        logits = model(batch["feats"] if k == 0 else batch["small"])
+        if k == 0:
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logits = teacher(batch["feats"])
+                loss = (1 - cfg.teacher_weight) * loss + cfg.teacher_weight * kd_kl(logits, t_logits, cfg.teacher_temperature)
+            soft = logits.detach()
+            first_loss = loss.item() * len(y)
+            correct = int((logits.argmax(1) == y).sum())
+        elif cfg.kd == "alpha":
+            loss = kd_alpha(logits, soft, cfg.alpha_min, cfg.alpha_max, cfg.alpha_clip)
+        else:
+            loss = kd_kl(logits, soft)
+        t1 = time.perf_counter()
+        loss.backward()
+        if timings is not None:
+            timings["forward"] = timings.get("forward", 0.0) + t1 - t0
+            timings["backward"] = timings.get("backward", 0.0) + time.perf_counter() - t1
+    return first_loss, correct
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """AdamW groups: with `decay_weights_only`, norm affine parameters and biases get no decay."""
+    if not cfg.decay_weights_only:
+        return [{"params": list(model.parameters()), "weight_decay": cfg.weight_decay}]
+    decay, plain = [], []
+    for p in model.parameters():
+        (decay if p.ndim >= 2 else plain).append(p)
+    return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def check_config(cfg: TrainConfig) -> None:
+    if cfg.kd not in ("kl", "alpha"):
+        raise EdgeKWSError(f"--kd must be 'kl' or 'alpha' (got '{cfg.kd}')")
+    if cfg.sampling not in SAMPLING_POLICIES:
+        raise EdgeKWSError(f"--sampling must be one of {', '.join(SAMPLING_POLICIES)} (got '{cfg.sampling}')")
+    if cfg.spec_augment_scope not in ("all", "largest"):
+        raise EdgeKWSError(f"--spec-augment-scope must be 'all' or 'largest' (got '{cfg.spec_augment_scope}')")
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.num_random < 0:
+        raise EdgeKWSError("--epochs and --batch-size must be at least 1 and --num-random at least 0")
 
 
 @dataclass
@@ -301,15 +510,20 @@ def train(
     log: Callable[[str], None] = print,
     on_step: Callable[[int, int, dict], None] | None = None,
     threads: int | None = None,
+    prefetch: bool = True,
+    local: LocalRanks | None = None,
 ) -> TrainResult:
-    d = init_distributed()
+    """Train a supernet (or, with `cfg.fixed_spec`, one subnet) and write its checkpoint.
+
+    `threads` and `prefetch` are engine settings: they change speed, not results (a prefetched
+    batch is the same batch), so they are not part of the config that `--resume` checks."""
+    d = init_distributed(local)
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)
     ensure_writable_dir(out.parent if str(out.parent) else Path("."))
     state_path = out.with_name(out.name + ".state")
-    if cfg.kd not in ("kl", "alpha"):
-        raise EdgeKWSError(f"--kd must be 'kl' or 'alpha' (got '{cfg.kd}')")
+    check_config(cfg)
     fam = get_family(cfg.family)
     feat_cfg = FeatureConfig()
     ds = SpeechCommands.open(data_dir, cfg.protocol, cfg.seed)
@@ -324,7 +538,7 @@ def train(
     fixed = SubnetSpec.from_dict(cfg.fixed_spec) if cfg.fixed_spec else None
     if fixed is not None:
         space.validate(fixed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     teacher = None
     if cfg.teacher:
@@ -367,15 +581,9 @@ def train(
         return cfg.dropout_max * params_of[spec] / largest_params
 
     calib = np.array(train_split.features[:CALIBRATION_EXAMPLES], dtype=np.float32)  # pinned order
-    frontend = LogMel(feat_cfg, dtype=torch.float32)
     wave_aug = WaveAugment(ds.noise_span("train", feat_cfg.sample_rate), AugmentConfig()) if cfg.wave_augment else None
-    waves = np.asarray(train_split.waves)
-    targets = torch.from_numpy(np.array(train_split.targets))
-
-    def distill(student: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
-        if cfg.kd == "alpha":
-            return kd_alpha(student, soft, cfg.alpha_min, cfg.alpha_max, cfg.alpha_clip)
-        return kd_kl(student, soft)
+    make_batch = BatchMaker(np.asarray(train_split.waves), train_split.targets, LogMel(feat_cfg, dtype=torch.float32),
+                            wave_aug, cfg, d.rank)
 
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, cfg.epochs):
@@ -384,47 +592,27 @@ def train(
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout masks: reproducible per epoch
         order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
         spec_rng = np.random.default_rng([cfg.seed, epoch, 1])
+        jobs = [(step + b, order[b * cfg.batch_size : (b + 1) * cfg.batch_size][d.rank * per_rank : (d.rank + 1) * per_rank])
+                for b in range(steps_per_epoch)]
         run_loss, run_correct, run_seen = 0.0, 0, 0
-        for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size][d.rank * per_rank : (d.rank + 1) * per_rank]
-            gen = torch.Generator().manual_seed(int(cfg.seed * 1_000_003 + step * 31 + d.rank))
-            x = torch.from_numpy(waves[np.sort(idx)].astype(np.float32) / 32768.0)
-            y = targets[np.sort(idx)]
-            if wave_aug is not None:
-                x = wave_aug(x, gen)
-            feats = frontend(x)
-            if cfg.spec_augment:
-                feats = spec_augment(feats, gen)
+        for b, batch in enumerate(Prefetcher(make_batch, jobs, enabled=prefetch)):
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total_steps, warmup, cfg.lr)
             opt.zero_grad(set_to_none=True)
             if fixed is not None:
                 sandwich = [fixed]
             else:
-                sandwich = [space.largest(), space.smallest()] + [training_spec(space, spec_rng) for _ in range(cfg.num_random)]
-            soft = None
-            for k, spec in enumerate(sandwich):
-                model.set_active(spec)
-                set_dropout(model, dropout_for(spec))
-                logits = model(feats)
-                if k == 0:
-                    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-                    if teacher is not None:
-                        with torch.no_grad():
-                            t_logits = teacher(feats)
-                        loss = (1 - cfg.teacher_weight) * loss + cfg.teacher_weight * kd_kl(logits, t_logits, cfg.teacher_temperature)
-                    soft = logits.detach()
-                    run_loss += loss.item() * len(y)
-                    run_correct += int((logits.argmax(1) == y).sum())
-                    run_seen += len(y)
-                else:
-                    loss = distill(logits, soft)
-                loss.backward()
+                sandwich = [space.largest(), space.smallest()] + [training_spec(space, spec_rng, cfg.sampling)
+                                                                  for _ in range(cfg.num_random)]
+            loss_sum, correct = sandwich_step(model, batch, sandwich, cfg, dropout_for, teacher)
+            run_loss += loss_sum
+            run_correct += correct
+            run_seen += len(batch["y"])
             allreduce_grads(model, d)
             opt.step()
             step += 1
             if on_step is not None and d.main:
-                on_step(step - epoch * steps_per_epoch, steps_per_epoch,
+                on_step(b + 1, steps_per_epoch,
                         {"epoch": epoch + 1, "loss": run_loss / max(1, run_seen), "acc": run_correct / max(1, run_seen)})
         average_buffers(model, d)
         check_in_step(model, d)
@@ -441,15 +629,16 @@ def train(
             with atomic_path(state_path) as tmp:
                 torch.save({"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
                             "epoch": epoch + 1, "history": history, "elapsed": elapsed,
-                        "cpu_elapsed": cpu_elapsed}, tmp)
+                            "cpu_elapsed": cpu_elapsed}, tmp)
 
     metrics: dict = {"history": history, "train_seconds": round(elapsed, 1),
-                     "train_cpu_seconds": round(cpu_elapsed, 1), "world_size": d.world,
+                     "train_cpu_seconds": round(sum_over_ranks(cpu_elapsed, d), 1), "world_size": d.world,
                      "train_examples": n, "rank_param_digests": check_in_step(model, d)}
     metrics.update(finalize(model, space, fixed, calib, test_split))
     ck = Checkpoint(cfg.family, space, feat_cfg, tuple(labels), model.state_dict(),
                     train_config={**cfg.to_dict(), "data_dir": str(data_dir), "world_size": d.world}, metrics=metrics,
-                    calibration=torch.from_numpy(calib).to(torch.float16))
+                    calibration=torch.from_numpy(calib).to(torch.float16),
+                    sampling="fixed" if fixed is not None else cfg.sampling)
     if d.main:
         save_checkpoint(out, ck)
         state_path.unlink(missing_ok=True)

@@ -76,3 +76,19 @@ def test_crossover_takes_slots_from_parents():
 
 def test_name_is_readable():
     assert get_family("dscnn").space.uniform(0.5).name == "dscnn-w32.48.80.112-d2.3.3"
+
+
+def test_per_stage_sampling_visits_mixed_widths_and_uniform_does_not():
+    import numpy as np
+
+    from edgekws.models import get_family
+    from edgekws.train import training_spec
+
+    space = get_family("dscnn").space
+    uniform = {s.widths for s in space.width_multiplier_specs().values()}
+    rng = np.random.default_rng(0)
+    per_stage = [training_spec(space, rng, "per_stage") for _ in range(400)]
+    assert sum(s.widths not in uniform for s in per_stage) > 300  # 252 of 256 width tuples are mixed
+    for slot, choices in enumerate(space.width_choices):
+        assert {s.widths[slot] for s in per_stage} == set(choices)
+    assert all(training_spec(space, rng, "uniform").widths in uniform for _ in range(100))

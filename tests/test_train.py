@@ -38,6 +38,7 @@ def test_checkpoint_is_self_describing(trained):
     assert ck.calibration.dtype == torch.float16 and tuple(ck.calibration.shape[1:]) == (49, 40)
     assert 0 < len(ck.calibration) <= 512
     assert ck.train_config["epochs"] == 2 and ck.train_config["kd"] == "kl"
+    assert ck.sampling == "per_stage" and ck.trained(ck.space.sample(__import__("numpy").random.default_rng(5)))
     assert len(ck.metrics["history"]) == 2
     assert set(ck.metrics["test"]) == {"width_0.25", "width_0.5", "width_0.75", "width_1", "smallest"}
     net = ck.supernet()
@@ -126,12 +127,12 @@ def test_kd_losses():
     assert kd_alpha(s, t, -1.0, 1.0, 5.0) >= kd_kl(s, t) - 1e-6
 
 
-def test_training_specs_use_uniform_width_and_random_depth():
+def test_uniform_sampling_shares_one_width_and_draws_depths():
     import numpy as np
 
     space = get_family("dscnn").space
     rng = np.random.default_rng(0)
-    specs = [training_spec(space, rng) for _ in range(50)]
+    specs = [training_spec(space, rng, "uniform") for _ in range(50)]
     assert all(s.widths in {u.widths for u in space.width_multiplier_specs().values()} for s in specs)
     assert len({s.depths for s in specs}) > 5
 
@@ -179,3 +180,83 @@ def test_torchrun_two_cpu_ranks_stay_in_step(tiny_corpus, tmp_path):
     assert ck.metrics["world_size"] == 2
     digests = ck.metrics["rank_param_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
+
+
+def test_prefetched_batches_are_the_same_batches(tiny_corpus, tmp_path, trained):
+    out = tmp_path / "serial.pt"
+    train(tiny_corpus, out, TrainConfig(**TINY), cache_dir=tmp_path / "cache", log=lambda m: None, prefetch=False)
+    a, b = load_checkpoint(trained).state_dict, load_checkpoint(out).state_dict
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_old_format_reads_as_uniform_and_unknown_format_names_its_version(tmp_path, trained):
+    payload = torch.load(trained, weights_only=True)
+    old = {k: v for k, v in payload.items() if k != "sampling"}
+    old["format"] = "edgekws.supernet/1"
+    torch.save(old, tmp_path / "v1.pt")
+    ck = load_checkpoint(tmp_path / "v1.pt")
+    assert ck.sampling == "uniform"
+    space = ck.space
+    from edgekws.spec import SubnetSpec
+
+    assert ck.trained(space.uniform(0.5)) and not ck.trained(SubnetSpec("dscnn", (16, 48, 40, 224), (1, 1, 1)))
+    future = dict(payload, format="edgekws.supernet/9")
+    torch.save(future, tmp_path / "v9.pt")
+    with pytest.raises(CheckpointError, match=r"format 'edgekws.supernet/9' is not readable"):
+        load_checkpoint(tmp_path / "v9.pt")
+    res = CliRunner().invoke(app, ["info", "--checkpoint", str(tmp_path / "v9.pt")])
+    assert res.exit_code == 1 and "edgekws.supernet/9" in res.stderr and "Traceback" not in res.output
+
+
+def test_fixed_spec_checkpoint_covers_only_its_spec(tiny_corpus, tmp_path):
+    space = get_family("dscnn").space
+    spec = space.uniform(0.25)
+    out = tmp_path / "twin.pt"
+    train(tiny_corpus, out, TrainConfig(epochs=1, batch_size=32, fixed_spec=spec.to_dict()),
+          cache_dir=tmp_path / "cache", log=lambda m: None)
+    ck = load_checkpoint(out)
+    assert ck.sampling == "fixed" and ck.trained(spec) and not ck.trained(space.largest())
+
+
+def test_recipe_options_train_and_are_recorded(tiny_corpus, tmp_path):
+    cfg = TrainConfig(epochs=1, batch_size=32, num_random=1, channel_augment=True, spec_augment_scope="largest",
+                      decay_weights_only=True, warmup_epochs=0.5)
+    out = tmp_path / "recipe.pt"
+    train(tiny_corpus, out, cfg, cache_dir=tmp_path / "cache", log=lambda m: None)
+    ck = load_checkpoint(out)
+    assert ck.train_config["channel_augment"] is True and ck.train_config["spec_augment_scope"] == "largest"
+    res = CliRunner().invoke(app, ["train", "--data-dir", str(tiny_corpus), "--out", str(tmp_path / "x.pt"),
+                                   "--sampling", "sideways", "--epochs", "1"])
+    assert res.exit_code == 1 and "--sampling must be one of per_stage, uniform" in res.stderr
+
+
+def test_eval_without_checkpoint_uses_the_shipped_supernet(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["eval", "--data-dir", str(tiny_corpus), "--width", "0.5", "--json",
+                                   "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert rep["checkpoint"].endswith("dscnn_supernet.pt") and [r["width"] for r in rep["results"]] == ["0.5"]
+    assert Path(rep["confusion_png"]).parent == Path(".") and (tmp_path / rep["confusion_png"]).exists()
+
+
+def test_leave_one_engine_out_command(tiny_corpus, tmp_path):
+    import csv
+
+    with open(tiny_corpus / "meta.csv", newline="") as f:
+        engines = {r["path"]: r["engine"] for r in csv.DictReader(f)}
+    held = sum(e == "flite" for e in engines.values())
+    assert held > 0
+    res = CliRunner().invoke(app, ["loeo", "--data-dir", str(tiny_corpus), "--engine", "flite", "--out",
+                                   str(tmp_path / "loeo"), "--epochs", "1", "--json", "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert rep["views"]["heldout_clips"] == held and rep["views"]["train_clips"] == len(engines) - held
+    train_view = tmp_path / "loeo" / "views" / "train"
+    assert not any(engines.get(str(p.relative_to(train_view))) == "flite" for p in train_view.rglob("*.wav"))
+    assert [r["width"] for r in rep["rows"]] == ["0.25", "0.5", "0.75", "1"]
+    assert all(0 <= r["heldout_accuracy"] <= 1 for r in rep["rows"])
+    assert json.loads((tmp_path / "loeo" / "loeo.json").read_text())["engine"] == "flite"
+    res = CliRunner().invoke(app, ["loeo", "--data-dir", str(tiny_corpus), "--engine", "[bold]nope", "--out",
+                                   str(tmp_path / "loeo2")])
+    assert res.exit_code == 1 and "engine '[bold]nope' is not in" in res.stderr

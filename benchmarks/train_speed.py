@@ -1,0 +1,224 @@
+"""Training-engine speed: examples/s of the sandwich step per engine option, and where a step goes.
+
+    python benchmarks/train_speed.py --data-dir DIR [--steps 30] [--family dscnn]
+
+Every variant runs the real training step (`BatchMaker` → `sandwich_step` → AdamW) on the
+corpus's cached training clips, in one run, so the ratios compare like with like. Variants:
+
+- `baseline`: the previous engine — 2 intra-op threads, batch made on the training thread,
+  `num_random` 2, uniform-width sampling;
+- `prefetch`: the batch for step k+1 made on a background thread (`Prefetcher`);
+- `channels_last`: NHWC memory format for the convolutions;
+- `num_random=1`: one random subnet per step instead of two (fewer forwards);
+- `batch256`: 256 examples per step (fewer, larger steps);
+- `ranks2x1`: two processes of one thread each, gradients all-reduced (gloo) — what
+  `torchrun --nproc_per_node 2` gives;
+- `compile`: `torch.compile` of the supernet (compile time reported separately).
+
+Per variant it prints the median step time over `--steps` timed steps (after warm-up), examples/s,
+the speed-up over the baseline and the share of the step spent making the batch, in forward, in
+backward and in the optimizer. Writes benchmarks/results/train_speed_<family>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _setup(data_dir: Path, family: str, cache_dir: Path | None):
+    import numpy as np
+
+    from edgekws.augment import AugmentConfig, WaveAugment
+    from edgekws.data import SpeechCommands, load_split
+    from edgekws.features import FeatureConfig
+
+    ds = SpeechCommands.open(data_dir, "12", 0)
+    split = load_split(ds, "train", FeatureConfig(), cache_dir)
+    waves = np.asarray(split.waves)
+    return ds, waves, np.asarray(split.targets), WaveAugment(ds.noise_span("train", 16000), AugmentConfig())
+
+
+def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, cache_dir: Path | None,
+                rank: int = 0, world: int = 1) -> dict:
+    import numpy as np
+    import torch
+
+    from edgekws.features import FeatureConfig, LogMel
+    from edgekws.models import count_params, create_supernet, get_family
+    from edgekws.train import BatchMaker, Dist, Prefetcher, TrainConfig, allreduce_grads, param_groups, sandwich_step, training_spec
+
+    torch.set_num_threads(v.get("threads", 2))
+    cfg = TrainConfig(family=family, batch_size=v.get("batch", 128), num_random=v.get("num_random", 2),
+                      sampling=v.get("sampling", "uniform"))
+    ds, waves, targets, wave_aug = _setup(data_dir, family, cache_dir)
+    fam = get_family(family)
+    torch.manual_seed(0)
+    model = create_supernet(family, 12, (49, 40))
+    if v.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+    compile_s = None
+    fwd_model = model
+    if v.get("compile"):
+        fwd_model = torch.compile(model, dynamic=True)
+    opt = torch.optim.AdamW(param_groups(model, cfg), lr=1e-3)
+    largest = count_params(fam.subnet(fam.space.largest()))
+    sizes: dict = {}
+
+    def dropout_for(spec):
+        if spec not in sizes:
+            with torch.random.fork_rng():
+                sizes[spec] = count_params(fam.subnet(spec))
+        return 0.2 * sizes[spec] / largest
+
+    per_rank = cfg.batch_size // world
+    make = BatchMaker(waves, targets, LogMel(FeatureConfig(), dtype=torch.float32), wave_aug, cfg, rank)
+    order = np.random.default_rng(0).permutation(len(targets))
+    jobs = [(s, order[s * cfg.batch_size:(s + 1) * cfg.batch_size][rank * per_rank:(rank + 1) * per_rank])
+            for s in range(warmup + steps)]
+    rng = np.random.default_rng(1)
+    d = Dist(rank, world)
+    step_s, shares = [], {"batch": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+    it = iter(Prefetcher(make, jobs, enabled=v.get("prefetch", False)))
+
+    class _Active:  # set_active must reach the real module under torch.compile
+        def __init__(self, m, f):
+            self.m, self.f = m, f
+
+        def set_active(self, spec):
+            self.m.set_active(spec)
+
+        def modules(self):
+            return self.m.modules()
+
+        def __call__(self, x):
+            return self.f(x)
+
+    net = _Active(model, fwd_model)
+    t_start = time.perf_counter()
+    for s in range(warmup + steps):
+        t0 = time.perf_counter()
+        batch = next(it)
+        if v.get("channels_last"):
+            pass  # inputs are (B, T, F); the stem's unsqueeze makes them NCHW with C=1 (already NHWC-compatible)
+        t1 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        sandwich = [fam.space.largest(), fam.space.smallest()] + [training_spec(fam.space, rng, cfg.sampling)
+                                                                  for _ in range(cfg.num_random)]
+        tim: dict = {}
+        sandwich_step(net, batch, sandwich, cfg, dropout_for, timings=tim)
+        t2 = time.perf_counter()
+        allreduce_grads(model, d)
+        opt.step()
+        t3 = time.perf_counter()
+        if s == warmup - 1:
+            compile_s = t3 - t_start if v.get("compile") else None
+        if s >= warmup:
+            step_s.append(t3 - t0)
+            shares["batch"] += t1 - t0
+            shares["forward"] += tim["forward"]
+            shares["backward"] += tim["backward"]
+            shares["optimizer"] += t3 - t2
+    total = sum(step_s)
+    med = statistics.median(step_s)
+    return {"median_step_s": round(med, 4), "examples_per_s": round(cfg.batch_size / med, 1),
+            "share": {k: round(x / total, 3) for k, x in shares.items()},
+            "compile_and_warmup_s": round(compile_s, 1) if compile_s is not None else None}
+
+
+def _rank_main(rank: int, world: int, port: int, v: dict, args, q) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    res = run_variant(v, args.data_dir, args.family, args.steps, args.warmup, args.cache_dir, rank, world)
+    if rank == 0:
+        q.put(res)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def run_ranks(v: dict, args) -> dict:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_rank_main, args=(r, 2, port, v, args, q)) for r in range(2)]
+    for p in procs:
+        p.start()
+    res = q.get()
+    for p in procs:
+        p.join()
+    return res
+
+
+VARIANTS = {
+    "baseline": {},
+    "prefetch": {"prefetch": True},
+    "channels_last": {"channels_last": True},
+    "num_random=1": {"num_random": 1},
+    "batch256": {"batch": 256},
+    "per_stage_sampling": {"sampling": "per_stage"},
+    "ranks2x1": {"threads": 1, "ranks": 2},
+    "ranks2x1+prefetch": {"threads": 1, "ranks": 2, "prefetch": True},
+    "compile": {"compile": True},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", type=Path, required=True)
+    ap.add_argument("--family", default="dscnn")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--cache-dir", type=Path, default=None)
+    ap.add_argument("--only", nargs="*", default=None, help="variants to run (default: all)")
+    args = ap.parse_args()
+    names = args.only or list(VARIANTS)
+    if "baseline" not in names:
+        names = ["baseline", *names]
+    results = {}
+    for name in names:
+        v = VARIANTS[name]
+        try:
+            r = run_ranks(v, args) if v.get("ranks") else run_variant(v, args.data_dir, args.family, args.steps,
+                                                                       args.warmup, args.cache_dir)
+        except Exception as exc:  # a variant that cannot run here is a result, not a crash of the others
+            r = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+        results[name] = r
+        if "error" in r:
+            print(f"{name:20s} failed: {r['error']}", flush=True)
+            continue
+        base = results["baseline"]["median_step_s"]
+        r["speedup"] = round(base / r["median_step_s"] * (v.get("batch", 128) / 128), 3)
+        sh = r["share"]
+        print(f"{name:20s} {1000 * r['median_step_s']:7.1f} ms/step {r['examples_per_s']:7.1f} ex/s "
+              f"x{r['speedup']:.2f}  batch {sh['batch']:.0%} fwd {sh['forward']:.0%} bwd {sh['backward']:.0%} "
+              f"opt {sh['optimizer']:.0%}" + (f"  compile+warm-up {r['compile_and_warmup_s']} s" if r.get("compile_and_warmup_s") else ""),
+              flush=True)
+    import torch
+
+    out = {"benchmark": "train_speed", "family": args.family, "steps": args.steps, "warmup": args.warmup,
+           "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": sys.version.split()[0],
+           "date": time.strftime("%Y-%m-%d"), "variants": results,
+           "note": "speedup = examples/s relative to baseline, measured in this one run"}
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"train_speed_{args.family}.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
