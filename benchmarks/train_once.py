@@ -1,12 +1,15 @@
 """Train once vs train twins: the seeds' headline claim, in one command.
 
-    python benchmarks/train_once.py --data-dir DIR [--epochs 20] [--supernet CKPT] [--twins-only]
+    python benchmarks/train_once.py --data-dir DIR [--epochs N] [--supernet CKPT] [--twins-only]
+        [--widths 0.25 0.5 ...] [--procs 2]
 
 For each width (0.25, 0.5, 0.75, 1.0) an independent model of exactly that spec is trained from
 scratch with the same data, recipe, seed and epochs (`TrainConfig(fixed_spec=...)`); the supernet
 (trained here, or an existing checkpoint trained with the same epochs via --supernet) gives the
 same four subnets in one run. Writes benchmarks/results/train_once_<family>_<epochs>ep.{json,md}:
 test accuracy per width, supernet vs twin, and CPU time of the supernet vs the sum of the twins.
+Both use the default recipe (`edgekws.recipe.TrainConfig`) at the same epochs; checkpoints are
+kept under --work and every run resumes, so the comparison can span sessions.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 
 from edgekws.checkpoint import load_checkpoint
 from edgekws.models import get_family
-from edgekws.train import TrainConfig, train
+from edgekws.train import TrainConfig, train_local
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -27,11 +30,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", type=Path, required=True)
     ap.add_argument("--family", default="dscnn")
-    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--epochs", type=int, default=TrainConfig().epochs)
     ap.add_argument("--supernet", type=Path, default=None, help="reuse this supernet checkpoint")
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgekws-train-once"))
     ap.add_argument("--cache-dir", type=Path, default=None)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    ap.add_argument("--procs", type=int, default=2, help="training processes (see edgekws train --procs)")
+    ap.add_argument("--widths", type=float, nargs="*", default=None, help="only these widths (default: all four)")
     ap.add_argument("--twins-only", action="store_true", help="train the missing twins and stop (run the supernet beside)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -39,18 +44,21 @@ def main() -> None:
 
     twins = {}
     for m, spec in space.width_multiplier_specs().items():
+        if args.widths and m not in args.widths:
+            continue
         path = args.work / f"twin_{m:g}_{args.epochs}ep.pt"
         if not path.exists():
-            train(args.data_dir, path, TrainConfig(family=args.family, epochs=args.epochs, fixed_spec=spec.to_dict()),
-                  cache_dir=args.cache_dir, threads=args.threads)
+            train_local(args.procs, args.data_dir, path,
+                        TrainConfig(family=args.family, epochs=args.epochs, fixed_spec=spec.to_dict()),
+                        cache_dir=args.cache_dir, resume=True, threads_per_proc=args.threads)
         twins[m] = (spec, path)
     if args.twins_only:
         return
     if args.supernet is None:
         args.supernet = args.work / f"supernet_{args.epochs}ep.pt"
         if not args.supernet.exists():
-            train(args.data_dir, args.supernet, TrainConfig(family=args.family, epochs=args.epochs),
-                  cache_dir=args.cache_dir, threads=args.threads)
+            train_local(args.procs, args.data_dir, args.supernet, TrainConfig(family=args.family, epochs=args.epochs),
+                        cache_dir=args.cache_dir, resume=True, threads_per_proc=args.threads)
     sup = load_checkpoint(args.supernet)
     if sup.train_config["epochs"] != args.epochs:
         raise SystemExit(f"{args.supernet} was trained for {sup.train_config['epochs']} epochs, not {args.epochs}")
@@ -60,7 +68,7 @@ def main() -> None:
         twin = load_checkpoint(path)
         sup_acc = sup.metrics["test"][f"width_{m:g}"]["accuracy"]
         twin_acc = twin.metrics["test"]["fixed"]["accuracy"]
-        rows.append({"width": m, "spec": spec.name, "supernet_acc": sup_acc, "twin_acc": twin_acc,
+        rows.append({"width": m, "spec": spec.name, "supernet": sup_acc, "twin": twin_acc,
                      "delta_pt": round(100 * (sup_acc - twin_acc), 2),
                      "twin_cpu_s": twin.metrics["train_cpu_seconds"], "twin_wall_s": twin.metrics["train_seconds"]})
     twins_cpu = sum(r["twin_cpu_s"] for r in rows)
@@ -74,13 +82,16 @@ def main() -> None:
         "supernet_wall_s": sup.metrics["train_seconds"],
         "twins_cpu_s": round(twins_cpu, 1),
         "cpu_ratio_supernet_over_twins": round(sup.metrics["train_cpu_seconds"] / twins_cpu, 3),
-        "goal": "every subnet within 0.3 pt of its twin or better, at <= 0.4x the twins' total CPU time",
+        "goal": "every subnet at least as good as its twin (delta_pt >= 0), at <= 0.4x the twins' total CPU time",
+        "recipe": {k: v for k, v in sup.train_config.items() if k not in ("data_dir", "fixed_spec")},
         "date": time.strftime("%Y-%m-%d"),
     }
-    result["within_0.3pt"] = all(r["delta_pt"] >= -0.3 for r in rows)
+    result["all_widths_at_least_twin"] = all(r["delta_pt"] >= 0 for r in rows)
+    if len(rows) < 4:
+        result["partial"] = f"twins trained for widths {[r['width'] for r in rows]} only; the CPU ratio covers those"
     lines = ["| width | subnet | supernet | twin | Δ pt | twin CPU s |", "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| {r['width']:g} | `{r['spec']}` | {100 * r['supernet_acc']:.2f} % | {100 * r['twin_acc']:.2f} % "
+        lines.append(f"| {r['width']:g} | `{r['spec']}` | {100 * r['supernet']:.2f} % | {100 * r['twin']:.2f} % "
                      f"| {r['delta_pt']:+.2f} | {r['twin_cpu_s']:.0f} |")
     lines.append(f"\nSupernet CPU time {result['supernet_cpu_s']:.0f} s vs twins' total {twins_cpu:.0f} s "
                  f"(ratio {result['cpu_ratio_supernet_over_twins']:.2f}); {args.epochs} epochs each.")

@@ -7,7 +7,8 @@ corpus's cached training clips, in one run, so the ratios compare like with like
 
 - `baseline`: the previous engine — 2 intra-op threads, batch made on the training thread,
   `num_random` 2, uniform-width sampling;
-- `prefetch`: the batch for step k+1 made on a background thread (`Prefetcher`);
+- `prefetch`: the batch for step k+1 made on a background thread (a rejected candidate: it
+  lives only here);
 - `channels_last`: NHWC memory format for the convolutions;
 - `num_random=1`: one random subnet per step instead of two (fewer forwards);
 - `batch256`: 256 examples per step (fewer, larger steps);
@@ -46,6 +47,19 @@ def _setup(data_dir: Path, family: str, cache_dir: Path | None):
     return ds, waves, np.asarray(split.targets), WaveAugment(ds.noise_span("train", 16000), AugmentConfig())
 
 
+def prefetched(make, jobs):
+    """Batch k+1 made on a background thread while step k trains."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(make, *jobs[0])
+        for k in range(len(jobs)):
+            batch = pending.result()
+            if k + 1 < len(jobs):
+                pending = pool.submit(make, *jobs[k + 1])
+            yield batch
+
+
 def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, cache_dir: Path | None,
                 rank: int = 0, world: int = 1) -> dict:
     import numpy as np
@@ -53,11 +67,11 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
 
     from edgekws.features import FeatureConfig, LogMel
     from edgekws.models import count_params, create_supernet, get_family
-    from edgekws.train import BatchMaker, Dist, Prefetcher, TrainConfig, allreduce_grads, param_groups, sandwich_step, training_spec
+    from edgekws.train import BatchMaker, Dist, TrainConfig, allreduce_grads, param_groups, sandwich_step, training_spec
 
     torch.set_num_threads(v.get("threads", 2))
     cfg = TrainConfig(family=family, batch_size=v.get("batch", 128), num_random=v.get("num_random", 2),
-                      sampling=v.get("sampling", "uniform"))
+                      sampling=v.get("sampling", "uniform"), feature_variants=v.get("bank", 0))
     ds, waves, targets, wave_aug = _setup(data_dir, family, cache_dir)
     fam = get_family(family)
     torch.manual_seed(0)
@@ -86,7 +100,12 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
     rng = np.random.default_rng(1)
     d = Dist(rank, world)
     step_s, shares = [], {"batch": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
-    it = iter(Prefetcher(make, jobs, enabled=v.get("prefetch", False)))
+    bank_s = None
+    if cfg.feature_variants:
+        t0 = time.perf_counter()
+        make.bank(0)
+        bank_s = time.perf_counter() - t0
+    it = prefetched(make, jobs) if v.get("prefetch") else (make(*j) for j in jobs)
 
     class _Active:  # set_active must reach the real module under torch.compile
         def __init__(self, m, f):
@@ -113,7 +132,11 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
         sandwich = [fam.space.largest(), fam.space.smallest()] + [training_spec(fam.space, rng, cfg.sampling)
                                                                   for _ in range(cfg.num_random)]
         tim: dict = {}
-        sandwich_step(net, batch, sandwich, cfg, dropout_for, timings=tim)
+        if v.get("bf16"):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                sandwich_step(net, batch, sandwich, cfg, dropout_for, timings=tim)
+        else:
+            sandwich_step(net, batch, sandwich, cfg, dropout_for, timings=tim)
         t2 = time.perf_counter()
         allreduce_grads(model, d)
         opt.step()
@@ -130,7 +153,8 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
     med = statistics.median(step_s)
     return {"median_step_s": round(med, 4), "examples_per_s": round(cfg.batch_size / med, 1),
             "share": {k: round(x / total, 3) for k, x in shares.items()},
-            "compile_and_warmup_s": round(compile_s, 1) if compile_s is not None else None}
+            "compile_and_warmup_s": round(compile_s, 1) if compile_s is not None else None,
+            "feature_bank_variant_s": round(bank_s, 1) if bank_s is not None else None}
 
 
 def _rank_main(rank: int, world: int, port: int, v: dict, args, q) -> None:
@@ -171,6 +195,15 @@ VARIANTS = {
     "num_random=1": {"num_random": 1},
     "batch256": {"batch": 256},
     "per_stage_sampling": {"sampling": "per_stage"},
+    "batch64": {"batch": 64},
+    "channels_last+batch64": {"channels_last": True, "batch": 64},
+    "bf16": {"bf16": True},
+    "channels_last+bf16": {"channels_last": True, "bf16": True},
+    "feature_bank": {"bank": 8},
+    "channels_last+bank": {"channels_last": True, "bank": 8},
+    "channels_last+bank+per_stage": {"channels_last": True, "bank": 8, "sampling": "per_stage"},
+    "channels_last+bank+num_random=1": {"channels_last": True, "bank": 8, "num_random": 1},
+    "channels_last+bank+ranks2x1": {"channels_last": True, "bank": 8, "threads": 1, "ranks": 2},
     "ranks2x1": {"threads": 1, "ranks": 2},
     "ranks2x1+prefetch": {"threads": 1, "ranks": 2, "prefetch": True},
     "compile": {"compile": True},
@@ -203,10 +236,12 @@ def main() -> None:
             continue
         base = results["baseline"]["median_step_s"]
         r["speedup"] = round(base / r["median_step_s"] * (v.get("batch", 128) / 128), 3)
+        r["variant"] = v
         sh = r["share"]
         print(f"{name:20s} {1000 * r['median_step_s']:7.1f} ms/step {r['examples_per_s']:7.1f} ex/s "
               f"x{r['speedup']:.2f}  batch {sh['batch']:.0%} fwd {sh['forward']:.0%} bwd {sh['backward']:.0%} "
-              f"opt {sh['optimizer']:.0%}" + (f"  compile+warm-up {r['compile_and_warmup_s']} s" if r.get("compile_and_warmup_s") else ""),
+              f"opt {sh['optimizer']:.0%}" + (f"  compile+warm-up {r['compile_and_warmup_s']} s" if r.get("compile_and_warmup_s") else "")
+              + (f"  bank variant {r['feature_bank_variant_s']} s" if r.get("feature_bank_variant_s") else ""),
               flush=True)
     import torch
 

@@ -19,6 +19,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgekws.errors import EdgeKWSError
+from edgekws.recipe import TrainConfig
+
+RECIPE = TrainConfig()  # the default recipe: train options show and use its values
 
 app = typer.Typer(
     help="edgekws: train once, deploy many — slimmable keyword spotting for edge devices.",
@@ -210,7 +213,10 @@ def info(
         cfg = ck.train_config
         out.print(f"checkpoint {checkpoint}: {len(ck.labels)} classes, trained {cfg.get('epochs')} epochs "
                   f"(kd {cfg.get('kd')}, seed {cfg.get('seed')}) in {ck.metrics.get('train_seconds', 0):.0f} s "
-                  f"on {ck.metrics.get('train_examples', '?')} examples", soft_wrap=True)
+                  f"on {ck.metrics.get('train_examples', '?')} examples", soft_wrap=True, markup=False, highlight=False)
+        from edgekws.checkpoint import SAMPLING_COVERAGE
+
+        out.print(f"trained specs: {ck.sampling} — {SAMPLING_COVERAGE[ck.sampling]}", markup=False, highlight=False)
 
 
 @app.command("train")
@@ -220,17 +226,18 @@ def train_cmd(
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write (a .state file beside it allows --resume).")],
     family: Annotated[str, typer.Option(help="Model family: dscnn or kwt.")] = "dscnn",
     protocol: Protocol = "12",
-    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 20,
-    batch_size: Annotated[int, typer.Option(help="Examples per step (split across ranks under torchrun).")] = 128,
-    lr: Annotated[float, typer.Option(help="AdamW peak learning rate (linear warm-up, cosine decay).")] = 3e-3,
-    warmup_epochs: Annotated[float, typer.Option(help="Epochs of linear learning-rate warm-up.")] = 1.0,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 1e-2,
-    decay_weights_only: Annotated[bool, typer.Option(help="No weight decay on norm parameters and biases.")] = False,
-    num_random: Annotated[int, typer.Option(help="Random subnets per step besides largest and smallest.")] = 2,
-    sampling: Annotated[str, typer.Option(help="Random subnets: per_stage (every spec of the space) or uniform (one width for all stages).")] = "per_stage",
-    spec_augment_scope: Annotated[str, typer.Option(help="SpecAugment for all subnets, or only the largest.")] = "all",
-    kd: Annotated[str, typer.Option(help="In-place distillation loss: kl or alpha (TODM alpha-divergence).")] = "kl",
-    adaptive_dropout: Annotated[bool, typer.Option(help="Scale dropout with subnet size (TODM).")] = True,
+    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = RECIPE.epochs,
+    batch_size: Annotated[int, typer.Option(help="Examples per step (split across ranks).")] = RECIPE.batch_size,
+    lr: Annotated[float, typer.Option(help="AdamW peak learning rate (linear warm-up, cosine decay).")] = RECIPE.lr,
+    warmup_epochs: Annotated[float, typer.Option(help="Epochs of linear learning-rate warm-up.")] = RECIPE.warmup_epochs,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = RECIPE.weight_decay,
+    decay_weights_only: Annotated[bool, typer.Option(help="No weight decay on norm parameters and biases.")] = RECIPE.decay_weights_only,
+    num_random: Annotated[int, typer.Option(help="Random subnets per step besides largest and smallest.")] = RECIPE.num_random,
+    sampling: Annotated[str, typer.Option(help="Random subnets: per_stage (every spec of the space) or uniform (one width for all stages).")] = RECIPE.sampling,
+    spec_augment_scope: Annotated[str, typer.Option(help="SpecAugment for all subnets, or only the largest.")] = RECIPE.spec_augment_scope,
+    channel_augment: Annotated[bool, typer.Option(help="Speed perturbation, VTLP, band limits and spectral tilt.")] = RECIPE.channel_augment,
+    kd: Annotated[str, typer.Option(help="In-place distillation loss: kl or alpha (TODM alpha-divergence).")] = RECIPE.kd,
+    adaptive_dropout: Annotated[bool, typer.Option(help="Scale dropout with subnet size (TODM).")] = RECIPE.adaptive_dropout,
     teacher: Annotated[Optional[Path], typer.Option(help="Teacher checkpoint for teacher-student KD of the largest subnet.")] = None,
     teacher_temperature: Annotated[float, typer.Option(help="KD temperature.")] = 4.0,
     teacher_weight: Annotated[float, typer.Option(help="Weight of the teacher's KD loss vs the labels.")] = 0.5,
@@ -239,8 +246,8 @@ def train_cmd(
     resume: Annotated[bool, typer.Option(help="Continue from the .state file of an interrupted run.")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="torch intra-op threads (default: torch's choice).")] = None,
-    prefetch: Annotated[bool, typer.Option(help="Make the next batch on a background thread (same results, faster).")] = True,
     procs: Annotated[int, typer.Option(help="Training processes on this machine (gradients all-reduced; --threads each).")] = 1,
+    val_every: Annotated[int, typer.Option(help="Validate every N epochs (and after the last).")] = 5,
 ) -> None:
     """Train a supernet once (sandwich rule, in-place distillation, elastic width and depth)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -252,7 +259,8 @@ def train_cmd(
         raise EdgeKWSError(f"--procs must be at least 1 (got {procs})")
     cfg = TrainConfig(family=family, protocol=protocol, epochs=epochs, batch_size=batch_size, lr=lr,
                       warmup_epochs=warmup_epochs, weight_decay=weight_decay, decay_weights_only=decay_weights_only,
-                      num_random=num_random, sampling=sampling, spec_augment_scope=spec_augment_scope, kd=kd, adaptive_dropout=adaptive_dropout,
+                      num_random=num_random, sampling=sampling, spec_augment_scope=spec_augment_scope,
+                      channel_augment=channel_augment, kd=kd, adaptive_dropout=adaptive_dropout,
                       teacher=str(teacher) if teacher else "", teacher_temperature=teacher_temperature,
                       teacher_weight=teacher_weight, seed=seed,
                       fixed_spec=load_spec_file(spec_file).to_dict() if spec_file else None)
@@ -263,7 +271,7 @@ def train_cmd(
         res = train_local(procs, data_dir, out_path, cfg, cache_dir=cache_dir, resume=resume,
                           log=lambda m: bar.console.print(m, markup=False, highlight=False),
                           on_step=lambda i, n, info: bar.update(task, completed=i, total=n, **info),
-                          threads_per_proc=threads or (1 if procs > 1 else None), prefetch=prefetch)
+                          threads_per_proc=threads or (1 if procs > 1 else None), val_every=val_every)
     t = Table("subnet", "name", "test accuracy", box=box.SIMPLE_HEAD)
     for key, r in res.metrics.get("test", {}).items():
         t.add_row(key, r["name"], f"{100 * r['accuracy']:.2f}%")

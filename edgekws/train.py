@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -47,52 +47,8 @@ from edgekws.errors import EdgeKWSError
 from edgekws.features import FeatureConfig, LogMel
 from edgekws.fileio import atomic_path, ensure_writable_dir
 from edgekws.models import count_params, create_supernet, get_family
+from edgekws.recipe import TrainConfig
 from edgekws.spec import SearchSpace, SubnetSpec
-
-
-@dataclass
-class TrainConfig:
-    """The default recipe (what each default buys is in the README)."""
-
-    family: str = "dscnn"
-    protocol: str = "12"
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 3e-3  # AdamW peak learning rate, after a 1-epoch linear warm-up, cosine to 0
-    weight_decay: float = 1e-2
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    num_random: int = 2  # random subnets per step besides the largest and the smallest
-    kd: str = "kl"  # in-place distillation loss: "kl" or "alpha" (TODM / AlphaNet)
-    alpha_min: float = -1.0
-    alpha_max: float = 1.0
-    alpha_clip: float = 5.0  # importance-ratio clip of the alpha-divergence
-    adaptive_dropout: bool = True
-    dropout_max: float = 0.2
-    teacher: str = ""  # path of a teacher checkpoint (its largest subnet teaches the largest)
-    teacher_temperature: float = 4.0
-    teacher_weight: float = 0.5
-    wave_augment: bool = True
-    # Speed perturbation, VTLP, band limits and spectral tilt (`augment.ChannelConfig`): variety
-    # of speakers and channels that the TTS engines do not have.
-    channel_augment: bool = False
-    spec_augment: bool = True
-    # Which subnets see SpecAugment's masks: "all", or "largest" (the small ones train on unmasked
-    # features, with the largest's soft outputs on the masked view as targets: tiny models
-    # underfit, and BC-ResNet turns SpecAugment off for its smallest).
-    spec_augment_scope: str = "all"
-    # How the `num_random` subnets are drawn: "per_stage" (a width and a depth per stage, so every
-    # spec of the search space is one training visits) or "uniform" (one width multiplier for all
-    # stages, random depths: the first shipped supernet's policy, which leaves most mixed-width
-    # specs untrained).
-    sampling: str = "per_stage"
-    # Weight decay only on conv/linear weights (not on BN/LayerNorm affine parameters and biases).
-    decay_weights_only: bool = False
-    seed: int = 0
-    fixed_spec: dict | None = None  # train one spec only (the "twin" baseline of train_once)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,23 +158,23 @@ def init_distributed(local: LocalRanks | None = None) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size())
 
 
-def _local_rank_main(local: LocalRanks, data_dir, out, cfg, cache_dir, resume, threads, prefetch) -> None:
-    train(data_dir, out, cfg, cache_dir=cache_dir, resume=resume, log=lambda m: None, threads=threads,
-          prefetch=prefetch, local=local)
+def _local_rank_main(local: LocalRanks, data_dir, out, cfg, cache_dir, resume, threads, val_every) -> None:
+    train(data_dir, out, cfg, cache_dir=cache_dir, resume=resume, log=lambda m: None, threads=threads, local=local,
+          val_every=val_every)
 
 
 def train_local(procs: int, data_dir: Path, out: Path, cfg: "TrainConfig", cache_dir: Path | None = None,
                 resume: bool = False, log: Callable[[str], None] = print,
-                on_step: Callable[[int, int, dict], None] | None = None, threads_per_proc: int = 1,
-                prefetch: bool = True) -> "TrainResult":
+                on_step: Callable[[int, int, dict], None] | None = None, threads_per_proc: int | None = 1,
+                val_every: int = 5) -> "TrainResult":
     """Train with `procs` processes on this machine, `threads_per_proc` torch threads each.
 
     Why: the models are tiny, so one process with two intra-op threads leaves most of each op
-    serial (measured in benchmarks/train_speed.py); two processes of one thread each, gradients
-    all-reduced once per step over gloo, keep both cores busy. Rank 0 runs here (so progress and
+    serial; two processes of one thread each, gradients all-reduced once per step over gloo,
+    were 1.08× faster than one process of two threads (benchmarks/train_speed.py). Rank 0 runs here (so progress and
     logs work as usual); the others are spawned and must all finish cleanly."""
     if procs <= 1:
-        return train(data_dir, out, cfg, cache_dir, resume, log, on_step, threads_per_proc, prefetch)
+        return train(data_dir, out, cfg, cache_dir, resume, log, on_step, threads_per_proc, val_every=val_every)
     import socket
 
     import torch.multiprocessing as mp
@@ -229,12 +185,13 @@ def train_local(procs: int, data_dir: Path, out: Path, cfg: "TrainConfig", cache
     ctx = mp.get_context("spawn")
     children = [ctx.Process(target=_local_rank_main, daemon=True,
                             args=(LocalRanks(r, procs, port), data_dir, out, cfg, cache_dir, resume, threads_per_proc,
-                                  prefetch)) for r in range(1, procs)]
+                                  val_every))
+                for r in range(1, procs)]
     for c in children:
         c.start()
     try:
-        res = train(data_dir, out, cfg, cache_dir, resume, log, on_step, threads_per_proc, prefetch,
-                    local=LocalRanks(0, procs, port))
+        res = train(data_dir, out, cfg, cache_dir, resume, log, on_step, threads_per_proc,
+                    local=LocalRanks(0, procs, port), val_every=val_every)
     finally:
         for c in children:
             c.join(timeout=60)
@@ -383,76 +340,80 @@ def recalibrate_checkpoint(path: Path, data_dir: Path, out: Path, cache_dir: Pat
 
 
 class BatchMaker:
-    """Turns batch indices into training inputs: waveform shift + noise, log-mel, SpecAugment.
+    """Turns batch indices into training inputs: waveform shift + noise (+ channel augmentation),
+    log-mel, SpecAugment.
 
-    Everything random comes from a generator seeded by (seed, step, rank), so a batch depends
-    only on its step — it can be made ahead of time on another thread (see `Prefetcher`) and
-    a resumed run sees the same batches as an uninterrupted one."""
+    Everything random comes from a generator seeded by (seed, step, rank) (and the bank's from
+    (seed, variant)), so a batch depends only on its step and a resumed run sees the same
+    batches as an uninterrupted one. (Making batches on a background thread was measured too:
+    0.86× — on 2 cores it competes with the model's own threads — so it is not done.)
+
+    With `cfg.feature_variants = K > 0` the waveform part (shift, noise, channel) and the log-mel
+    are computed once per clip for K seeded variants — a *feature bank*, made when an epoch first
+    needs it, epoch e reading variant e mod K — and only SpecAugment stays per step. Making a
+    batch's features is ~14 % of a sandwich step on 2 cores (benchmarks/train_speed.py); over
+    150 epochs the bank does that work K times instead of 150."""
 
     def __init__(self, waves: np.ndarray, targets: np.ndarray, frontend: LogMel, wave_aug: WaveAugment | None,
                  cfg: TrainConfig, rank: int = 0):
-        self.waves, self.targets = waves, torch.from_numpy(np.asarray(targets))
+        self.waves, self.targets = waves, torch.from_numpy(np.array(targets))
         self.frontend, self.wave_aug, self.cfg, self.rank = frontend, wave_aug, cfg, rank
         self.channel = ChannelConfig()
+        self.banks: dict[int, torch.Tensor] = {}
 
-    def __call__(self, step: int, idx: np.ndarray) -> dict:
-        cfg = self.cfg
-        idx = np.sort(idx)
-        gen = torch.Generator().manual_seed(int(cfg.seed * 1_000_003 + step * 31 + self.rank))
-        x = torch.from_numpy(self.waves[idx].astype(np.float32) / 32768.0)
-        if cfg.channel_augment:
+    def _features(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if self.cfg.channel_augment:
             x = speed_perturb(x, gen, self.channel.speed)
         if self.wave_aug is not None:
             x = self.wave_aug(x, gen)
-        if cfg.channel_augment:
-            feats = self.frontend.log_mel(channel_augment(self.frontend.power(x), gen, self.channel))
+        if self.cfg.channel_augment:
+            return self.frontend.log_mel(channel_augment(self.frontend.power(x), gen, self.channel))
+        return self.frontend(x)
+
+    def bank(self, variant: int, chunk: int = 256) -> torch.Tensor:
+        """Variant `variant` of every clip's augmented features (float16, made once)."""
+        if variant not in self.banks:
+            gen = torch.Generator().manual_seed(int(self.cfg.seed * 7_919 + variant * 104_729 + 17))
+            parts = []
+            for s in range(0, len(self.waves), chunk):
+                x = torch.from_numpy(self.waves[s : s + chunk].astype(np.float32) / 32768.0)
+                parts.append(self._features(x, gen).to(torch.float16))
+            self.banks[variant] = torch.cat(parts)
+        return self.banks[variant]
+
+    def __call__(self, step: int, idx: np.ndarray, epoch: int = 0) -> dict:
+        cfg = self.cfg
+        idx = np.sort(idx)
+        gen = torch.Generator().manual_seed(int(cfg.seed * 1_000_003 + step * 31 + self.rank))
+        if cfg.feature_variants > 0:
+            feats = self.bank(epoch % cfg.feature_variants)[torch.from_numpy(idx)].float()
         else:
-            feats = self.frontend(x)
+            feats = self._features(torch.from_numpy(self.waves[idx].astype(np.float32) / 32768.0), gen)
         plain = feats
         if cfg.spec_augment:
             feats = spec_augment(feats, gen)
         small = plain if cfg.spec_augment_scope == "largest" else feats
-        return {"feats": feats, "small": small, "y": self.targets[idx]}
-
-
-class Prefetcher:
-    """Makes batch k+1 on a background thread while the model trains on batch k.
-
-    torch releases the GIL inside its kernels, and a 2-core machine's model math runs far below
-    peak (many small ops, serial dispatch gaps), so the frontend fits into the gaps. Batches are
-    a pure function of their step (see `BatchMaker`), so results are the same with or without it."""
-
-    def __init__(self, make: Callable[[int, np.ndarray], dict], jobs: list[tuple[int, np.ndarray]], enabled: bool = True):
-        self.make, self.jobs, self.enabled = make, jobs, enabled
-
-    def __iter__(self):
-        if not self.enabled:
-            for step, idx in self.jobs:
-                yield self.make(step, idx)
-            return
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgekws-batches") as pool:
-            pending = pool.submit(self.make, *self.jobs[0]) if self.jobs else None
-            for k in range(len(self.jobs)):
-                batch = pending.result()
-                pending = pool.submit(self.make, *self.jobs[k + 1]) if k + 1 < len(self.jobs) else None
-                yield batch
+        return {"feats": feats.contiguous(), "small": small.contiguous(), "y": self.targets[idx]}
 
 
 def sandwich_step(model: nn.Module, batch: dict, sandwich: list[SubnetSpec], cfg: TrainConfig,
                   dropout_for: Callable[[SubnetSpec], float], teacher: nn.Module | None = None,
-                  timings: dict | None = None) -> tuple[float, int]:
+                  timings: dict | None = None, small_first: bool = False) -> tuple[float, int]:
     """Forward and backward every subnet of one sandwich step (gradients accumulate; the caller
     steps the optimizer). The first spec learns from the labels, the rest from its detached
-    outputs. Returns (summed loss of the first spec, its correct count)."""
+    outputs. Returns (summed loss of the first spec, its correct count).
+
+    The first spec sees the fully augmented batch, the others `batch["small"]` (the same clips
+    without SpecAugment when the recipe keeps masks for the largest only); `small_first` gives
+    the first spec that input too — a twin trained alone at a small width gets what its
+    supernet counterpart gets."""
     y = batch["y"]
     soft, first_loss, correct = None, 0.0, 0
     for k, spec in enumerate(sandwich):
         t0 = time.perf_counter()
         model.set_active(spec)
         set_dropout(model, dropout_for(spec))
-        logits = model(batch["feats"] if k == 0 else batch["small"])
+        logits = model(batch["feats"] if k == 0 and not small_first else batch["small"])
         if k == 0:
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             if teacher is not None:
@@ -510,13 +471,16 @@ def train(
     log: Callable[[str], None] = print,
     on_step: Callable[[int, int, dict], None] | None = None,
     threads: int | None = None,
-    prefetch: bool = True,
     local: LocalRanks | None = None,
+    channels_last: bool = True,
+    val_every: int = 5,
 ) -> TrainResult:
     """Train a supernet (or, with `cfg.fixed_spec`, one subnet) and write its checkpoint.
 
-    `threads` and `prefetch` are engine settings: they change speed, not results (a prefetched
-    batch is the same batch), so they are not part of the config that `--resume` checks."""
+    `threads`, `channels_last` and `val_every` are engine settings, not part of the config that
+    `--resume` checks: NHWC convolutions
+    (`channels_last`, 1.2× faster here) change only float rounding; validation every
+    `val_every` epochs (and at the last) only thins the history."""
     d = init_distributed(local)
     if threads:
         torch.set_num_threads(threads)
@@ -535,6 +499,8 @@ def train(
 
     torch.manual_seed(cfg.seed)
     model = create_supernet(cfg.family, num_classes=len(labels), input_shape=feat_cfg.shape)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     fixed = SubnetSpec.from_dict(cfg.fixed_spec) if cfg.fixed_spec else None
     if fixed is not None:
         space.validate(fixed)
@@ -585,6 +551,7 @@ def train(
     make_batch = BatchMaker(np.asarray(train_split.waves), train_split.targets, LogMel(feat_cfg, dtype=torch.float32),
                             wave_aug, cfg, d.rank)
 
+    small_twin = fixed is not None and fixed != space.largest()
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, cfg.epochs):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -592,10 +559,13 @@ def train(
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout masks: reproducible per epoch
         order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
         spec_rng = np.random.default_rng([cfg.seed, epoch, 1])
-        jobs = [(step + b, order[b * cfg.batch_size : (b + 1) * cfg.batch_size][d.rank * per_rank : (d.rank + 1) * per_rank])
+        jobs = [(step + b, order[b * cfg.batch_size : (b + 1) * cfg.batch_size][d.rank * per_rank : (d.rank + 1) * per_rank], epoch)
                 for b in range(steps_per_epoch)]
+        if cfg.feature_variants > 0:
+            make_batch.bank(epoch % cfg.feature_variants)  # made (once) before the epoch's clock-sensitive loop
         run_loss, run_correct, run_seen = 0.0, 0, 0
-        for b, batch in enumerate(Prefetcher(make_batch, jobs, enabled=prefetch)):
+        for b, job in enumerate(jobs):
+            batch = make_batch(*job)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total_steps, warmup, cfg.lr)
             opt.zero_grad(set_to_none=True)
@@ -604,7 +574,7 @@ def train(
             else:
                 sandwich = [space.largest(), space.smallest()] + [training_spec(space, spec_rng, cfg.sampling)
                                                                   for _ in range(cfg.num_random)]
-            loss_sum, correct = sandwich_step(model, batch, sandwich, cfg, dropout_for, teacher)
+            loss_sum, correct = sandwich_step(model, batch, sandwich, cfg, dropout_for, teacher, small_first=small_twin)
             run_loss += loss_sum
             run_correct += correct
             run_seen += len(batch["y"])
@@ -620,7 +590,7 @@ def train(
         cpu_elapsed += time.process_time() - c0
         row = {"epoch": epoch + 1, "train_loss": round(run_loss / max(1, run_seen), 4),
                "train_acc": round(run_correct / max(1, run_seen), 4), "seconds": round(elapsed, 1)}
-        if val_split is not None:
+        if val_split is not None and ((epoch + 1) % max(1, val_every) == 0 or epoch + 1 == cfg.epochs):
             for name, spec in (("largest", fixed or space.largest()), ("smallest", fixed or space.smallest())):
                 row[f"val_{name}"] = round(evaluate_spec(model, spec, val_split, calib)[0], 4)
         history.append(row)

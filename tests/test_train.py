@@ -182,13 +182,6 @@ def test_torchrun_two_cpu_ranks_stay_in_step(tiny_corpus, tmp_path):
     assert len(digests) == 2 and digests[0] == digests[1]
 
 
-def test_prefetched_batches_are_the_same_batches(tiny_corpus, tmp_path, trained):
-    out = tmp_path / "serial.pt"
-    train(tiny_corpus, out, TrainConfig(**TINY), cache_dir=tmp_path / "cache", log=lambda m: None, prefetch=False)
-    a, b = load_checkpoint(trained).state_dict, load_checkpoint(out).state_dict
-    assert all(torch.equal(a[k], b[k]) for k in a)
-
-
 def test_old_format_reads_as_uniform_and_unknown_format_names_its_version(tmp_path, trained):
     payload = torch.load(trained, weights_only=True)
     old = {k: v for k, v in payload.items() if k != "sampling"}
@@ -260,3 +253,17 @@ def test_leave_one_engine_out_command(tiny_corpus, tmp_path):
     res = CliRunner().invoke(app, ["loeo", "--data-dir", str(tiny_corpus), "--engine", "[bold]nope", "--out",
                                    str(tmp_path / "loeo2")])
     assert res.exit_code == 1 and "engine '[bold]nope' is not in" in res.stderr
+
+
+def test_local_processes_train_in_step(tiny_corpus, tmp_path):
+    out = tmp_path / "procs.pt"
+    res = CliRunner().invoke(app, ["train", "--data-dir", str(tiny_corpus), "--out", str(out), "--epochs", "1",
+                                   "--batch-size", "32", "--num-random", "1", "--procs", "2",
+                                   "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 0, res.output
+    ck = load_checkpoint(out)
+    assert ck.metrics["world_size"] == 2
+    d = ck.metrics["rank_param_digests"]
+    assert len(d) == 2 and d[0] == d[1]
+    res = CliRunner().invoke(app, ["train", "--data-dir", str(tiny_corpus), "--out", str(out), "--procs", "0"])
+    assert res.exit_code == 1 and "--procs must be at least 1" in res.stderr
