@@ -105,7 +105,7 @@ def save_checkpoint(path: Path, ck: Checkpoint) -> None:
         "labels": list(ck.labels),
         "train_config": ck.train_config,
         "metrics": ck.metrics,
-        "state_dict": {k: v.detach().cpu() for k, v in ck.state_dict.items()},
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in ck.state_dict.items()},
         "sampling": {"policy": ck.sampling, "covers": SAMPLING_COVERAGE.get(ck.sampling, "")},
     }
     if ck.calibration is not None:
