@@ -52,7 +52,7 @@ class TrainConfig:
     # specs untrained).
     sampling: str = "per_stage"
     # Weight decay only on conv/linear weights (not on BN/LayerNorm affine parameters and biases).
-    decay_weights_only: bool = False
+    decay_weights_only: bool = True
     seed: int = 0
     fixed_spec: dict | None = None  # train one spec only (the "twin" baseline of train_once)
 
