@@ -37,7 +37,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _setup(data_dir: Path, family: str, cache_dir: Path | None):
+def _setup(data_dir: Path, cache_dir: Path | None):
     import numpy as np
 
     from edgekws.augment import AugmentConfig, WaveAugment
@@ -47,7 +47,7 @@ def _setup(data_dir: Path, family: str, cache_dir: Path | None):
     ds = SpeechCommands.open(data_dir, "12", 0)
     split = load_split(ds, "train", FeatureConfig(), cache_dir)
     waves = np.asarray(split.waves)
-    return ds, waves, np.asarray(split.targets), WaveAugment(ds.noise_span("train", 16000), AugmentConfig())
+    return waves, np.asarray(split.targets), WaveAugment(ds.noise_span("train", 16000), AugmentConfig())
 
 
 def prefetched(make, jobs):
@@ -75,7 +75,7 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
     torch.set_num_threads(v.get("threads", 2))
     cfg = TrainConfig(family=family, batch_size=v.get("batch", 128), num_random=v.get("num_random", 2),
                       sampling=v.get("sampling", "uniform"), feature_variants=v.get("bank", 0))
-    ds, waves, targets, wave_aug = _setup(data_dir, family, cache_dir)
+    waves, targets, wave_aug = _setup(data_dir, cache_dir)
     fam = get_family(family)
     torch.manual_seed(0)
     model = create_supernet(family, 12, (49, 40))
@@ -128,8 +128,6 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
     for s in range(warmup + steps):
         t0 = time.perf_counter()
         batch = next(it)
-        if v.get("channels_last"):
-            pass  # inputs are (B, T, F); the stem's unsqueeze makes them NCHW with C=1 (already NHWC-compatible)
         t1 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         sandwich = [fam.space.largest(), fam.space.smallest()] + [training_spec(fam.space, rng, cfg.sampling)

@@ -239,8 +239,8 @@ def train_cmd(
     kd: Annotated[str, typer.Option(help="In-place distillation loss: kl or alpha (TODM alpha-divergence).")] = RECIPE.kd,
     adaptive_dropout: Annotated[bool, typer.Option(help="Scale dropout with subnet size (TODM).")] = RECIPE.adaptive_dropout,
     teacher: Annotated[Optional[Path], typer.Option(help="Teacher checkpoint for teacher-student KD of the largest subnet.")] = None,
-    teacher_temperature: Annotated[float, typer.Option(help="KD temperature.")] = 4.0,
-    teacher_weight: Annotated[float, typer.Option(help="Weight of the teacher's KD loss vs the labels.")] = 0.5,
+    teacher_temperature: Annotated[float, typer.Option(help="KD temperature.")] = RECIPE.teacher_temperature,
+    teacher_weight: Annotated[float, typer.Option(help="Weight of the teacher's KD loss vs the labels.")] = RECIPE.teacher_weight,
     spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Train only this spec (no sandwich): a baseline twin.")] = None,
     seed: Seed = 0,
     resume: Annotated[bool, typer.Option(help="Continue from the .state file of an interrupted run.")] = False,
@@ -253,7 +253,7 @@ def train_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from edgekws.info import load_spec_file
-    from edgekws.train import TrainConfig, train_local
+    from edgekws.train import train_local
 
     if procs < 1:
         raise EdgeKWSError(f"--procs must be at least 1 (got {procs})")
@@ -316,13 +316,13 @@ def eval_cmd(
     from edgekws.evaluate import evaluate_checkpoint, plot_confusions
     from edgekws.info import load_spec_file
 
-    if checkpoint is None:
-        checkpoint = DEFAULT_CHECKPOINT
-        if png is None:  # the package folder is not the user's: write beside the working directory
-            png = Path(f"{checkpoint.stem}_confusion_{split}.png")
+    # the shipped checkpoint lives in the package, which is not the user's folder: its PNG goes to
+    # the working directory, a user checkpoint's beside it
+    png = png or (Path(f"{DEFAULT_CHECKPOINT.stem}_confusion_{split}.png") if checkpoint is None
+                  else checkpoint.with_name(f"{checkpoint.stem}_confusion_{split}.png"))
+    checkpoint = checkpoint or DEFAULT_CHECKPOINT
     rep = evaluate_checkpoint(checkpoint, data_dir, width, depth, load_spec_file(spec_file) if spec_file else None,
                               split, cache_dir)
-    png = png or checkpoint.with_name(checkpoint.stem + f"_confusion_{split}.png")
     plot_confusions(rep, png)
     rep["confusion_png"] = str(png)
     if as_json:
@@ -343,19 +343,18 @@ def loeo_cmd(
     engine: Annotated[str, typer.Option(help="The TTS engine to hold out (espeak, flite or festival).")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the views, the checkpoint and loeo.json.")],
     family: Annotated[str, typer.Option(help="Model family: dscnn or kwt.")] = "dscnn",
-    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training split (default: the recipe's).")] = None,
+    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = RECIPE.epochs,
     seed: Seed = 0,
-    resume: Annotated[bool, typer.Option(help="Reuse the views and continue an interrupted training run.")] = False,
-    force: Annotated[bool, typer.Option(help="Rebuild the views if they exist.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted training run (views that hold out the same engine are always reused).")] = False,
+    force: Annotated[bool, typer.Option(help="Rebuild the views if they exist (replaced by rename).")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="torch intra-op threads.")] = None,
     as_json: AsJson = False,
 ) -> None:
     """Leave one TTS engine out: train the default recipe without it, test on it and on unseen voices."""
     from edgekws.holdout import leave_one_engine_out
-    from edgekws.train import TrainConfig
 
-    cfg = TrainConfig(family=family, seed=seed, **({"epochs": epochs} if epochs else {}))
+    cfg = TrainConfig(family=family, seed=seed, epochs=epochs)
     rep = leave_one_engine_out(data_dir, engine, out_dir, cfg, cache_dir=cache_dir, threads=threads, resume=resume,
                                force=force, log=lambda m: err.print(m, markup=False, highlight=False))
     if as_json:

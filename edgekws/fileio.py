@@ -80,8 +80,19 @@ def atomic_dir(dest: Path, overwrite: bool = False) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
         if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+            # replace by rename, never delete-then-rename: the old folder is moved aside, the new
+            # one renamed in, and only then is the old one removed (or put back if that failed)
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+            os.replace(dest, old / dest.name)
+            try:
+                os.replace(tmp, dest)
+            except BaseException:
+                os.replace(old / dest.name, dest)
+                raise
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

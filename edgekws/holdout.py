@@ -20,12 +20,15 @@ The engine of each clip comes from the corpus's `meta.csv` (written by `edgekws 
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
 from edgekws.data import BACKGROUND_DIR, LIST_FILES
 from edgekws.errors import DataError, EdgeKWSError
-from edgekws.fileio import atomic_dir
+from edgekws.fileio import atomic_dir, ensure_writable_dir, write_json_atomic
+
+VIEWS_RECORD = "views.json"  # what a views folder holds out, and from which corpus
 
 
 def clip_engines(corpus: Path) -> dict[str, str]:
@@ -69,39 +72,50 @@ def holdout_views(corpus: Path, engine: str, out: Path, force: bool = False) -> 
     held = sorted(p for p in present if engines[p] == engine)
     if not keep or not held:
         raise EdgeKWSError(f"holding out '{engine}' leaves {len(keep)} training and {len(held)} held-out clips")
-    out = Path(out)
-    with atomic_dir(out, overwrite=force) as tmp:
+    counts = {"engine": engine, "corpus": str(corpus.resolve()), "train_clips": len(keep), "heldout_clips": len(held),
+              "engines": {e: sum(1 for p in present if engines[p] == e) for e in known}}
+    with atomic_dir(Path(out), overwrite=force) as tmp:
         _link_tree(corpus, tmp / "train", keep, {s: [p for p in keep if p in ps] for s, ps in lists.items()})
         _link_tree(corpus, tmp / "heldout", held, {"testing": held})
-    return {"engine": engine, "train_clips": len(keep), "heldout_clips": len(held),
-            "engines": {e: sum(1 for p in present if engines[p] == e) for e in known}}
+        write_json_atomic(tmp / VIEWS_RECORD, counts)
+    return counts
+
+
+def reusable_views(corpus: Path, engine: str, views: Path) -> dict:
+    """The record of views made earlier, if they hold out `engine` from `corpus`; else a clear error."""
+    try:
+        rec = json.loads((views / VIEWS_RECORD).read_text())
+    except (OSError, ValueError):
+        raise EdgeKWSError(f"'{views}' exists but is not a held-out view made by edgekws (use --force to rebuild it)") from None
+    if rec.get("engine") != engine or rec.get("corpus") != str(Path(corpus).resolve()):
+        raise EdgeKWSError(f"'{views}' holds out '{rec.get('engine')}' from '{rec.get('corpus')}', not '{engine}' "
+                           f"from '{Path(corpus).resolve()}' (use --force to rebuild it, or another --out)")
+    return {**rec, "reused": True}
 
 
 def leave_one_engine_out(corpus: Path, engine: str, out: Path, cfg, cache_dir: Path | None = None,
                          threads: int | None = None, resume: bool = False, force: bool = False,
                          log=print, on_step=None) -> dict:
     """Hold out `engine`, train `cfg` on the rest, evaluate every width on both; write `out/loeo.json`."""
+    from edgekws.checkpoint import load_checkpoint
     from edgekws.evaluate import evaluate_checkpoint
-    from edgekws.fileio import ensure_writable_dir, write_json_atomic
     from edgekws.train import train
 
     out = Path(out)
     views = out / "views"
     ensure_writable_dir(out)
-    if views.exists() and (resume or not force):
-        counts = {"engine": engine, "reused": True}
-        if not (views / "heldout").is_dir():
-            raise EdgeKWSError(f"'{views}' exists but is not a held-out view (use --force to rebuild it)")
+    if views.exists() and not force:
+        counts = reusable_views(corpus, engine, views)
     else:
         counts = holdout_views(corpus, engine, views, force=force)
     ckpt = out / f"supernet_without_{engine}.pt"
-    if not (resume and ckpt.exists()):
-        train(views / "train", ckpt, cfg, cache_dir=cache_dir, resume=resume, log=log, on_step=on_step, threads=threads)
+    if resume and ckpt.exists():
+        test = load_checkpoint(ckpt).metrics.get("test", {})
+    else:
+        test = train(views / "train", ckpt, cfg, cache_dir=cache_dir, resume=resume, log=log, on_step=on_step,
+                     threads=threads).metrics.get("test", {})
     held = evaluate_checkpoint(ckpt, views / "heldout", cache_dir=cache_dir)
     rows = []
-    from edgekws.checkpoint import load_checkpoint
-
-    test = load_checkpoint(ckpt).metrics.get("test", {})
     for r in held["results"]:
         ind = test.get(f"width_{r['width']}", {}).get("accuracy")
         rows.append({"width": r["width"], "name": r["name"], "heldout_accuracy": r["accuracy"],

@@ -2,8 +2,10 @@
 dataclass with no heavy imports (the CLI reads its defaults without loading torch).
 
 What each default buys, measured, is in the README (Stage 3) and in
-`benchmarks/results/recipe_ablation_*`. Engine settings that change speed but not results
-(threads, processes, memory format) are not part of the recipe, so `--resume` does not check them.
+`benchmarks/results/recipe_ablation_*`. Engine settings — threads, local processes, memory
+format, validation interval — are not part of the recipe and `--resume` does not check them;
+they change speed and float rounding (or, with several processes, the BN statistics of each
+rank's shard), not what the recipe asks for.
 """
 
 from __future__ import annotations

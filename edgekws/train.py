@@ -171,8 +171,9 @@ def train_local(procs: int, data_dir: Path, out: Path, cfg: "TrainConfig", cache
 
     Why: the models are tiny, so one process with two intra-op threads leaves most of each op
     serial; two processes of one thread each, gradients all-reduced once per step over gloo,
-    were 1.08× faster than one process of two threads (benchmarks/train_speed.py). Rank 0 runs here (so progress and
-    logs work as usual); the others are spawned and must all finish cleanly."""
+    were 1.03–1.08× faster than one process of two threads (benchmarks/train_speed.py, within
+    this machine's noise, hence not the default). Rank 0 runs here (so progress and logs work as
+    usual); the others are spawned and must all finish cleanly."""
     if procs <= 1:
         return train(data_dir, out, cfg, cache_dir, resume, log, on_step, threads_per_proc, val_every=val_every)
     import socket
@@ -346,7 +347,7 @@ class BatchMaker:
     Everything random comes from a generator seeded by (seed, step, rank) (and the bank's from
     (seed, variant)), so a batch depends only on its step and a resumed run sees the same
     batches as an uninterrupted one. (Making batches on a background thread was measured too:
-    0.86× — on 2 cores it competes with the model's own threads — so it is not done.)
+    0.76–0.86× — on 2 cores it competes with the model's own threads — so it is not done.)
 
     With `cfg.feature_variants = K > 0` the waveform part (shift, noise, channel) and the log-mel
     are computed once per clip for K seeded variants — a *feature bank*, made when an epoch first
@@ -478,9 +479,8 @@ def train(
     """Train a supernet (or, with `cfg.fixed_spec`, one subnet) and write its checkpoint.
 
     `threads`, `channels_last` and `val_every` are engine settings, not part of the config that
-    `--resume` checks: NHWC convolutions
-    (`channels_last`, 1.2× faster here) change only float rounding; validation every
-    `val_every` epochs (and at the last) only thins the history."""
+    `--resume` checks: NHWC convolutions (`channels_last`, 1.2× faster here) change only float
+    rounding; validation every `val_every` epochs (and at the last) only thins the history."""
     d = init_distributed(local)
     if threads:
         torch.set_num_threads(threads)
@@ -559,13 +559,10 @@ def train(
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout masks: reproducible per epoch
         order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
         spec_rng = np.random.default_rng([cfg.seed, epoch, 1])
-        jobs = [(step + b, order[b * cfg.batch_size : (b + 1) * cfg.batch_size][d.rank * per_rank : (d.rank + 1) * per_rank], epoch)
-                for b in range(steps_per_epoch)]
-        if cfg.feature_variants > 0:
-            make_batch.bank(epoch % cfg.feature_variants)  # made (once) before the epoch's clock-sensitive loop
         run_loss, run_correct, run_seen = 0.0, 0, 0
-        for b, job in enumerate(jobs):
-            batch = make_batch(*job)
+        for b in range(steps_per_epoch):
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size][d.rank * per_rank : (d.rank + 1) * per_rank]
+            batch = make_batch(step, idx, epoch)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total_steps, warmup, cfg.lr)
             opt.zero_grad(set_to_none=True)

@@ -101,3 +101,20 @@ def test_unknown_protocol_and_missing_folder(tmp_path, tiny_corpus):
         SpeechCommands.open(tiny_corpus, "20")
     with pytest.raises(DataError, match="does not exist"):
         SpeechCommands.open(tmp_path / "nope")
+
+
+def test_atomic_dir_replaces_by_rename_and_keeps_the_old_folder_on_failure(tmp_path):
+    from edgekws.fileio import atomic_dir
+
+    dest = tmp_path / "out"
+    with atomic_dir(dest) as t:
+        (t / "a").write_text("1")
+    with atomic_dir(dest, overwrite=True) as t:
+        (t / "a").write_text("2")
+    assert (dest / "a").read_text() == "2"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(dest, overwrite=True) as t:
+            (t / "a").write_text("3")
+            raise RuntimeError("build failed")
+    assert (dest / "a").read_text() == "2"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary or moved-aside folder left

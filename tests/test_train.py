@@ -250,6 +250,10 @@ def test_leave_one_engine_out_command(tiny_corpus, tmp_path):
     assert [r["width"] for r in rep["rows"]] == ["0.25", "0.5", "0.75", "1"]
     assert all(0 <= r["heldout_accuracy"] <= 1 for r in rep["rows"])
     assert json.loads((tmp_path / "loeo" / "loeo.json").read_text())["engine"] == "flite"
+    # views made for flite are not silently reused for another engine
+    res = CliRunner().invoke(app, ["loeo", "--data-dir", str(tiny_corpus), "--engine", "espeak", "--out",
+                                   str(tmp_path / "loeo"), "--epochs", "1"])
+    assert res.exit_code == 1 and "holds out 'flite'" in res.stderr and "Traceback" not in res.output
     res = CliRunner().invoke(app, ["loeo", "--data-dir", str(tiny_corpus), "--engine", "[bold]nope", "--out",
                                    str(tmp_path / "loeo2")])
     assert res.exit_code == 1 and "engine '[bold]nope' is not in" in res.stderr
