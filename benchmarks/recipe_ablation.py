@@ -33,6 +33,9 @@ VARIANTS = {
     "kd=alpha": {"kd": "alpha"},
     "channel_augment": {"channel_augment": True},
     "feature_bank_K=2": {"feature_variants": 2},  # each augmented variant reused epochs/2 times
+    "small_label_weight=0.5": {"small_label_weight": 0.5},
+    "small_width_bias=1": {"small_width_bias": 1.0},
+    "num_random=3": {"num_random": 3},
 }
 
 

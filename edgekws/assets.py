@@ -58,12 +58,36 @@ def make_pack(data_dir: Path, dest: Path, n: int = 1000, n_audio: int = 24, prot
 
 
 def load_pack(path: Path = DEFAULT_PACK) -> Pack:
+    from edgekws.fileio import first_line
+
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
-            return Pack(z["features"].astype(np.float32), z["targets"].astype(np.int64), [str(k) for k in z["keys"]],
+            pack = Pack(z["features"].astype(np.float32), z["targets"].astype(np.int64), [str(k) for k in z["keys"]],
                         tuple(str(x) for x in z["labels"]), z["waves"])
     except FileNotFoundError:
         raise EdgeKWSError(f"pack '{path}' does not exist") from None
-    except (OSError, ValueError, KeyError) as exc:
-        raise EdgeKWSError(f"{path}: not a readable evaluation pack ({exc})") from None
+    except IsADirectoryError:
+        raise EdgeKWSError(f"pack '{path}' is a folder, not a file") from None
+    except Exception as exc:  # numpy raises zip, zlib, header-parser (SyntaxError, TokenError)... errors
+        raise EdgeKWSError(f"{path}: not a readable evaluation pack ({first_line(exc)})") from None
+    problem = pack_problem(pack)
+    if problem:
+        raise EdgeKWSError(f"{path}: not a usable evaluation pack ({problem})")
+    return pack
+
+
+def pack_problem(pack: Pack) -> str | None:
+    """Why arrays read from a pack cannot be used for gates and calibration (None if they can)."""
+    f, t = pack.features, pack.targets
+    if f.ndim != 3 or len(f) == 0:
+        return f"features have shape {f.shape}, expected (N, frames, mels) with N > 0"
+    if t.shape != (len(f),) or len(pack.keys) != len(f):
+        return f"{len(f)} feature rows but targets {t.shape} and {len(pack.keys)} keys"
+    if len(pack.labels) < 2 or t.min() < 0 or t.max() >= len(pack.labels):
+        return f"targets outside the {len(pack.labels)} labels"
+    if not np.isfinite(f).all():
+        return "features hold NaN or infinite values"
+    if pack.waves.ndim != 2 or len(pack.waves) > len(f):
+        return f"waves have shape {pack.waves.shape}, expected (n ≤ {len(f)}, samples)"
+    return None

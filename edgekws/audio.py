@@ -10,6 +10,7 @@ Reading policy (documented in the README):
 from __future__ import annotations
 
 import io
+import struct
 import wave
 from math import gcd
 from pathlib import Path
@@ -20,6 +21,7 @@ from edgekws.errors import AudioError
 from edgekws.fileio import write_bytes_atomic
 
 _PCM_DTYPES = {1: np.uint8, 2: np.int16, 4: np.int32}
+MIN_RATE, MAX_RATE = 1000, 384_000  # what real recorders write; outside is a damaged header
 
 
 def resample(x: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
@@ -43,13 +45,18 @@ def read_wav(path: Path, sample_rate: int = 16000) -> np.ndarray:
                 w.getframerate(),
                 w.getnframes(),
             )
-            raw = w.readframes(nframes)
+            # never trust the header's length for the allocation: read at most what the file holds
+            raw = w.readframes(min(nframes, path.stat().st_size // max(1, width * channels)))
     except FileNotFoundError:
         raise AudioError(f"{path}: file not found") from None
-    except (wave.Error, EOFError) as exc:
-        raise AudioError(f"{path}: not a readable PCM WAV file ({exc})") from None
+    except (wave.Error, EOFError, RuntimeError, ValueError, struct.error, MemoryError) as exc:
+        raise AudioError(f"{path}: not a readable PCM WAV file ({str(exc) or type(exc).__name__})") from None
+    except IsADirectoryError:
+        raise AudioError(f"{path}: is a folder, not a WAV file") from None
     except OSError as exc:
         raise AudioError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not MIN_RATE <= sr <= MAX_RATE:
+        raise AudioError(f"{path}: sample rate {sr} Hz is outside {MIN_RATE}-{MAX_RATE} Hz (a damaged header?)")
     if channels != 1:
         raise AudioError(f"{path}: has {channels} channels; edgekws needs mono audio")
     if width not in _PCM_DTYPES:

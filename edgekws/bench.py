@@ -55,32 +55,77 @@ class Suite:
     check_outputs: bool = True  # run the export's golden inputs and compare with its x86 outputs
 
 
+SUITE_KEYS = {"name", "models", "runtimes", "precisions", "threads", "runs", "warmup", "check_outputs"}
+MODEL_KEYS = {"width", "depth", "spec", "export"}
+
+
 def load_suite(path: Path) -> Suite:
+    """A suite TOML (format in the README, "Suite files"): every key checked for type and range,
+    unknown keys refused (a typo such as `runtime =` for `runtimes =` would otherwise be
+    ignored silently)."""
+    from edgekws.fileio import typed
+
     path = Path(path)
+    where = str(path)
     doc = load_toml(path, "suite")
+    unknown = sorted(set(doc) - SUITE_KEYS)
+    if unknown:
+        raise EdgeKWSError(f"{path}: unknown key(s) {', '.join(unknown)} (valid: {', '.join(sorted(SUITE_KEYS))})")
     models = doc.get("models")
     if not isinstance(models, list) or not models or not all(isinstance(m, dict) for m in models):
         raise EdgeKWSError(f"{path}: needs one or more [[models]] tables (width = 0.5, spec = 'x.json' or export = 'dir')")
     for i, m in enumerate(models):
+        pre = f"models[{i}]."
+        if set(m) - MODEL_KEYS:
+            raise EdgeKWSError(f"{path}: models[{i}] has unknown key(s) {', '.join(sorted(set(m) - MODEL_KEYS))} "
+                               f"(valid: {', '.join(sorted(MODEL_KEYS))})")
         if len({"width", "spec", "export"} & set(m)) != 1:
             raise EdgeKWSError(f"{path}: models[{i}] needs exactly one of width, spec, export")
-    def lst(key, typ, default, valid=None):
+        if "width" in m:
+            typed(m, "width", float, where, hi=1, positive=True, prefix=pre)
+        typed(m, "depth", int, where, default=None, lo=1, hi=64, prefix=pre)
+        typed(m, "spec", str, where, default=None, prefix=pre)
+        typed(m, "export", str, where, default=None, prefix=pre)
+
+    def lst(key, typ, default, valid=None, lo=None, hi=None):
         v = doc.get(key, default)
-        if not isinstance(v, list) or not all(isinstance(x, typ) for x in v) or not v:
+        if not isinstance(v, list) or not v or not all(isinstance(x, typ) and not isinstance(x, bool) for x in v):
             raise EdgeKWSError(f"{path}: key '{key}' must be a non-empty list of {typ.__name__}")
         if valid and set(v) - set(valid):
             raise EdgeKWSError(f"{path}: key '{key}' has {sorted(set(v) - set(valid))} (valid: {', '.join(valid)})")
+        for x in v:
+            if lo is not None and not lo <= x <= hi:
+                raise EdgeKWSError(f"{path}: key '{key}' values must be between {lo} and {hi} (got {x})")
         return v
+
     return Suite(
-        name=str(doc.get("name", path.stem)), models=models,
+        name=typed(doc, "name", str, where, default=path.stem), models=models,
         runtimes=lst("runtimes", str, ["litert"], ARTEFACTS), precisions=lst("precisions", str, ["float", "int8"], ("float", "int8")),
-        threads=lst("threads", int, [1]), runs=int(doc.get("runs", 100)), warmup=int(doc.get("warmup", 10)),
-        check_outputs=bool(doc.get("check_outputs", True)),
+        threads=lst("threads", int, [1], lo=1, hi=256), runs=typed(doc, "runs", int, where, default=100, lo=1, hi=1_000_000),
+        warmup=typed(doc, "warmup", int, where, default=10, lo=0, hi=1_000_000),
+        check_outputs=typed(doc, "check_outputs", bool, where, default=True),
     )
 
 
 # --------------------------------------------------------------------------------------------
 # Devices
+
+
+# Run by the device's Python before anything is copied (the pre-flight check).
+PROBE_CODE = ("import json, platform, importlib\nout = {'machine': platform.machine(), 'python': platform.python_version()}\n"
+              "for m in ('numpy', 'ai_edge_litert', 'tflite_runtime', 'onnxruntime'):\n"
+              "    try:\n        mod = importlib.import_module(m + ('.interpreter' if 'lite' in m else ''))\n"
+              "        out[m] = getattr(importlib.import_module(m), '__version__', 'present')\n"
+              "    except Exception as e:\n        out[m] = None\n"
+              "print(json.dumps(out))")
+# Modules that provide each runtime on a device (any one is enough).
+RUNTIME_MODULES = {"litert": ("ai_edge_litert", "tflite_runtime"), "onnxruntime": ("onnxruntime",)}
+
+
+def missing_runtimes(found: dict, runtimes: list[str]) -> list[str]:
+    """What a probed device lacks to run `runtimes` (numpy included)."""
+    missing = [] if found.get("numpy") else ["numpy"]
+    return missing + [rt for rt in runtimes if not any(found.get(m) for m in RUNTIME_MODULES[rt])]
 
 
 class DeviceError(Exception):
@@ -108,6 +153,20 @@ class Device:
 
     def remote_path(self, rel: str) -> str: ...
 
+    def python_command(self, code: str, timeout: float) -> subprocess.CompletedProcess: ...
+
+    def probe(self, timeout: float = 300) -> dict:
+        """What the device's Python reports: machine, Python version, and the version of each
+        runtime module it can import (None when it cannot). Copies nothing."""
+        res = self.python_command(PROBE_CODE, timeout)
+        lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+        if res.returncode != 0 or not lines:
+            raise DeviceError(f"{self.name}: its Python failed (exit {res.returncode}): {res.stderr.strip()[-200:]}")
+        try:
+            return json.loads(lines[-1])
+        except json.JSONDecodeError:
+            raise DeviceError(f"{self.name}: its Python printed no JSON") from None
+
     def run(self, args: list[str], timeout: float) -> dict: ...
 
 
@@ -129,6 +188,13 @@ class LocalDevice(Device):
 
     def environment(self) -> dict[str, str] | None:
         return None
+
+    def python_command(self, code: str, timeout: float) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run([*self.command(), "-c", code], capture_output=True, text=True, timeout=timeout,
+                                  env=self.environment())
+        except subprocess.TimeoutExpired:
+            raise DeviceError(f"{self.name}: Python timed out after {timeout:.0f} s") from None
 
     def run(self, args: list[str], timeout: float) -> dict:
         try:
@@ -158,7 +224,13 @@ class SSHDevice(Device):
         u = urlparse(self.url)
         if u.scheme != "ssh" or not u.hostname:
             raise EdgeKWSError(f"device '{self.url}' is not ssh://[user@]host[:port]")
-        self.host, self.port, self.user = u.hostname, u.port or 22, u.username
+        try:
+            port = u.port
+        except ValueError:
+            raise EdgeKWSError(f"device '{self.url}': the port must be a number between 1 and 65535") from None
+        if port == 0:
+            raise EdgeKWSError(f"device '{self.url}': the port must be a number between 1 and 65535")
+        self.host, self.port, self.user = u.hostname, port or 22, u.username
 
     def _opts(self) -> list[str]:
         o = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}", "-o", "ServerAliveInterval=2",
@@ -204,6 +276,12 @@ class SSHDevice(Device):
 
     def remote_path(self, rel: str) -> str:
         return f"{self.workdir}/{rel}"
+
+    def python_command(self, code: str, timeout: float) -> subprocess.CompletedProcess:
+        res = self._ssh(f"{shlex.quote(self.python)} -c {shlex.quote(code)}", timeout)
+        if res.returncode == 255:
+            raise DeviceError(f"ssh exit 255: {res.stderr.strip()[-200:]}")
+        return res
 
     def run(self, args: list[str], timeout: float) -> dict:
         cmd = " ".join(shlex.quote(a) for a in [self.python, f"{self.workdir}/runner.py", *args])
@@ -256,25 +334,111 @@ class Job:
         return f"{self.model}/{Path(file).name}"
 
 
+# What `bench report` needs in a row; rows without it are named and skipped, not fatal.
+ROW_FIELDS = {"key": str, "device": str, "model": str, "runtime": str, "precision": str, "threads": int,
+              "macs": (int, float), "ok": bool}
+
+
+def row_problem(row: object) -> str | None:
+    """Why a parsed JSONL value is not a usable results row (None when it is)."""
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__}, not an object"
+    for k, typ in ROW_FIELDS.items():
+        if k not in row:
+            return f"missing '{k}'"
+        if not isinstance(row[k], typ) or (typ is int and isinstance(row[k], bool)):
+            return f"'{k}' has the wrong type ({type(row[k]).__name__})"
+    if row["ok"]:
+        lat = row.get("latency_ms")
+        if not isinstance(lat, dict) or not all(isinstance(lat.get(q), (int, float)) and not isinstance(lat.get(q), bool)
+                                                for q in ("median", "p95")):
+            return "an ok row without latency_ms.median and .p95"
+    g = row.get("golden")
+    if g is not None and not (isinstance(g, dict) and all(isinstance(g.get(k), int) for k in ("n", "top1_agree"))):
+        return "'golden' is not a comparison record"
+    if not isinstance(row.get("rss_kb") or {}, dict):
+        return "'rss_kb' is not a table"
+    return None
+
+
+def read_jsonl(path: Path) -> tuple[list[dict], list[str], bool]:
+    """Every complete, well-formed row of a results file, a note per line that is not one
+    ("line N: why"), and whether the file ends in a torn line (a crash mid-write)."""
+    from edgekws.fileio import first_line
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise EdgeKWSError(f"results file '{path}' does not exist") from None
+    except IsADirectoryError:
+        raise EdgeKWSError(f"results file '{path}' is a folder, not a file") from None
+    lines = data.split(b"\n")
+    torn = lines[-1] != b""
+    rows, bad = [], []
+    for n, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        where = f"line {n}" + (" (torn: no newline at the end of the file)" if n == len(lines) and torn else "")
+        try:
+            row = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            bad.append(f"{where}: not UTF-8")
+            continue
+        except (json.JSONDecodeError, RecursionError) as exc:
+            bad.append(f"{where}: not JSON ({first_line(exc, 80)})")
+            continue
+        problem = row_problem(row)
+        if problem:
+            bad.append(f"{where}: {problem}")
+        else:
+            rows.append(row)
+    return rows, bad, torn
+
+
 @dataclass
 class ResultsFile:
+    """An append-only JSONL of bench rows that survives crashes: a torn last line (the process
+    died mid-write) is moved to `<file>.torn` before the first append, so no new row is glued
+    onto it and every complete row is kept."""
+
     path: Path
+    log: Callable[[str], None] = print
     lock: threading.Lock = field(default_factory=threading.Lock)
+    _checked: bool = False
 
     def done_keys(self) -> set[str]:
-        keys = set()
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn last line from a crash
-                if row.get("ok"):
-                    keys.add(row["key"])
-        return keys
+        if not self.path.exists():
+            return set()
+        rows, _, _ = read_jsonl(self.path)
+        return {r["key"] for r in rows if r["ok"]}
+
+    def repair(self) -> None:
+        """Move a torn last line aside (to `<file>.torn`, appended) by rewriting the file's
+        complete lines under a temp name and renaming it in."""
+        from edgekws.fileio import write_bytes_atomic
+
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if not data or data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1
+        torn = self.path.with_name(self.path.name + ".torn")
+        with open(torn, "ab") as f:
+            f.write(data[cut:] + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        write_bytes_atomic(self.path, data[:cut])
+        kept = data[:cut].count(b"\n")
+        self.log(f"{self.path}: its last line was torn ({len(data) - cut} bytes, a crash mid-write); "
+                 f"kept the {kept} complete lines, moved the fragment to {torn}")
 
     def append(self, row: dict) -> None:
         with self.lock:
+            if not self._checked:
+                self.repair()
+                self._checked = True
             with open(self.path, "a") as f:
                 f.write(json.dumps(row, sort_keys=True) + "\n")
                 f.flush()
@@ -285,6 +449,7 @@ def prepare_models(suite: Suite, suite_path: Path, cache: Path) -> list[tuple[st
     """Export every suite model once (cached by subnet name) → (name, folder, manifest)."""
     from edgekws.export import export_subnet
     from edgekws.info import load_spec_file
+    from edgekws.manifest import load_manifest
 
     out = []
     for m in suite.models:
@@ -302,7 +467,7 @@ def prepare_models(suite: Suite, suite_path: Path, cache: Path) -> list[tuple[st
             folder = cache / spec.name
             if not (folder / "manifest.json").exists():
                 folder = export_subnet(spec=spec, out=cache, force=True).out_dir
-        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest = load_manifest(folder)
         out.append((manifest["name"], folder, manifest))
     return out
 
@@ -311,9 +476,15 @@ def run_suite(suite: Suite, models: list[tuple[str, Path, dict]], devices: list[
               resume: bool = False, retries: int = 3, backoff: float = 1.0, timeout: float = 300.0,
               log: Callable[[str], None] = print) -> dict:
     """Run every job on every device (devices in parallel). Returns counts per outcome."""
-    jobs = [Job(name, folder, rt, prec, th, man["accounting"]["macs"], man["accounting"]["params"], int8_step(man, rt, prec))
-            for name, folder, man in models for rt in suite.runtimes for prec in suite.precisions for th in suite.threads
-            if (folder / PRECISION_FILE[(rt, prec)]).exists()]
+    jobs, absent = [], []
+    for name, folder, man in models:
+        for rt in suite.runtimes:
+            for prec in suite.precisions:
+                have = (folder / PRECISION_FILE[(rt, prec)]).exists()
+                step = int8_step(man, rt, prec) if have else None
+                for th in suite.threads:
+                    (jobs if have else absent).append(Job(name, folder, rt, prec, th, man["accounting"]["macs"],
+                                                          man["accounting"]["params"], step))
     done = results.done_keys() if resume else set()
     counts = {"ok": 0, "failed": 0, "skipped": 0}
     counts_lock = threading.Lock()
@@ -334,13 +505,42 @@ def run_suite(suite: Suite, models: list[tuple[str, Path, dict]], devices: list[
                 time.sleep(delay)
                 delay *= 2
 
+    def base_row(j: Job, dev: Device) -> dict:
+        base = {"key": j.key(dev.name), "device": dev.name, "model": j.model, "runtime": j.runtime,
+                "precision": j.precision, "threads": j.threads, "macs": j.macs, "params": j.params,
+                "suite": suite.name, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if dev.emulated:
+            base.update(emulated=True, latency_meaningful=False, note=dev.note)
+        return base
+
+    def fail_all(dev: Device, js: list[Job], reason: str) -> None:
+        for j in js:
+            results.append({**base_row(j, dev), "ok": False, "attempts": 0, "error": reason})
+            bump("failed")
+        log(f"{dev.name}: {len(js)} row(s) FAILED ({reason})")
+
     def on_device(dev: Device) -> None:
         mine = [j for j in jobs if j.key(dev.name) not in done]
         for j in jobs:
             if j.key(dev.name) in done:
                 bump("skipped")
+        for j in absent:  # requested, but the export has no such model: a failure, not silence
+            fail_all(dev, [j], f"export '{j.model}' has no {PRECISION_FILE[(j.runtime, j.precision)]}")
         if not mine:
             return
+        try:  # pre-flight: does the board have what the suite needs? (nothing copied yet)
+            found, _ = attempt(lambda: dev.probe(), "pre-flight check", dev)
+        except DeviceError as exc:
+            fail_all(dev, mine, f"pre-flight check failed: {exc}")
+            return
+        lacking = missing_runtimes(found, sorted({j.runtime for j in mine}))
+        if lacking:
+            can_run = [j for j in mine if j.runtime not in lacking and "numpy" not in lacking]
+            fail_all(dev, [j for j in mine if j not in can_run],
+                     f"the device's Python {found.get('python')} lacks {', '.join(lacking)} (pre-flight check)")
+            mine = can_run
+            if not mine:
+                return
         files = {}
         for j in mine:
             files[j.rel(PRECISION_FILE[(j.runtime, j.precision)])] = j.folder / PRECISION_FILE[(j.runtime, j.precision)]
@@ -348,11 +548,7 @@ def run_suite(suite: Suite, models: list[tuple[str, Path, dict]], devices: list[
                 files[j.rel(GOLDEN_INPUT)] = j.folder / GOLDEN_INPUT
         prepared = False
         for j in mine:
-            base = {"key": j.key(dev.name), "device": dev.name, "model": j.model, "runtime": j.runtime,
-                    "precision": j.precision, "threads": j.threads, "macs": j.macs, "params": j.params,
-                    "suite": suite.name, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            if dev.emulated:
-                base.update(emulated=True, latency_meaningful=False, note=dev.note)
+            base = base_row(j, dev)
             golden_in = j.rel(GOLDEN_INPUT) if j.rel(GOLDEN_INPUT) in files else None
             try:
                 if not prepared:
@@ -398,7 +594,13 @@ def int8_step(manifest: dict, runtime: str, precision: str) -> float | None:
     if precision != "int8":
         return None
     fmt = FORMAT[runtime]
-    return 1.0 if fmt == "tflite" else manifest["quantization"][fmt]["output"]["scale"]
+    if fmt == "tflite":
+        return 1.0
+    out = manifest.get("quantization", {}).get(fmt, {}).get("output")
+    if out is None:
+        raise EdgeKWSError(f"export '{manifest['name']}' has an int8 {fmt} model but its manifest has no "
+                           f"quantization.{fmt}.output (re-export it)")
+    return out["scale"]
 
 
 def compare_outputs(got, expected, step: float | None = None) -> dict:
@@ -422,21 +624,27 @@ def compare_golden(folder: Path, runtime: str, precision: str, outputs: list | N
     return compare_outputs(outputs, np.load(folder / "golden" / f"expected_{FORMAT[runtime]}_{precision}.npy"), step)
 
 
-def read_results(path: Path) -> list[dict]:
-    if not Path(path).exists():
-        raise EdgeKWSError(f"results file '{path}' does not exist")
-    rows = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise EdgeKWSError(f"{path}:{n}: not a JSON line") from None
-    return rows
+def read_results(path: Path) -> tuple[list[dict], list[str]]:
+    """The usable rows of a results file and a note per line skipped; an error only when no
+    row is usable."""
+    rows, bad, _ = read_jsonl(path)
+    if not rows:
+        detail = f" ({len(bad)} unusable line(s); first: {bad[0]})" if bad else " (it is empty)"
+        raise EdgeKWSError(f"{path}: no usable results rows{detail}")
+    return rows, bad
 
 
-def plot_latency_vs_macs(rows: list[dict], dest: Path) -> None:
+def plot_latency_vs_macs(rows: list[dict], dest: Path) -> bool:
+    """Median latency against MACs, one line per (device, runtime, precision, threads), each
+    point labelled with its model. Returns False (and writes nothing) when no row has a
+    meaningful latency — every row failed, or all were emulated."""
+    series: dict[str, list[tuple[float, float, str]]] = {}
+    for r in rows:
+        if r.get("ok") and r.get("latency_meaningful", True):  # emulated latency is not a latency
+            label = f"{r['device']} {r['runtime']} {r['precision']} t{r['threads']}"
+            series.setdefault(label, []).append((r["macs"] / 1e6, r["latency_ms"]["median"], str(r["model"])))
+    if not series:
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
@@ -444,15 +652,12 @@ def plot_latency_vs_macs(rows: list[dict], dest: Path) -> None:
 
     from edgekws.fileio import atomic_path
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    series: dict[str, list[tuple[float, float]]] = {}
-    for r in rows:
-        if r.get("ok") and r.get("latency_meaningful", True):  # emulated latency is not a latency
-            label = f"{r['device']} {r['runtime']} {r['precision']} t{r['threads']}"
-            series.setdefault(label, []).append((r["macs"] / 1e6, r["latency_ms"]["median"]))
+    fig, ax = plt.subplots(figsize=(8, 5))
     for label, pts in sorted(series.items()):
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        for x, y, model in pts:
+            ax.annotate(model, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=6, alpha=0.8)
     ax.set_xlabel("MACs per inference (millions)")
     ax.set_ylabel("median latency (ms)")
     ax.set_title("latency vs MACs")
@@ -462,3 +667,4 @@ def plot_latency_vs_macs(rows: list[dict], dest: Path) -> None:
     with atomic_path(Path(dest)) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+    return True

@@ -8,14 +8,16 @@ running any of its code.
 
 from __future__ import annotations
 
+import os
 import pickle
+import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekws.errors import EdgeKWSError
 from edgekws.features import FeatureConfig
-from edgekws.fileio import atomic_path
+from edgekws.fileio import atomic_path, first_line
 from edgekws.spec import SearchSpace
 
 FORMAT = "edgekws.supernet/2"
@@ -88,9 +90,8 @@ class Checkpoint:
         net = fam.supernet(self.num_classes, self.features.shape)
         try:
             net.load_state_dict(self.state_dict)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise CheckpointError(f"checkpoint weights do not fit family '{self.family}': {first}") from None
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint weights do not fit family '{self.family}': {first_line(exc)}") from None
         return net.eval()
 
 
@@ -110,9 +111,31 @@ def save_checkpoint(path: Path, ck: Checkpoint) -> None:
     }
     if ck.calibration is not None:
         payload["calibration"] = torch.as_tensor(ck.calibration).to(torch.float16)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(payload, Path(path), "checkpoint")
+
+
+def save_torch(obj, path: Path, what: str) -> None:
+    """`torch.save` to a temp path renamed into place; a full disk or an unwritable folder is a
+    one-line error (torch reports both as a RuntimeError from its zip writer) and leaves the
+    previous file as it was."""
+    import errno
+
+    import torch
+
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except (RuntimeError, OSError) as exc:
+        if isinstance(exc, EdgeKWSError):
+            raise
+        reason = os.strerror(exc.errno) if getattr(exc, "errno", None) else first_line(exc)
+        try:
+            free = shutil.disk_usage(Path(path).parent).free
+        except OSError:
+            free = None
+        if getattr(exc, "errno", None) == errno.ENOSPC or (free is not None and free < (1 << 20)):
+            reason = f"no space left on device ({free if free is not None else 0:,} bytes free)"
+        raise CheckpointError(f"cannot write {what} '{path}': {reason}") from None
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
@@ -124,10 +147,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[0][:160]
-        raise CheckpointError(f"{path}: refused to load (not a plain-weights checkpoint: {reason})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({str(exc).strip().splitlines()[0][:160]})") from None
+        raise CheckpointError(f"{path}: refused to load (not a plain-weights checkpoint: {first_line(exc)})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError, MemoryError,
+            UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(exc)})") from None
     if not isinstance(payload, dict) or not str(payload.get("format", "")).startswith("edgekws.supernet/"):
         raise CheckpointError(f"{path}: not an edgekws supernet checkpoint (expected format {FORMAT})")
     fmt = payload["format"]
@@ -136,9 +159,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
                               f"(reads {', '.join(sorted(READABLE_FORMATS))}); upgrade edgekws")
     try:
         sampling = READABLE_FORMATS[fmt] or payload["sampling"]["policy"]
-        if sampling not in SAMPLING_COVERAGE:
-            raise CheckpointError(f"{path}: unknown sampling policy '{sampling}'")
-        return Checkpoint(
+        if not isinstance(sampling, str) or sampling not in SAMPLING_COVERAGE:
+            raise CheckpointError(f"{path}: unknown sampling policy {sampling!r}")
+        ck = Checkpoint(
             family=payload["family"],
             space=SearchSpace.from_dict(payload["space"]),
             features=FeatureConfig.from_dict(payload["features"]),
@@ -149,5 +172,40 @@ def load_checkpoint(path: Path) -> Checkpoint:
             calibration=payload.get("calibration"),
             sampling=sampling,
         )
-    except (KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path}: checkpoint is missing or has a malformed field ({exc})") from None
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, EdgeKWSError) as exc:
+        raise CheckpointError(f"{path}: checkpoint is missing or has a malformed field ({first_line(exc)})") from None
+    _check_contents(path, ck)
+    return ck
+
+
+def _check_contents(path: Path, ck: Checkpoint) -> None:
+    """Types, shapes and finiteness of what a checkpoint carries, checked when it is loaded: a
+    NaN weight or a calibration set of the wrong shape would otherwise fail deep inside ONNX
+    Runtime or the TFLite converter, far from the file that caused it."""
+    import torch
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {what}")
+
+    if not isinstance(ck.family, str) or ck.space.family != ck.family:
+        raise bad(f"family {ck.family!r} does not match its search space's ({ck.space.family!r})")
+    if len(ck.labels) < 2 or not all(isinstance(x, str) and x for x in ck.labels):
+        raise bad("labels must be two or more non-empty strings")
+    if not isinstance(ck.train_config, dict) or not isinstance(ck.metrics, dict):
+        raise bad("train_config and metrics must be tables")
+    if not isinstance(ck.state_dict, dict) or not ck.state_dict:
+        raise bad("no weights (state_dict is empty or not a table)")
+    for k, v in ck.state_dict.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            raise bad(f"weight {k!r} is not a tensor")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise bad(f"weight '{k}' holds NaN or infinite values")
+    if ck.calibration is not None:
+        c = ck.calibration
+        if not isinstance(c, torch.Tensor) or c.ndim != 3 or tuple(c.shape[1:]) != tuple(ck.features.shape) or len(c) == 0:
+            shape = tuple(c.shape) if isinstance(c, torch.Tensor) else type(c).__name__
+            raise bad(f"calibration set has shape {shape}, expected (N, {', '.join(map(str, ck.features.shape))})")
+        if not c.is_floating_point() or not bool(torch.isfinite(c.float()).all()):
+            raise bad("calibration set holds NaN, infinite or non-float values")

@@ -37,22 +37,73 @@ out = Console() if sys.stdout.isatty() else Console(width=120)
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 400)
 
 
+def _absent_dirs(kwargs: dict) -> list[Path]:
+    """Folders a command could create for its path options that do not exist yet (each path
+    and its missing ancestors), deepest first."""
+    found: set[Path] = set()
+    for v in kwargs.values():
+        for p in (v if isinstance(v, list) else [v]):
+            if not isinstance(p, Path):
+                continue
+            p = p.absolute()
+            while not p.exists() and p != p.parent:
+                found.add(p)
+                p = p.parent
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+
+def _remove_if_empty(paths: list[Path]) -> None:
+    for p in paths:
+        try:
+            if p.is_dir() and not p.is_symlink() and not any(p.iterdir()):
+                p.rmdir()
+        except OSError:
+            pass
+
+
 def user_errors(fn: Callable) -> Callable:
-    """Turn user-caused failures into one line on stderr and exit code 1 (never a traceback)."""
+    """Turn user-caused failures into one line on stderr and exit code 1 (never a traceback).
+    A command that fails leaves behind no empty folder it created for its outputs."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        absent = _absent_dirs(kwargs)
         try:
             return fn(*args, **kwargs)
         except EdgeKWSError as exc:  # user text (paths, names) is printed verbatim, never as markup
+            _remove_if_empty(absent)
             err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(1) from None
         except OSError as exc:
+            _remove_if_empty(absent)
             where = f"{exc.filename}: " if exc.filename else ""
             err.print(f"[bold red]error:[/] {escape(where + str(exc.strerror or exc))}", soft_wrap=True)
             raise typer.Exit(1) from None
+        except (typer.Exit, KeyboardInterrupt) as exc:
+            if not isinstance(exc, typer.Exit) or exc.exit_code:
+                _remove_if_empty(absent)
+            raise
 
     return wrapper
+
+
+def in_range(lo: float | None = None, hi: float | None = None, positive: bool = False) -> Callable:
+    """An option callback refusing NaN, infinities and values outside [lo, hi] (> 0 with
+    `positive`), the range in the message: numbers are validated where they enter."""
+
+    def check(param: typer.CallbackParam, value):
+        from edgekws.fileio import check_range
+
+        for v in (value if isinstance(value, (list, tuple)) else [value]):
+            if v is not None:
+                try:
+                    check_range(v, param.opts[0] if param.opts else param.name, lo, hi, positive)
+                except EdgeKWSError as exc:  # the project's one-line error, like every other one
+                    err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+                    raise typer.Exit(1) from None
+        return value
+
+    return check
 
 
 DataDir = Annotated[Path, typer.Option("--data-dir", "-d", help="A folder in the Speech Commands v2 layout.")]
@@ -61,24 +112,29 @@ Seed = Annotated[int, typer.Option(help="Seed for every random choice (same seed
 AsJson = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
 
-@app.callback()
-def _root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:  # eager: runs before typer asks for a command, so `edgekws --version` alone works
         from edgekws import __version__
 
         out.print(f"edgekws {__version__}")
         raise typer.Exit()
 
 
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """edgekws: train once, deploy many — slimmable keyword spotting for edge devices."""
+
+
 @data_app.command("synth")
 @user_errors
 def data_synth(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (created; resumed if it holds a partial run).")],
-    clips: Annotated[int, typer.Option(help="Number of word clips (default sized to train a good model).")] = 32000,
+    clips: Annotated[int, typer.Option(callback=in_range(1, 10_000_000), help="Number of word clips (default sized to train a good model).")] = 32000,
     seed: Seed = 0,
-    workers: Annotated[Optional[int], typer.Option(help="Parallel TTS workers (default: all cores).")] = None,
+    workers: Annotated[Optional[int], typer.Option(callback=in_range(1, 256), help="Parallel TTS workers (default: all cores).")] = None,
 ) -> None:
     """Synthesize a Speech Commands v2 style corpus offline with espeak-ng, flite and festival."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -156,8 +212,8 @@ def data_features(
 def data_pack(
     data_dir: DataDir,
     out_path: Annotated[Path, typer.Option("--out", "-o", help="The .npz to write.")],
-    examples: Annotated[int, typer.Option(help="Examples from the test split, in the pinned order.")] = 1000,
-    audio: Annotated[int, typer.Option(help="How many of them also keep their audio (golden vectors).")] = 24,
+    examples: Annotated[int, typer.Option(callback=in_range(1, 1_000_000), help="Examples from the test split, in the pinned order.")] = 1000,
+    audio: Annotated[int, typer.Option(callback=in_range(0, 1_000_000), help="How many of them also keep their audio (golden vectors).")] = 24,
     protocol: Protocol = "12",
     seed: Seed = 0,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
@@ -226,28 +282,30 @@ def train_cmd(
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write (a .state file beside it allows --resume).")],
     family: Annotated[str, typer.Option(help="Model family: dscnn or kwt.")] = "dscnn",
     protocol: Protocol = "12",
-    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = RECIPE.epochs,
-    batch_size: Annotated[int, typer.Option(help="Examples per step (split across ranks).")] = RECIPE.batch_size,
-    lr: Annotated[float, typer.Option(help="AdamW peak learning rate (linear warm-up, cosine decay).")] = RECIPE.lr,
-    warmup_epochs: Annotated[float, typer.Option(help="Epochs of linear learning-rate warm-up.")] = RECIPE.warmup_epochs,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = RECIPE.weight_decay,
+    epochs: Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Passes over the training split.")] = RECIPE.epochs,
+    batch_size: Annotated[int, typer.Option(callback=in_range(1, 65_536), help="Examples per step (split across ranks).")] = RECIPE.batch_size,
+    lr: Annotated[float, typer.Option(callback=in_range(hi=10, positive=True), help="AdamW peak learning rate (linear warm-up, cosine decay).")] = RECIPE.lr,
+    warmup_epochs: Annotated[float, typer.Option(callback=in_range(0, 100_000), help="Epochs of linear learning-rate warm-up.")] = RECIPE.warmup_epochs,
+    weight_decay: Annotated[float, typer.Option(callback=in_range(0, 10), help="AdamW weight decay.")] = RECIPE.weight_decay,
     decay_weights_only: Annotated[bool, typer.Option(help="No weight decay on norm parameters and biases.")] = RECIPE.decay_weights_only,
-    num_random: Annotated[int, typer.Option(help="Random subnets per step besides largest and smallest.")] = RECIPE.num_random,
+    num_random: Annotated[int, typer.Option(callback=in_range(0, 16), help="Random subnets per step besides largest and smallest.")] = RECIPE.num_random,
     sampling: Annotated[str, typer.Option(help="Random subnets: per_stage (every spec of the space) or uniform (one width for all stages).")] = RECIPE.sampling,
+    small_width_bias: Annotated[float, typer.Option(callback=in_range(0, 8), help="Favour narrow widths when sampling: the i-th narrowest drawn ∝ (i+1)^-bias (0 = uniform).")] = RECIPE.small_width_bias,
+    small_label_weight: Annotated[float, typer.Option(callback=in_range(0, 1), help="Hard-label share of the distilled subnets' loss (0 = KD only).")] = RECIPE.small_label_weight,
     spec_augment_scope: Annotated[str, typer.Option(help="SpecAugment for all subnets, or only the largest.")] = RECIPE.spec_augment_scope,
     channel_augment: Annotated[bool, typer.Option(help="Speed perturbation, VTLP, band limits and spectral tilt.")] = RECIPE.channel_augment,
     kd: Annotated[str, typer.Option(help="In-place distillation loss: kl or alpha (TODM alpha-divergence).")] = RECIPE.kd,
     adaptive_dropout: Annotated[bool, typer.Option(help="Scale dropout with subnet size (TODM).")] = RECIPE.adaptive_dropout,
     teacher: Annotated[Optional[Path], typer.Option(help="Teacher checkpoint for teacher-student KD of the largest subnet.")] = None,
-    teacher_temperature: Annotated[float, typer.Option(help="KD temperature.")] = RECIPE.teacher_temperature,
-    teacher_weight: Annotated[float, typer.Option(help="Weight of the teacher's KD loss vs the labels.")] = RECIPE.teacher_weight,
+    teacher_temperature: Annotated[float, typer.Option(callback=in_range(hi=100, positive=True), help="KD temperature.")] = RECIPE.teacher_temperature,
+    teacher_weight: Annotated[float, typer.Option(callback=in_range(0, 1), help="Weight of the teacher's KD loss vs the labels.")] = RECIPE.teacher_weight,
     spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Train only this spec (no sandwich): a baseline twin.")] = None,
     seed: Seed = 0,
     resume: Annotated[bool, typer.Option(help="Continue from the .state file of an interrupted run.")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="torch intra-op threads (default: torch's choice).")] = None,
-    procs: Annotated[int, typer.Option(help="Training processes on this machine (gradients all-reduced; --threads each).")] = 1,
-    val_every: Annotated[int, typer.Option(help="Validate every N epochs (and after the last).")] = 5,
+    threads: Annotated[Optional[int], typer.Option(callback=in_range(1, 1024), help="torch intra-op threads (default: torch's choice).")] = None,
+    procs: Annotated[int, typer.Option(callback=in_range(1, 64), help="Training processes on this machine (gradients all-reduced; --threads each).")] = 1,
+    val_every: Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Validate every N epochs (and after the last).")] = 5,
 ) -> None:
     """Train a supernet once (sandwich rule, in-place distillation, elastic width and depth)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -255,11 +313,10 @@ def train_cmd(
     from edgekws.info import load_spec_file
     from edgekws.train import train_local
 
-    if procs < 1:
-        raise EdgeKWSError(f"--procs must be at least 1 (got {procs})")
     cfg = TrainConfig(family=family, protocol=protocol, epochs=epochs, batch_size=batch_size, lr=lr,
                       warmup_epochs=warmup_epochs, weight_decay=weight_decay, decay_weights_only=decay_weights_only,
-                      num_random=num_random, sampling=sampling, spec_augment_scope=spec_augment_scope,
+                      num_random=num_random, sampling=sampling, small_width_bias=small_width_bias,
+                      small_label_weight=small_label_weight, spec_augment_scope=spec_augment_scope,
                       channel_augment=channel_augment, kd=kd, adaptive_dropout=adaptive_dropout,
                       teacher=str(teacher) if teacher else "", teacher_temperature=teacher_temperature,
                       teacher_weight=teacher_weight, seed=seed,
@@ -303,8 +360,8 @@ def calibrate_cmd(
 def eval_cmd(
     data_dir: DataDir,
     checkpoint: Annotated[Optional[Path], typer.Option(help="A checkpoint written by `edgekws train` (default: the shipped dscnn supernet).")] = None,
-    width: Annotated[Optional[list[float]], typer.Option(help="Width multiplier(s) to evaluate (default: all trained).")] = None,
-    depth: Annotated[Optional[list[int]], typer.Option(help="Depth(s) per stage to evaluate (default: the largest).")] = None,
+    width: Annotated[Optional[list[float]], typer.Option(callback=in_range(hi=1, positive=True), help="Width multiplier(s) to evaluate (default: all trained).")] = None,
+    depth: Annotated[Optional[list[int]], typer.Option(callback=in_range(1, 64), help="Depth(s) per stage to evaluate (default: the largest).")] = None,
     spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Evaluate exactly this spec.")] = None,
     split: Annotated[str, typer.Option(help="Which split of the folder.")] = "testing",
     png: Annotated[Optional[Path], typer.Option(help="Where to write the confusion-matrix PNG (default: beside the checkpoint).")] = None,
@@ -343,12 +400,12 @@ def loeo_cmd(
     engine: Annotated[str, typer.Option(help="The TTS engine to hold out (espeak, flite or festival).")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the views, the checkpoint and loeo.json.")],
     family: Annotated[str, typer.Option(help="Model family: dscnn or kwt.")] = "dscnn",
-    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = RECIPE.epochs,
+    epochs: Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Passes over the training split.")] = RECIPE.epochs,
     seed: Seed = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted training run (views that hold out the same engine are always reused).")] = False,
     force: Annotated[bool, typer.Option(help="Rebuild the views if they exist (replaced by rename).")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="torch intra-op threads.")] = None,
+    threads: Annotated[Optional[int], typer.Option(callback=in_range(1, 1024), help="torch intra-op threads.")] = None,
     as_json: AsJson = False,
 ) -> None:
     """Leave one TTS engine out: train the default recipe without it, test on it and on unseen voices."""
@@ -373,18 +430,18 @@ def loeo_cmd(
 @app.command("export")
 @user_errors
 def export_cmd(
-    width: Annotated[Optional[float], typer.Option(help="Width multiplier (0.25, 0.5, 0.75, 1.0; others snap).")] = None,
+    width: Annotated[Optional[float], typer.Option(callback=in_range(hi=1, positive=True), help="Width multiplier (0.25, 0.5, 0.75, 1.0; others snap).")] = None,
     spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Export exactly this spec (JSON).")] = None,
-    depth: Annotated[Optional[int], typer.Option(help="Blocks per stage (default: the largest).")] = None,
+    depth: Annotated[Optional[int], typer.Option(callback=in_range(1, 64), help="Blocks per stage (default: the largest).")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="Supernet checkpoint (default: the shipped one).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder that receives <subnet-name>/.")] = Path("export"),
     formats: Annotated[str, typer.Option(help="Comma-separated: onnx,tflite.")] = "onnx,tflite",
     precision: Annotated[str, typer.Option(help="Comma-separated: int8,float.")] = "int8,float",
-    calibration: Annotated[Optional[int], typer.Option(help="Calibration examples for int8 (default: 200, or all the checkpoint has).")] = None,
+    calibration: Annotated[Optional[int], typer.Option(callback=in_range(1, 1_000_000), help="Calibration examples for int8 (default: 200, or all the checkpoint has).")] = None,
     pack: Annotated[Optional[Path], typer.Option(help="Evaluation/calibration pack (default: the shipped one).")] = None,
-    min_agreement: Annotated[float, typer.Option(help="int8 gate: top-1 agreement with float PyTorch.")] = 0.98,
-    max_drop: Annotated[float, typer.Option(help="int8 gate: accuracy drop vs float PyTorch, points.")] = 1.0,
-    atol: Annotated[float, typer.Option(help="float gate: max abs logit difference vs PyTorch.")] = 1e-4,
+    min_agreement: Annotated[float, typer.Option(callback=in_range(0, 1), help="int8 gate: top-1 agreement with float PyTorch.")] = 0.98,
+    max_drop: Annotated[float, typer.Option(callback=in_range(0, 100), help="int8 gate: accuracy drop vs float PyTorch, points.")] = 1.0,
+    atol: Annotated[float, typer.Option(callback=in_range(0, 1e6), help="float gate: max abs logit difference vs PyTorch.")] = 1e-4,
     force: Annotated[bool, typer.Option(help="Replace an existing export.")] = False,
     as_json: AsJson = False,
 ) -> None:
@@ -424,13 +481,18 @@ def export_cmd(
 @user_errors
 def profile_cmd(
     artefact_dir: Annotated[Optional[Path], typer.Argument(help="An export folder (from `edgekws export`).")] = None,
-    width: Annotated[Optional[float], typer.Option(help="Export this width of the shipped supernet first.")] = None,
+    width: Annotated[Optional[float], typer.Option(callback=in_range(hi=1, positive=True), help="Export this width of the shipped supernet first.")] = None,
     target: Annotated[str, typer.Option(help="Device tier: a targets/*.toml name or path.")] = "host_x86",
-    runs: Annotated[int, typer.Option(help="Timed runs per model.")] = 200,
-    warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 20,
+    runs: Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Timed runs per model (1-100000).")] = 200,
+    warmup: Annotated[int, typer.Option(callback=in_range(0, 100_000), help="Untimed runs first (0-100000).")] = 20,
     as_json: AsJson = False,
 ) -> None:
-    """Latency (median/p90/p99), memory and size of float and int8 artefacts against a tier's budgets."""
+    """Latency (median/p90/p99), memory and size of float and int8 artefacts against a tier's budgets.
+
+    Exits 1 when a model failed to load or run.
+
+    Example: edgekws profile demo-out/dscnn-w32.48.80.112-d2.3.3 --target pi4
+    """
     import tempfile
 
     from edgekws.profile import profile_export
@@ -445,16 +507,19 @@ def profile_cmd(
 
             artefact_dir = export_subnet(width=width, out=Path(tmp)).out_dir
         rep = profile_export(artefact_dir, tgt, runs, warmup)
+    failed = [r for r in rep["results"] if not r.get("ok")]
     if as_json:
         print(json.dumps(rep, indent=2))
+        if failed:
+            raise typer.Exit(1)
         return
     b = tgt.budgets
     t = Table("artefact", "median ms", "p90", "p99", "p95", "RAM KB", "size KB", "accuracy", "budgets", box=box.SIMPLE_HEAD,
-              title=f"{rep['name']} on {tgt.name} ({tgt.runtime}, {tgt.threads} thread(s)); budgets: p95 ≤ {b.max_p95_latency_ms} ms, "
+              title=f"{escape(rep['name'])} on {escape(tgt.name)} ({tgt.runtime}, {tgt.threads} thread(s)); budgets: p95 ≤ {b.max_p95_latency_ms} ms, "
                     f"RAM ≤ {b.max_ram_kb:g} KB, size ≤ {b.max_model_kb:g} KB, params ≤ {b.max_params:,}")
     for r in rep["results"]:
         if not r.get("ok"):
-            t.add_row(r["model"], "[red]failed[/]", "", "", "", "", "", "", r.get("error", ""))
+            t.add_row(escape(r["model"]), "[red]failed[/]", "", "", "", "", "", "", escape(str(r.get("error", ""))))
             continue
         lat = r["latency_ms"]
         key = ("onnx " if r["model"].endswith(".onnx") else "tflite ") + r["precision"]
@@ -472,7 +537,12 @@ def profile_cmd(
             out.print(f"{r['model']} per operator (ms/inference): " + ", ".join(f"{k} {v:.3f}" for k, v in list(ops.items())[:6]),
                       soft_wrap=True)
     if rep["note"]:
-        out.print(f"[yellow]note:[/] {rep['note']}", soft_wrap=True)
+        out.print(f"[yellow]note:[/] {escape(rep['note'])}", soft_wrap=True)
+    for r in failed:
+        err.print(f"[bold red]error:[/] {escape(r['model'])} failed: {escape(str(r.get('error') or 'no reason given'))}",
+                  soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 bench_app = typer.Typer(help="Benchmark suites on devices (local, ssh://, qemu-aarch64) and their reports.")
@@ -492,13 +562,19 @@ def bench_cmd(
     identity: Annotated[Optional[Path], typer.Option(help="SSH private key.")] = None,
     known_hosts: Annotated[Optional[Path], typer.Option(help="SSH known_hosts file to use.")] = None,
     remote_python: Annotated[str, typer.Option(help="Python on the board (needs numpy and LiteRT or onnxruntime).")] = "python3",
-    retries: Annotated[int, typer.Option(help="Tries per row before a failure row is recorded.")] = 3,
-    backoff: Annotated[float, typer.Option(help="First retry delay in seconds (doubles each time).")] = 1.0,
+    retries: Annotated[int, typer.Option(callback=in_range(1, 100), help="Tries per row before a failure row is recorded (1-100).")] = 3,
+    backoff: Annotated[float, typer.Option(callback=in_range(0, 600), help="First retry delay in seconds, 0-600 (doubles each time).")] = 1.0,
     cache: Annotated[Path, typer.Option(help="Where suite models are exported.")] = Path(".edgekws-bench"),
     sysroot: Annotated[Optional[Path], typer.Option(help="Base folder of the arm64 sysroots for qemu-aarch64 "
                                                          "(default $EDGEKWS_ARM_SYSROOT or ~/.cache/edgekws/qemu-aarch64).")] = None,
+    as_json: AsJson = False,
 ) -> None:
-    """Run a benchmark suite on one or more devices; `edgekws bench report FILE` renders the results."""
+    """Run a benchmark suite on one or more devices; `edgekws bench report FILE` renders the results.
+
+    Exits 1 when any row failed (each failure's reason is printed and recorded).
+
+    Example: edgekws bench --suite benchmarks/suites/widths.toml --device local --device ssh://pi@pi4.lan --resume
+    """
     if ctx.invoked_subcommand is not None:
         return
     if suite is None or not device:
@@ -510,10 +586,22 @@ def bench_cmd(
     devices = [make_device(d, str(identity) if identity else None, str(known_hosts) if known_hosts else None, remote_python,
                            str(sysroot) if sysroot else None) for d in device]
     ensure_writable_dir(results.parent)
+    say = (lambda m: err.print(m, soft_wrap=True, highlight=False, markup=False)) if as_json else \
+        (lambda m: out.print(m, soft_wrap=True, highlight=False, markup=False))
+    rf = ResultsFile(results, log=say)
+    rf.repair()  # before anything runs: a torn tail from an earlier crash is set aside, and said so
     models = prepare_models(s, suite, ensure_writable_dir(cache))
-    counts = run_suite(s, models, devices, ResultsFile(results), resume=resume, retries=retries, backoff=backoff,
-                       log=lambda m: out.print(m, soft_wrap=True, highlight=False))
-    out.print(f"[green]✓[/] {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done → {results}")
+    counts = run_suite(s, models, devices, rf, resume=resume, retries=retries, backoff=backoff, log=say)
+    if as_json:
+        print(json.dumps({"results": str(results), **counts}))
+    elif counts["failed"]:
+        err.print(f"[bold red]✗[/] {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done → "
+                  f"{escape(str(results))} (reasons above; `edgekws bench report` shows them)", soft_wrap=True)
+    else:
+        out.print(f"[green]✓[/] {counts['ok']} ok, 0 failed, {counts['skipped']} already done → {escape(str(results))}",
+                  soft_wrap=True)
+    if counts["failed"]:
+        raise typer.Exit(1)
 
 
 @bench_app.command("report")
@@ -521,15 +609,29 @@ def bench_cmd(
 def bench_report(
     results: Annotated[Path, typer.Argument(help="A JSONL file written by `edgekws bench`.")],
     png: Annotated[Optional[Path], typer.Option(help="Latency-vs-MACs plot (default: beside the results).")] = None,
+    as_json: AsJson = False,
 ) -> None:
-    """A table of a results file (latest row per key) and a latency-vs-MACs plot."""
+    """A table of a results file (latest row per key) and a latency-vs-MACs plot.
+
+    Lines that are not usable rows (torn by a crash, edited by hand) are named and skipped.
+
+    Example: edgekws bench report benchmarks/results/bench.jsonl --png latency.png
+    """
     from edgekws.bench import plot_latency_vs_macs, read_results
 
-    rows = read_results(results)
+    rows, bad = read_results(results)
+    for b in bad[:10]:
+        err.print(f"[yellow]warning:[/] {escape(str(results))} {escape(b)} (skipped)", soft_wrap=True)
+    if len(bad) > 10:
+        err.print(f"[yellow]warning:[/] … and {len(bad) - 10} more unusable lines (skipped)")
     latest = {}
     for r in rows:
         latest[r["key"]] = r
+    if as_json:
+        print(json.dumps({"results": str(results), "rows": list(latest.values()), "skipped_lines": bad}, indent=2))
+        return
     from rich.table import Column
+    from rich.text import Text
 
     num = {"no_wrap": True, "justify": "right"}
     t = Table(Column("device", overflow="fold"), Column("model", no_wrap=True), Column("runtime", no_wrap=True),
@@ -537,11 +639,12 @@ def bench_report(
               Column("RAM KB", **num), Column("=x86", **num), Column("tries", **num), box=box.SIMPLE_HEAD,
               title=f"{results}: {len(latest)} rows")
     for r in sorted(latest.values(), key=lambda r: (r["device"], r["macs"], r["runtime"], r["precision"], r["threads"])):
-        cells = [r["device"], r["model"], f"{r['runtime']} {r['precision']}", str(r["threads"]), f"{r['macs'] / 1e6:.2f}M"]
+        cells = [Text(r["device"]), Text(r["model"]), Text(f"{r['runtime']} {r['precision']}"), str(r["threads"]),
+                 f"{r['macs'] / 1e6:.2f}M"]
         if r.get("ok"):
             lat, ram = r["latency_ms"], (r.get("rss_kb") or {}).get("model_total", "")
             g = r.get("golden")
-            agree = (f"{'[green]' if g['top1_identical'] else '[red]'}{g['top1_agree']}/{g['n']}[/]" if g else "")
+            agree = (f"{'[green]' if g.get('top1_identical') else '[red]'}{g['top1_agree']}/{g['n']}[/]" if g else "")
             if r.get("latency_meaningful", True):
                 cells += [f"{lat['median']:.3f}", f"{lat['p95']:.3f}", str(ram), agree]
             else:  # emulated: shown for completeness, dimmed, never plotted
@@ -549,13 +652,19 @@ def bench_report(
         else:
             cells += ["[red]failed[/]", "", "", ""]
         t.add_row(*cells, str(r.get("attempts", "")))
-    notes = sorted({r["note"] for r in latest.values() if r.get("note")})
+    notes = sorted({str(r["note"]) for r in latest.values() if r.get("note")})
+    failures = [r for r in latest.values() if not r["ok"]]
     out.print(t)
     for n in notes:
-        out.print(f"[yellow]note:[/] {n} (in parentheses above, left out of the plot)", soft_wrap=True)
+        out.print(f"[yellow]note:[/] {escape(n)} (in parentheses above, left out of the plot)", soft_wrap=True)
+    for r in failures:
+        what = f"{r['device']} {r['model']} {r['runtime']} {r['precision']} t{r['threads']}"
+        out.print(f"[red]failed:[/] {escape(what)}: {escape(str(r.get('error') or 'no reason recorded'))}", soft_wrap=True)
     png = png or results.with_suffix(".png")
-    plot_latency_vs_macs(list(latest.values()), png)
-    out.print(f"plot: {png}")
+    if plot_latency_vs_macs(list(latest.values()), png):
+        out.print(f"plot: {escape(str(png))}", soft_wrap=True)
+    else:
+        out.print("no plot: no row has a measured (non-emulated, successful) latency")
 
 
 qemu_app = typer.Typer(help="Emulated 64-bit Arm (qemu-user + an arm64 Debian sysroot) for `bench --device qemu-aarch64`.")

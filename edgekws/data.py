@@ -32,7 +32,7 @@ import numpy as np
 from edgekws.audio import read_wav
 from edgekws.errors import DataError, EdgeKWSError
 from edgekws.features import FeatureConfig, fit_length
-from edgekws.fileio import atomic_path, ensure_writable_dir
+from edgekws.fileio import atomic_path, ensure_writable_dir, load_json, read_text
 from edgekws.synth import ALL_WORDS, KEYWORDS
 
 SILENCE = "_silence_"
@@ -163,7 +163,7 @@ class SpeechCommands:
             if not lf.exists():
                 continue
             entries = set()
-            for n, line in enumerate(lf.read_text().splitlines(), 1):
+            for n, line in enumerate(read_text(lf, "list file").splitlines(), 1):
                 line = line.strip()
                 if not line:
                     continue
@@ -313,9 +313,14 @@ def load_split(ds: SpeechCommands, name: str, cfg: FeatureConfig = FeatureConfig
     folder = ensure_writable_dir((cache_dir or default_cache_dir()) / _cache_key(ds, split, cfg))
     files = {k: folder / f"{k}.npy" for k in ("waves", "features", "targets")}
     if all(f.exists() for f in files.values()):
-        arrays = {k: np.load(f, mmap_mode="r") for k, f in files.items()}
-        return CachedSplit(name, split.labels, [e.key for e in split.examples], np.asarray(arrays["targets"]),
-                           arrays["waves"], arrays["features"])
+        try:
+            arrays = {k: np.load(f, mmap_mode="r", allow_pickle=False) for k, f in files.items()}
+            want = {"waves": (len(split), cfg.clip_samples), "features": (len(split), *cfg.shape), "targets": (len(split),)}
+            if all(arrays[k].shape == shape for k, shape in want.items()):
+                return CachedSplit(name, split.labels, [e.key for e in split.examples], np.asarray(arrays["targets"]),
+                                   arrays["waves"], arrays["features"])
+        except Exception:  # noqa: BLE001 — numpy's header parser raises SyntaxError, TokenError...
+            pass  # a damaged cache (truncated, overwritten): rebuilt below, replaced by rename
     waves = np.empty((len(split), cfg.clip_samples), dtype=np.int16)
     for i, ex in enumerate(split.examples):
         x = ds.load(ex, cfg.sample_rate, cfg.clip_samples)
@@ -349,12 +354,12 @@ def dataset_stats(ds: SpeechCommands, check_audio: bool = True) -> dict:
             ds.noise(f)
         out["clips_checked"] = n
     meta = ds.root / "corpus.json"
-    if meta.exists():
+    if meta.exists():  # optional: what `data synth` recorded; unreadable is said, not fatal
         try:
-            info = json.loads(meta.read_text())
-            out["voices_per_split"] = info.get("voices_per_split")
-        except json.JSONDecodeError:
-            pass
+            info = load_json(meta, "corpus metadata")
+            out["voices_per_split"] = info.get("voices_per_split") if isinstance(info.get("voices_per_split"), dict) else None
+        except EdgeKWSError as exc:
+            out["corpus_json_error"] = str(exc)
     return out
 
 

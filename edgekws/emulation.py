@@ -46,8 +46,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from edgekws.bench import LocalDevice
+from edgekws.bench import DeviceError, LocalDevice
 from edgekws.errors import EdgeKWSError
+from edgekws.fileio import load_json, replace_dir
 
 MIRROR = "http://deb.debian.org/debian"
 QEMU = "qemu-aarch64"
@@ -147,7 +148,11 @@ def build_sysroot(dest: Path, release_name: str = DEFAULT_RELEASE, mirror: str =
     dest = Path(dest).resolve()  # debootstrap changes directory: relative paths would break
     versions = rel.versions()
     if (dest / "sysroot.json").exists() and not force:
-        info = json.loads((dest / "sysroot.json").read_text())
+        try:
+            info = load_json(dest / "sysroot.json", "sysroot record")
+        except EdgeKWSError as exc:
+            info = {}
+            log(f"{exc}: rebuilding")
         if info.get("packages") == versions:
             return info
         log(f"{rel.name} sysroot has {info.get('packages')}, wanted {versions}: rebuilding")
@@ -182,15 +187,16 @@ def build_sysroot(dest: Path, release_name: str = DEFAULT_RELEASE, mirror: str =
                 "qemu": subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout.splitlines()[0],
                 "built": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": platform.machine(),
                 "seconds": round(time.perf_counter() - t_start, 1)}
-        found = QemuDevice(f"{QEMU}@{rel.name}", sysroot=tmp).probe()
+        try:
+            found = QemuDevice(f"{QEMU}@{rel.name}", sysroot=tmp).probe()
+        except DeviceError as exc:
+            raise EdgeKWSError(str(exc)) from None
         missing = [k for k in ("numpy", rel.litert_module, "onnxruntime") if found.get(k) is None]
         if found.get("machine") != "aarch64" or missing:
             raise EdgeKWSError(f"the emulated Python does not load {', '.join(missing) or 'as aarch64'}: {found}")
         info["probe"] = found
         (tmp / "sysroot.json").write_text(json.dumps(info, indent=2) + "\n")
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
+        replace_dir(tmp, dest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -252,18 +258,6 @@ class QemuDevice(LocalDevice):
                    PYTHONNOUSERSITE="1", EDGEKWS_RUNNER_EXEC_PREFIX=json.dumps([QEMU]))
         return env
 
-    def probe(self) -> dict:
-        """What the emulated Python reports: machine, Python, and the version of each runtime
-        module it can import (None when it cannot)."""
+    def probe(self, timeout: float = 300) -> dict:
         hide_host_cpu_topology(self.sysroot / "root")
-        code = ("import json, platform, importlib\nout = {'machine': platform.machine(), 'python': platform.python_version()}\n"
-                "for m in ('numpy', 'ai_edge_litert', 'tflite_runtime', 'onnxruntime'):\n"
-                "    try:\n        mod = importlib.import_module(m + ('.interpreter' if 'lite' in m else ''))\n"
-                "        out[m] = getattr(importlib.import_module(m), '__version__', 'present')\n"
-                "    except Exception as e:\n        out[m] = None\n"
-                "print(json.dumps(out))")
-        res = subprocess.run([*self.command(), "-c", code], capture_output=True, text=True, env=self.environment(), timeout=300)
-        lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
-        if res.returncode != 0 or not lines:
-            raise EdgeKWSError(f"emulated Python failed (exit {res.returncode}): {res.stderr.strip()[-200:]}")
-        return json.loads(lines[-1])
+        return super().probe(timeout)

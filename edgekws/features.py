@@ -68,8 +68,30 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FeatureConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """From `to_dict` output (checkpoints, manifests): every field type-checked, since these
+        files come from users; `frames` is derived, so ignored."""
+        import math
+
+        from edgekws.errors import EdgeKWSError
+
+        if not isinstance(d, dict):
+            raise EdgeKWSError(f"feature config must be a table, got {type(d).__name__}")
+        kw = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in d:
+                continue
+            v = d[f.name]
+            typ = {"int": int, "float": float, "str": str}[f.type]
+            ok = (isinstance(v, str) if typ is str
+                  else isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                  and (typ is float or float(v).is_integer()))
+            if not ok:
+                raise EdgeKWSError(f"feature config field '{f.name}' must be {typ.__name__}, got {type(v).__name__}")
+            kw[f.name] = typ(v)
+        if not 0 < kw.get("n_mels", cls.n_mels) <= 1024 or not 0 < kw.get("sample_rate", cls.sample_rate) <= 384_000 \
+                or not 0 < kw.get("n_fft", cls.n_fft) <= 1 << 16 or kw.get("clip_samples", cls.clip_samples) > 10 * 384_000:
+            raise EdgeKWSError("feature config has n_mels, sample_rate, n_fft or clip_samples out of range")
+        return cls(**kw)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -20,13 +20,13 @@ The engine of each clip comes from the corpus's `meta.csv` (written by `edgekws 
 from __future__ import annotations
 
 import csv
-import json
+import io
 import os
 from pathlib import Path
 
 from edgekws.data import BACKGROUND_DIR, LIST_FILES
 from edgekws.errors import DataError, EdgeKWSError
-from edgekws.fileio import atomic_dir, ensure_writable_dir, write_json_atomic
+from edgekws.fileio import atomic_dir, ensure_writable_dir, load_json, read_text, write_json_atomic
 
 VIEWS_RECORD = "views.json"  # what a views folder holds out, and from which corpus
 
@@ -36,8 +36,10 @@ def clip_engines(corpus: Path) -> dict[str, str]:
     meta = Path(corpus) / "meta.csv"
     if not meta.is_file():
         raise DataError(f"'{corpus}' has no meta.csv: leave-one-engine-out needs a corpus made by `edgekws data synth`")
-    with open(meta, newline="") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        rows = list(csv.DictReader(io.StringIO(read_text(meta, "corpus metadata"), newline="")))
+    except csv.Error as exc:
+        raise DataError(f"{meta}: not a readable CSV ({exc})") from None
     if not rows or "engine" not in rows[0] or "path" not in rows[0]:
         raise DataError(f"{meta}: no 'path' and 'engine' columns")
     return {r["path"]: r["engine"] for r in rows}
@@ -67,7 +69,7 @@ def holdout_views(corpus: Path, engine: str, out: Path, force: bool = False) -> 
     lists = {}
     for split, fname in LIST_FILES.items():
         lf = corpus / fname
-        lists[split] = set(lf.read_text().split()) if lf.is_file() else set()
+        lists[split] = set(read_text(lf, "list file").split()) if lf.is_file() else set()
     keep = sorted(p for p in present if engines[p] != engine)
     held = sorted(p for p in present if engines[p] == engine)
     if not keep or not held:
@@ -84,8 +86,8 @@ def holdout_views(corpus: Path, engine: str, out: Path, force: bool = False) -> 
 def reusable_views(corpus: Path, engine: str, views: Path) -> dict:
     """The record of views made earlier, if they hold out `engine` from `corpus`; else a clear error."""
     try:
-        rec = json.loads((views / VIEWS_RECORD).read_text())
-    except (OSError, ValueError):
+        rec = load_json(views / VIEWS_RECORD, "views record")
+    except EdgeKWSError:
         raise EdgeKWSError(f"'{views}' exists but is not a held-out view made by edgekws (use --force to rebuild it)") from None
     if rec.get("engine") != engine or rec.get("corpus") != str(Path(corpus).resolve()):
         raise EdgeKWSError(f"'{views}' holds out '{rec.get('engine')}' from '{rec.get('corpus')}', not '{engine}' "

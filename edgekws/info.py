@@ -5,14 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekws.errors import EdgeKWSError
+from edgekws.fileio import read_text
 from edgekws.spec import SearchSpace, SubnetSpec
 
 
 def load_spec_file(path: Path) -> SubnetSpec:
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise EdgeKWSError(f"cannot read spec file '{path}': {exc.strerror or exc}") from None
+    text = read_text(path, "spec file")
     try:
         return SubnetSpec.from_json(text)
     except EdgeKWSError as exc:

@@ -10,7 +10,6 @@ such, and `edgekws bench --device` measures on the board itself.
 
 from __future__ import annotations
 
-import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,11 +48,10 @@ def run_runner(models: list[Path], runtime: str, threads: int, runs: int, warmup
 
 
 def profile_export(folder: Path, target: DeviceTarget, runs: int = 200, warmup: int = 20) -> dict:
+    from edgekws.manifest import load_manifest
+
     folder = Path(folder)
-    mpath = folder / "manifest.json"
-    if not mpath.is_file():
-        raise EdgeKWSError(f"'{folder}' is not an export folder (no manifest.json); run `edgekws export` first")
-    manifest = json.loads(mpath.read_text())
+    manifest = load_manifest(folder)
     models = [folder / name for name in ARTEFACTS[target.runtime] if (folder / name).exists()]
     if not models:
         raise EdgeKWSError(f"'{folder}' has no {target.runtime} artefacts ({', '.join(ARTEFACTS[target.runtime])})")

@@ -53,6 +53,13 @@ class TrainConfig:
     # stages, random depths: the first shipped supernet's policy, which leaves most mixed-width
     # specs untrained).
     sampling: str = "per_stage"
+    # Per-stage sampling favouring narrow widths: the i-th narrowest choice of a stage is drawn
+    # with probability ∝ (i + 1) ** -small_width_bias (0 = uniform). Narrow weights are shared by
+    # every subnet but only the narrow subnets are scored on them alone.
+    small_width_bias: float = 0.0
+    # Hard labels mixed into the distilled subnets' loss: (1 - w) · KD + w · CE(labels). Twins
+    # trained alone on labels beat the supernet's narrow subnets (train_once).
+    small_label_weight: float = 0.0
     # Weight decay only on conv/linear weights (not on BN/LayerNorm affine parameters and biases).
     decay_weights_only: bool = True
     seed: int = 0

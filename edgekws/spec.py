@@ -67,6 +67,8 @@ class SubnetSpec:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
             raise SpecError(f"malformed spec JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        except RecursionError:
+            raise SpecError("spec JSON nested too deeply") from None
         return cls.from_dict(d)
 
 
@@ -124,10 +126,20 @@ class SearchSpace:
         return {m: self.uniform(m) for m in self.width_multipliers}
 
     # -- sampling for training and search
-    def sample(self, rng: np.random.Generator) -> SubnetSpec:
+    def sample(self, rng: np.random.Generator, width_bias: float = 0.0) -> SubnetSpec:
+        """A spec with every width and depth slot drawn independently. `width_bias` > 0 favours
+        narrow choices: the i-th narrowest is drawn with probability ∝ (i + 1) ** -width_bias
+        (every spec keeps a non-zero chance); 0 draws uniformly."""
+        if width_bias:
+            def pick(c):
+                p = np.arange(1, len(c) + 1, dtype=np.float64) ** -width_bias
+                return int(c[rng.choice(len(c), p=p / p.sum())])
+        else:
+            def pick(c):
+                return int(c[rng.integers(len(c))])
         return SubnetSpec(
             self.family,
-            tuple(int(c[rng.integers(len(c))]) for c in self.width_choices),
+            tuple(pick(c) for c in self.width_choices),
             tuple(int(c[rng.integers(len(c))]) for c in self.depth_choices),
         )
 
@@ -183,6 +195,27 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SearchSpace":
-        return cls(d["family"], tuple(d["width_names"]), tuple(tuple(c) for c in d["width_choices"]),
-                   tuple(d["depth_names"]), tuple(tuple(c) for c in d["depth_choices"]),
-                   tuple(d["width_multipliers"]))
+        """From `to_dict` output (checkpoints carry it): types, sizes and order checked, since a
+        damaged space would otherwise fail inside model building."""
+        def names(v) -> tuple[str, ...]:
+            if not isinstance(v, (list, tuple)) or not v or not all(isinstance(x, str) and x for x in v):
+                raise SpecError("search space slot names must be a non-empty list of strings")
+            return tuple(v)
+
+        def choices(v, n: int) -> tuple[tuple[int, ...], ...]:
+            ok = isinstance(v, (list, tuple)) and len(v) == n and all(
+                isinstance(c, (list, tuple)) and c and list(c) == sorted(set(c))
+                and all(isinstance(x, int) and not isinstance(x, bool) and 0 < x <= 65_536 for x in c) for c in v)
+            if not ok:
+                raise SpecError("search space choices must be one ascending list of positive integers per slot")
+            return tuple(tuple(c) for c in v)
+
+        if not isinstance(d, dict) or not isinstance(d.get("family"), str):
+            raise SpecError("a search space is a table with a family name")
+        wn, dn = names(d.get("width_names")), names(d.get("depth_names"))
+        mult = d.get("width_multipliers", (0.25, 0.5, 0.75, 1.0))
+        if not isinstance(mult, (list, tuple)) or not mult or not all(
+                isinstance(m, (int, float)) and not isinstance(m, bool) and 0 < m <= 1 for m in mult):
+            raise SpecError("search space width multipliers must be numbers in (0, 1]")
+        return cls(d["family"], wn, choices(d.get("width_choices"), len(wn)), dn, choices(d.get("depth_choices"), len(dn)),
+                   tuple(float(m) for m in mult))

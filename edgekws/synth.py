@@ -39,7 +39,7 @@ import numpy as np
 
 from edgekws.audio import read_wav, to_pcm16, wav_bytes, write_wav
 from edgekws.errors import AudioError, EdgeKWSError
-from edgekws.fileio import ensure_writable_dir, write_bytes_atomic, write_json_atomic, write_text_atomic
+from edgekws.fileio import ensure_writable_dir, sweep_stale, write_bytes_atomic, write_json_atomic, write_text_atomic
 
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = SAMPLE_RATE
@@ -485,10 +485,10 @@ def _meta_row(plan: ClipPlan, sha: str) -> dict[str, object]:
 _WORKER: dict[str, object] = {}
 
 
-def _worker_init(bank: dict[str, np.ndarray], out: str) -> None:
+def _worker_init(bank: dict[str, np.ndarray], out: str, scratch: str) -> None:
     _WORKER["bank"] = bank
     _WORKER["out"] = Path(out)
-    _WORKER["tmp"] = Path(tempfile.mkdtemp(prefix="edgekws-synth-"))
+    _WORKER["tmp"] = Path(tempfile.mkdtemp(prefix="worker-", dir=scratch))
 
 
 def _worker_render(plan: ClipPlan) -> dict[str, object]:
@@ -520,11 +520,15 @@ def _read_partial_meta(path: Path) -> dict[str, dict[str, str]]:
     rows: dict[str, dict[str, str]] = {}
     if not path.exists():
         return rows
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f, fieldnames=META_FIELDS):
-            if row.get("path") == "path" or None in row.values() or not re.fullmatch(r"[0-9a-f]{64}", row.get("sha256") or ""):
-                continue
-            rows[row["path"]] = row
+    # undecodable bytes and malformed rows are dropped (their clips are simply made again)
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        try:
+            for row in csv.DictReader(f, fieldnames=META_FIELDS):
+                if row.get("path") == "path" or None in row.values() or not re.fullmatch(r"[0-9a-f]{64}", row.get("sha256") or ""):
+                    continue
+                rows[row["path"]] = row
+        except csv.Error:
+            pass  # e.g. a NUL byte from a crash: keep the rows read so far
     return rows
 
 
@@ -570,13 +574,20 @@ def synthesize(
             if new_file:
                 writer.writeheader()
             ctx = mp.get_context("fork")
-            with ctx.Pool(workers, initializer=_worker_init, initargs=(bank, str(out))) as pool:
-                for row in pool.imap_unordered(_worker_render, todo, chunksize=4):
-                    writer.writerow(row)
-                    f.flush()
-                    rows[str(row["path"])] = row
-                    if progress:
-                        progress(len(rows), len(plans))
+            # the TTS engines' scratch WAVs: one folder removed when synthesis ends, however it
+            # ends; a killed run's is aged out by the next run (sweep_stale)
+            sweep_stale(Path(tempfile.gettempdir()), "edgekws-synth-*")
+            scratch = tempfile.mkdtemp(prefix="edgekws-synth-")
+            try:
+                with ctx.Pool(workers, initializer=_worker_init, initargs=(bank, str(out), scratch)) as pool:
+                    for row in pool.imap_unordered(_worker_render, todo, chunksize=4):
+                        writer.writerow(row)
+                        f.flush()
+                        rows[str(row["path"])] = row
+                        if progress:
+                            progress(len(rows), len(plans))
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
     # Lists and metadata are derived from the plan, so they are identical for every run.
     ordered = [rows[p.path] for p in sorted(plans, key=lambda p: p.path)]
     sio = io.StringIO()

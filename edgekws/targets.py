@@ -11,9 +11,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from edgekws.errors import EdgeKWSError
-from edgekws.fileio import load_toml
+from edgekws.fileio import load_toml, typed
 
-TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+TARGETS_DIR = Path(__file__).resolve().parent / "assets" / "targets"  # package data: a wheel has them too
 RUNTIMES = ("litert", "onnxruntime")
 
 
@@ -38,32 +38,26 @@ class DeviceTarget:
     budgets: Budgets
 
 
-_TYPES = {int: "an integer", float: "a number", str: "a string"}
-
-
-def _field(doc: dict, key: str, typ: type, path: Path, prefix: str = ""):
-    if key not in doc:
-        raise EdgeKWSError(f"{path}: missing key '{prefix}{key}' ({_TYPES[typ]})")
-    v = doc[key]
-    ok = isinstance(v, typ) and not isinstance(v, bool) or (typ is float and isinstance(v, int) and not isinstance(v, bool))
-    if not ok:
-        raise EdgeKWSError(f"{path}: key '{prefix}{key}' must be {_TYPES[typ]}, got {type(v).__name__} {v!r}")
-    return typ(v)
-
-
 def load_target(path: Path) -> DeviceTarget:
     path = Path(path)
     doc = load_toml(path, "target file")
-    top = {name: _field(doc, name, typ, path) for name, typ in (("name", str), ("cpu", str), ("arch", str), ("cores", int),
-                                                                   ("memory_mb", int), ("threads", int), ("runtime", str))}
+    where = str(path)
+    top = {name: typed(doc, name, typ, where, **rng) for name, typ, rng in (
+        ("name", str, {}), ("cpu", str, {}), ("arch", str, {}), ("cores", int, {"lo": 1, "hi": 1024}),
+        ("memory_mb", int, {"lo": 1}), ("threads", int, {"lo": 1}), ("runtime", str, {}))}
     b = doc.get("budgets")
     if not isinstance(b, dict):
         raise EdgeKWSError(f"{path}: missing table '[budgets]'")
-    budgets = Budgets(*(_field(b, f.name, {"int": int, "float": float}[f.type], path, "budgets.") for f in fields(Budgets)))
+    budgets = Budgets(*(typed(b, f.name, {"int": int, "float": float}[f.type], where, prefix="budgets.", positive=True)
+                        for f in fields(Budgets)))
+    unknown = sorted(set(doc) - set(top) - {"budgets"})
+    unknown += sorted(f"budgets.{k}" for k in set(b) - {f.name for f in fields(Budgets)})
+    if unknown:
+        raise EdgeKWSError(f"{path}: unknown key(s) {', '.join(unknown)} (a typo?)")
     target = DeviceTarget(key=path.stem, budgets=budgets, **top)
     if target.runtime not in RUNTIMES:
         raise EdgeKWSError(f"{path}: key 'runtime' must be one of {', '.join(RUNTIMES)}, got {target.runtime!r}")
-    if target.threads < 1 or target.threads > target.cores:
+    if target.threads > target.cores:
         raise EdgeKWSError(f"{path}: key 'threads' must be between 1 and cores ({target.cores}), got {target.threads}")
     return target
 

@@ -41,11 +41,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekws.augment import AugmentConfig, ChannelConfig, WaveAugment, channel_augment, spec_augment, speed_perturb
-from edgekws.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from edgekws.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, save_torch
 from edgekws.data import CachedSplit, SpeechCommands, load_split
 from edgekws.errors import EdgeKWSError
 from edgekws.features import FeatureConfig, LogMel
-from edgekws.fileio import atomic_path, ensure_writable_dir
+from edgekws.fileio import ensure_writable_dir
 from edgekws.models import count_params, create_supernet, get_family
 from edgekws.recipe import TrainConfig
 from edgekws.spec import SearchSpace, SubnetSpec
@@ -98,14 +98,15 @@ def set_dropout(model: nn.Module, p: float) -> None:
 SAMPLING_POLICIES = ("per_stage", "uniform")
 
 
-def training_spec(space: SearchSpace, rng: np.random.Generator, policy: str = "per_stage") -> SubnetSpec:
+def training_spec(space: SearchSpace, rng: np.random.Generator, policy: str = "per_stage",
+                  width_bias: float = 0.0) -> SubnetSpec:
     """A random subnet for the sandwich.
 
     "per_stage": every width slot and depth slot drawn independently — the whole search space is
     trained, so any spec a per-tier search picks is one training visited. "uniform": one width
     multiplier for every stage and a random depth per stage (what the first supernet used)."""
     if policy == "per_stage":
-        return space.sample(rng)
+        return space.sample(rng, width_bias)
     if policy != "uniform":
         raise EdgeKWSError(f"unknown sampling policy '{policy}' (valid: {', '.join(SAMPLING_POLICIES)})")
     m = space.width_multipliers[rng.integers(len(space.width_multipliers))]
@@ -424,10 +425,14 @@ def sandwich_step(model: nn.Module, batch: dict, sandwich: list[SubnetSpec], cfg
             soft = logits.detach()
             first_loss = loss.item() * len(y)
             correct = int((logits.argmax(1) == y).sum())
-        elif cfg.kd == "alpha":
-            loss = kd_alpha(logits, soft, cfg.alpha_min, cfg.alpha_max, cfg.alpha_clip)
         else:
-            loss = kd_kl(logits, soft)
+            if cfg.kd == "alpha":
+                loss = kd_alpha(logits, soft, cfg.alpha_min, cfg.alpha_max, cfg.alpha_clip)
+            else:
+                loss = kd_kl(logits, soft)
+            if cfg.small_label_weight:
+                ce = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                loss = (1 - cfg.small_label_weight) * loss + cfg.small_label_weight * ce
         t1 = time.perf_counter()
         loss.backward()
         if timings is not None:
@@ -453,8 +458,40 @@ def check_config(cfg: TrainConfig) -> None:
         raise EdgeKWSError(f"--sampling must be one of {', '.join(SAMPLING_POLICIES)} (got '{cfg.sampling}')")
     if cfg.spec_augment_scope not in ("all", "largest"):
         raise EdgeKWSError(f"--spec-augment-scope must be 'all' or 'largest' (got '{cfg.spec_augment_scope}')")
+    if not 0 <= cfg.small_label_weight <= 1:
+        raise EdgeKWSError(f"--small-label-weight must be in [0, 1] (got {cfg.small_label_weight})")
+    if not 0 <= cfg.small_width_bias <= 8:
+        raise EdgeKWSError(f"--small-width-bias must be in [0, 8] (got {cfg.small_width_bias})")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.num_random < 0:
         raise EdgeKWSError("--epochs and --batch-size must be at least 1 and --num-random at least 0")
+
+
+def load_state(path: Path, cfg: TrainConfig, model: nn.Module, opt) -> tuple[int, list, float, float]:
+    """Restore an interrupted run from its `.state` file → (epoch, history, seconds, CPU seconds).
+    Anything wrong with the file — unreadable, another recipe, weights that do not fit — is one
+    line that says how to go on (the file is left as it is)."""
+    from edgekws.fileio import first_line
+
+    hint = "delete it or start afresh without --resume"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types for damaged files; all mean "unreadable"
+        raise EdgeKWSError(f"{path}: not a readable training state ({first_line(exc)}); {hint}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+        raise EdgeKWSError(f"{path}: not an edgekws training state; {hint}")
+    # knobs added since the state was written ran at their defaults
+    if {**TrainConfig().to_dict(), **state["config"]} != cfg.to_dict():
+        raise EdgeKWSError(f"{path} was written with another training config; start afresh without --resume")
+    try:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        epoch, history, elapsed = int(state["epoch"]), list(state["history"]), float(state["elapsed"])
+        cpu = float(state.get("cpu_elapsed", 0.0))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise EdgeKWSError(f"{path}: damaged training state ({first_line(exc)}); {hint}") from None
+    if not 0 <= epoch <= cfg.epochs:
+        raise EdgeKWSError(f"{path}: epoch {epoch} is outside 0..{cfg.epochs}; {hint}")
+    return epoch, history, elapsed, cpu
 
 
 @dataclass
@@ -524,13 +561,7 @@ def train(
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     start_epoch, history, elapsed, cpu_elapsed = 0, [], 0.0, 0.0
     if resume and state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state.get("config") != cfg.to_dict():
-            raise EdgeKWSError(f"{state_path} was written with another training config; start afresh without --resume")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start_epoch, history, elapsed = state["epoch"], state["history"], state["elapsed"]
-        cpu_elapsed = state.get("cpu_elapsed", 0.0)
+        start_epoch, history, elapsed, cpu_elapsed = load_state(state_path, cfg, model, opt)
         log(f"resumed from {state_path} at epoch {start_epoch}")
 
     params_of: dict[SubnetSpec, int] = {}
@@ -569,7 +600,7 @@ def train(
             if fixed is not None:
                 sandwich = [fixed]
             else:
-                sandwich = [space.largest(), space.smallest()] + [training_spec(space, spec_rng, cfg.sampling)
+                sandwich = [space.largest(), space.smallest()] + [training_spec(space, spec_rng, cfg.sampling, cfg.small_width_bias)
                                                                   for _ in range(cfg.num_random)]
             loss_sum, correct = sandwich_step(model, batch, sandwich, cfg, dropout_for, teacher, small_first=small_twin)
             run_loss += loss_sum
@@ -593,10 +624,9 @@ def train(
         history.append(row)
         if d.main:
             log(" ".join(f"{k}={v}" for k, v in row.items()))
-            with atomic_path(state_path) as tmp:
-                torch.save({"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "epoch": epoch + 1, "history": history, "elapsed": elapsed,
-                            "cpu_elapsed": cpu_elapsed}, tmp)
+            save_torch({"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "epoch": epoch + 1, "history": history, "elapsed": elapsed, "cpu_elapsed": cpu_elapsed},
+                       state_path, "training state")
 
     metrics: dict = {"history": history, "train_seconds": round(elapsed, 1),
                      "train_cpu_seconds": round(sum_over_ranks(cpu_elapsed, d), 1), "world_size": d.world,

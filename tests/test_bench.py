@@ -124,12 +124,12 @@ def test_local_suite_appends_rows_and_resumes(models, tmp_path):
     results = ResultsFile(tmp_path / "r.jsonl")
     counts = run_suite(suite, ms, [make_device("local")], results, log=lambda m: None)
     assert counts == {"ok": 2, "failed": 0, "skipped": 0}
-    rows = read_results(results.path)
+    rows = read_results(results.path)[0]
     assert {r["precision"] for r in rows} == {"float", "int8"}
     assert all(r["ok"] and r["latency_ms"]["median"] > 0 and r["macs"] > 0 for r in rows)
     counts = run_suite(suite, ms, [make_device("local")], results, resume=True, log=lambda m: None)
     assert counts == {"ok": 0, "failed": 0, "skipped": 2}
-    assert len(read_results(results.path)) == 2
+    assert len(read_results(results.path)[0]) == 2
 
 
 def test_ssh_suite_on_loopback_with_parallel_devices(models, sshd, tmp_path):
@@ -137,7 +137,7 @@ def test_ssh_suite_on_loopback_with_parallel_devices(models, sshd, tmp_path):
     results = ResultsFile(tmp_path / "r.jsonl")
     counts = run_suite(suite, ms, [sshd.device(), make_device("local")], results, log=lambda m: None)
     assert counts["ok"] == 4 and counts["failed"] == 0
-    rows = read_results(results.path)
+    rows = read_results(results.path)[0]
     assert {r["device"] for r in rows} == {"local", sshd.device().url}
     assert (sshd.root / "board" / "runner.py").exists()  # copied over ssh
     # both machines ran the export's 8 golden clips and agree with what export recorded
@@ -153,7 +153,7 @@ def test_ssh_suite_keeps_models_of_the_same_file_name_apart(models, sshd, tmp_pa
     results = ResultsFile(tmp_path / "r.jsonl")
     counts = run_suite(suite, two, [sshd.device()], results, log=lambda m: None)
     assert counts == {"ok": 2, "failed": 0, "skipped": 0}
-    rows = {r["model"]: r for r in read_results(results.path)}
+    rows = {r["model"]: r for r in read_results(results.path)[0]}
     for name, folder, _ in two:
         assert rows[name]["model_bytes"] == (folder / "model_int8.tflite").stat().st_size
         assert (sshd.root / "board" / name / "model_int8.tflite").exists()
@@ -187,7 +187,7 @@ def test_connection_killed_mid_suite_is_retried(models, sshd, tmp_path):
     t.join()
     assert killed, "no connection was killed"
     assert any("retry" in m for m in logs), logs
-    rows = read_results(results.path)
+    rows = read_results(results.path)[0]
     assert counts == {"ok": 2, "failed": 0, "skipped": 0}
     assert all(r["ok"] for r in rows) and max(r["attempts"] for r in rows) >= 2
 
@@ -205,13 +205,13 @@ def test_board_that_disappears_gives_failure_rows_then_resume_completes(models, 
 
     counts = run_suite(suite, ms, [dev], results, retries=2, backoff=0.1, log=log)
     assert counts == {"ok": 1, "failed": 1, "skipped": 0}
-    rows = read_results(results.path)
+    rows = read_results(results.path)[0]
     assert [r["ok"] for r in rows] == [True, False]
     assert "failed 2 times" in rows[1]["error"]
     sshd.start()
     counts = run_suite(suite, ms, [dev], results, resume=True, retries=2, backoff=0.1, log=lambda m: None)
     assert counts == {"ok": 1, "failed": 0, "skipped": 1}
-    rows = read_results(results.path)
+    rows = read_results(results.path)[0]
     assert len(rows) == 3 and sum(r["ok"] for r in rows) == 2
 
 

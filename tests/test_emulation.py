@@ -96,7 +96,7 @@ def test_suite_on_emulated_arm_matches_x86(sysroot, tmp_path):
     counts = run_suite(suite, models, [make_device("qemu-aarch64:cortex-a53"), make_device("local")], results,
                        log=lambda m: None)
     assert counts == {"ok": 8, "failed": 0, "skipped": 0}
-    rows = read_results(results.path)
+    rows = read_results(results.path)[0]
     arm = [r for r in rows if r["device"] == "qemu-aarch64:cortex-a53"]
     assert len(arm) == 4
     for r in arm:
@@ -122,7 +122,7 @@ def test_runner_on_an_old_board_stack_python39_numpy1_tflite_runtime(bullseye, t
     results = ResultsFile(tmp_path / "r.jsonl")
     counts = run_suite(suite, models, [make_device("qemu-aarch64:cortex-a53@bullseye")], results, log=lambda m: None)
     assert counts == {"ok": 4, "failed": 0, "skipped": 0}
-    rows = read_results(results.path)
+    rows = read_results(results.path)[0]
     info = rows[0]["device_info"]
     assert info["python"].startswith("3.9.") and info["numpy"].startswith("1.") and info["machine"] == "aarch64"
     assert "tflite_runtime" in info and "ai_edge_litert" not in info

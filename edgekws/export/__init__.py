@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekws.errors import EdgeKWSError
-from edgekws.fileio import atomic_dir, ensure_writable_dir, sha256_file
+from edgekws.fileio import atomic_dir, ensure_writable_dir, sha256_file, sweep_stale
 from edgekws.spec import SubnetSpec
 
 FORMATS = ("onnx", "tflite")
@@ -160,6 +160,7 @@ def export_subnet(
         diff = float(np.abs(y - ref).max())
         return Check(name, "max abs diff", diff, thresholds.float_atol, diff <= thresholds.float_atol)
 
+    sweep_stale(Path(tempfile.gettempdir()), "edgekws-export-*")  # what killed exports left behind
     with tempfile.TemporaryDirectory(prefix="edgekws-export-") as work:
         work = Path(work)
         if "onnx" in formats:
