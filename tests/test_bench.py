@@ -3,6 +3,7 @@ including connections killed mid-suite and a board that disappears."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -229,3 +230,113 @@ def test_bench_cli_and_report(tmp_path):
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     res = runner.invoke(app, ["bench", "report", str(tmp_path / "none.jsonl")])
     assert res.exit_code == 1 and "does not exist" in res.stderr
+
+
+def test_resume_after_a_torn_last_line_keeps_every_row(models, tmp_path):
+    """A crash mid-write tears the last row: resume sets the fragment aside (said, and kept in
+    `<file>.torn`), keeps every complete row and measures the torn one again."""
+    suite, ms = models
+    results = ResultsFile(tmp_path / "r.jsonl")
+    assert run_suite(suite, ms, [make_device("local")], results, log=lambda m: None)["ok"] == 2
+    raw = results.path.read_bytes()
+    first, second = raw.split(b"\n")[:2]
+    results.path.write_bytes(first + b"\n" + second[: len(second) // 2])  # the crash
+    rows, bad = read_results(results.path)
+    assert len(rows) == 1 and len(bad) == 1 and "torn" in bad[0]  # the report reads the rest
+
+    said = []
+    resumed = ResultsFile(results.path, log=said.append)
+    counts = run_suite(suite, ms, [make_device("local")], resumed, resume=True, log=lambda m: None)
+    assert counts == {"ok": 1, "failed": 0, "skipped": 1}
+    assert any("torn" in m and ".torn" in m for m in said)
+    rows, bad = read_results(results.path)
+    assert len(rows) == 2 and bad == []
+    assert json.loads(first) in rows  # the complete row survived, byte for byte
+    assert (tmp_path / "r.jsonl.torn").read_bytes() == second[: len(second) // 2] + b"\n"
+
+
+def test_report_reads_valid_rows_and_names_bad_ones(tmp_path):
+    good = {"key": "local|m|litert|float|t1", "device": "local", "model": "m[/]", "runtime": "litert",
+            "precision": "float", "threads": 1, "macs": 1000, "ok": True, "latency_ms": {"median": 0.5, "p95": 0.7}}
+    failed = {**good, "key": "local|m|litert|int8|t1", "precision": "int8", "ok": False, "latency_ms": None,
+              "error": "board lacks [budgets] runtime"}
+    lines = [json.dumps(good), "{not json", json.dumps({"key": 3}), "\xff\xfe".encode("latin-1").decode("latin-1"),
+             json.dumps(failed), json.dumps(good)[:20]]
+    path = tmp_path / "r.jsonl"
+    path.write_bytes("\n".join(lines).encode("latin-1"))
+    res = CliRunner().invoke(app, ["bench", "report", str(path), "--png", str(tmp_path / "p.png")])
+    assert res.exit_code == 0, res.output
+    for n in (2, 3, 4, 6):
+        assert f"r.jsonl line {n}" in res.stderr
+    assert "m[/]" in res.output  # user text verbatim, never markup
+    assert "board lacks [budgets] runtime" in res.output  # each failure's reason
+    res = CliRunner().invoke(app, ["bench", "report", str(path), "--json"])
+    doc = json.loads(res.stdout)
+    assert len(doc["rows"]) == 2 and len(doc["skipped_lines"]) == 4
+
+
+def test_all_failed_report_has_no_empty_plot(tmp_path):
+    row = {"key": "k", "device": "d", "model": "m", "runtime": "litert", "precision": "float", "threads": 1,
+           "macs": 10, "ok": False, "error": "x"}
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    res = CliRunner().invoke(app, ["bench", "report", str(path), "--png", str(tmp_path / "p.png")])
+    assert res.exit_code == 0 and "no plot" in res.output and not (tmp_path / "p.png").exists()
+
+
+def test_preflight_refuses_a_board_without_the_runtime_before_copying(models, sshd, tmp_path):
+    """The board's Python lacks numpy and LiteRT: every row fails with that reason, nothing is
+    copied, and the bench command exits non-zero."""
+    suite, ms = models
+    dev = sshd.device()
+    dev.python = "/usr/bin/python3"  # Debian's Python: no numpy, no runtime
+    results = ResultsFile(tmp_path / "r.jsonl")
+    counts = run_suite(suite, ms, [dev], results, retries=1, log=lambda m: None)
+    assert counts == {"ok": 0, "failed": 2, "skipped": 0}
+    rows, _ = read_results(results.path)
+    assert all("lacks numpy, litert (pre-flight check)" in r["error"] for r in rows)
+    assert not Path(dev.workdir).exists()  # nothing was copied
+
+
+def test_bench_exits_nonzero_when_requested_work_failed(exported, tmp_path):
+    """A suite asks for a precision the export lacks: a failed row with the reason, exit 1."""
+    name, folder, _ = exported[0]
+    partial = tmp_path / "partial"
+    shutil.copytree(folder, partial)
+    (partial / "model_int8.tflite").unlink()
+    suite = tmp_path / "s.toml"
+    suite.write_text(f'runs = 3\nwarmup = 1\nprecisions = ["float", "int8"]\n[[models]]\nexport = "{partial}"\n')
+    results = tmp_path / "r.jsonl"
+    res = CliRunner().invoke(app, ["bench", "--suite", str(suite), "--device", "local", "--results", str(results)])
+    assert res.exit_code == 1, res.output
+    assert "1 ok, 1 failed" in res.stderr
+    rows, _ = read_results(results)
+    assert [r["ok"] for r in sorted(rows, key=lambda r: r["precision"])] == [True, False]
+    assert "has no model_int8.tflite" in [r for r in rows if not r["ok"]][0]["error"]
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("runs = 0\n", "key 'runs' must be between 1"),
+    ('runs = "abc"\n', "key 'runs' must be an integer"),
+    ("threads = [-1]\n", "key 'threads' values must be between 1"),
+    ('runtime = "litert"\n', "unknown key(s) runtime"),
+    ("warmup = nan\n", "key 'warmup' must be an integer"),
+])
+def test_suite_values_are_validated(tmp_path, text, needle):
+    bad = tmp_path / "s.toml"
+    bad.write_text(text + "[[models]]\nwidth = 0.5\n")
+    with pytest.raises(EdgeKWSError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        load_suite(bad)
+    bad.write_text("[[models]]\nwidth = 0.5\nwidht = 1\n")
+    with pytest.raises(EdgeKWSError, match="unknown key"):
+        load_suite(bad)
+
+
+def test_device_urls_and_bench_numbers_are_validated(tmp_path):
+    with pytest.raises(EdgeKWSError, match="between 1 and 65535"):
+        make_device("ssh://pi@host:99999")
+    runner = CliRunner()
+    for opt, val, needle in (("--retries", "0", "--retries must be between 1 and 100"),
+                             ("--backoff", "-1", "--backoff must be between 0 and 600")):
+        res = runner.invoke(app, ["bench", "--suite", str(SUITE), "--device", "local", opt, val])
+        assert res.exit_code == 1 and needle in res.stderr and "Traceback" not in res.output

@@ -1,0 +1,730 @@
+"""The `edgekws` command line. It parses options and calls plain functions; no logic lives here.
+
+Heavy modules (torch, scipy, TensorFlow, onnxruntime) are imported inside commands so that
+`edgekws --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from edgekws.errors import EdgeKWSError
+from edgekws.recipe import TrainConfig
+
+RECIPE = TrainConfig()  # the default recipe: train options show and use its values
+
+app = typer.Typer(
+    help="edgekws: train once, deploy many — slimmable keyword spotting for edge devices.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Make, inspect and cache Speech Commands corpora.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+# Piped output (logs, CI, the README's examples) gets 120 columns instead of rich's 80.
+out = Console() if sys.stdout.isatty() else Console(width=120)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 400)
+
+
+def _absent_dirs(kwargs: dict) -> list[Path]:
+    """Folders a command could create for its path options that do not exist yet (each path
+    and its missing ancestors), deepest first."""
+    found: set[Path] = set()
+    for v in kwargs.values():
+        for p in (v if isinstance(v, list) else [v]):
+            if not isinstance(p, Path):
+                continue
+            p = p.absolute()
+            while not p.exists() and p != p.parent:
+                found.add(p)
+                p = p.parent
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+
+def _remove_if_empty(paths: list[Path]) -> None:
+    for p in paths:
+        try:
+            if p.is_dir() and not p.is_symlink() and not any(p.iterdir()):
+                p.rmdir()
+        except OSError:
+            pass
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn user-caused failures into one line on stderr and exit code 1 (never a traceback).
+    A command that fails leaves behind no empty folder it created for its outputs."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        absent = _absent_dirs(kwargs)
+        try:
+            return fn(*args, **kwargs)
+        except EdgeKWSError as exc:  # user text (paths, names) is printed verbatim, never as markup
+            _remove_if_empty(absent)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(1) from None
+        except OSError as exc:
+            _remove_if_empty(absent)
+            where = f"{exc.filename}: " if exc.filename else ""
+            err.print(f"[bold red]error:[/] {escape(where + str(exc.strerror or exc))}", soft_wrap=True)
+            raise typer.Exit(1) from None
+        except (typer.Exit, KeyboardInterrupt) as exc:
+            if not isinstance(exc, typer.Exit) or exc.exit_code:
+                _remove_if_empty(absent)
+            raise
+
+    return wrapper
+
+
+def in_range(lo: float | None = None, hi: float | None = None, positive: bool = False) -> Callable:
+    """An option callback refusing NaN, infinities and values outside [lo, hi] (> 0 with
+    `positive`), the range in the message: numbers are validated where they enter."""
+
+    def check(param: typer.CallbackParam, value):
+        from edgekws.fileio import check_range
+
+        for v in (value if isinstance(value, (list, tuple)) else [value]):
+            if v is not None:
+                try:
+                    check_range(v, param.opts[0] if param.opts else param.name, lo, hi, positive)
+                except EdgeKWSError as exc:  # the project's one-line error, like every other one
+                    err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+                    raise typer.Exit(1) from None
+        return value
+
+    return check
+
+
+DataDir = Annotated[Path, typer.Option("--data-dir", "-d", help="A folder in the Speech Commands v2 layout.")]
+Protocol = Annotated[str, typer.Option(help="12 (10 keywords + unknown + silence) or 35 (all words).")]
+Seed = Annotated[int, typer.Option(help="Seed for every random choice (same seed, same result).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+
+
+def _print_version(value: bool) -> None:
+    if value:  # eager: runs before typer asks for a command, so `edgekws --version` alone works
+        from edgekws import __version__
+
+        out.print(f"edgekws {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """edgekws: train once, deploy many — slimmable keyword spotting for edge devices."""
+
+
+@data_app.command("synth")
+@user_errors
+def data_synth(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (created; resumed if it holds a partial run).")],
+    clips: Annotated[int, typer.Option(callback=in_range(1, 10_000_000), help="Number of word clips (default sized to train a good model).")] = 32000,
+    seed: Seed = 0,
+    workers: Annotated[Optional[int], typer.Option(callback=in_range(1, 256), help="Parallel TTS workers (default: all cores).")] = None,
+) -> None:
+    """Synthesize a Speech Commands v2 style corpus offline with espeak-ng, flite and festival."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from edgekws.synth import synthesize
+
+    with Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=out, transient=True) as bar:
+        task = bar.add_task("synth", total=clips)
+        rep = synthesize(out_dir, clips, seed=seed, workers=workers,
+                         progress=lambda done, total: bar.update(task, completed=done, total=total))
+    out.print(
+        f"[green]✓[/] {rep.planned} clips in {rep.out} "
+        f"({rep.generated} generated, {rep.kept} kept from an earlier run) in {rep.seconds:.1f} s"
+        + (f", {rep.clips_per_second:.1f} clips/s" if rep.generated else ""),
+        soft_wrap=True,
+    )
+    t = Table("split", "clips", "voices")
+    for s, n in rep.per_split.items():
+        t.add_row(s, str(n), str(rep.voices_per_split.get(s, "")))
+    out.print(t)
+
+
+@data_app.command("stats")
+@user_errors
+def data_stats(data_dir: DataDir, protocol: Protocol = "12", seed: Seed = 0, as_json: AsJson = False) -> None:
+    """Count examples per split and label, reading every clip once to prove the folder is sound."""
+    from edgekws.data import SpeechCommands, dataset_stats
+
+    ds = SpeechCommands.open(data_dir, protocol, seed)
+    stats = dataset_stats(ds)
+    if as_json:
+        print(json.dumps(stats, indent=2))
+        return
+    splits = list(stats["splits"])
+    t = Table("label", *splits, title=f"{data_dir} — protocol {protocol}")
+    for label in stats["labels"]:
+        t.add_row(label, *(str(stats["splits"][s]["counts"][label]) for s in splits))
+    t.add_row("[bold]total", *(f"[bold]{stats['splits'][s]['examples']}" for s in splits))
+    out.print(t)
+    line = f"{stats['clips_checked']} clips decoded, {len(stats['background_noise'])} background recordings"
+    if stats.get("voices_per_split"):
+        line += ", voices per split: " + ", ".join(f"{k} {v}" for k, v in stats["voices_per_split"].items())
+    out.print(line, soft_wrap=True)
+
+
+@data_app.command("features")
+@user_errors
+def data_features(
+    data_dir: DataDir,
+    protocol: Protocol = "12",
+    seed: Seed = 0,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Where cached arrays go (default $EDGEKWS_CACHE or ~/.cache/edgekws).")] = None,
+) -> None:
+    """Decode every split and cache its waveforms and log-mel features for training."""
+    import time
+
+    from edgekws.data import SpeechCommands, load_split
+    from edgekws.features import FeatureConfig
+
+    ds = SpeechCommands.open(data_dir, protocol, seed)
+    cfg = FeatureConfig()
+    t = Table("split", "examples", "features", "seconds")
+    for name in ds.available_splits():
+        t0 = time.perf_counter()
+        cs = load_split(ds, name, cfg, cache_dir)
+        t.add_row(name, str(len(cs.targets)), "×".join(map(str, cs.features.shape[1:])), f"{time.perf_counter() - t0:.1f}")
+    out.print(t)
+    out.print(f"frontend: {cfg.n_mels} log-mels × {cfg.frames} frames "
+              f"({cfg.window_samples / cfg.sample_rate * 1000:.0f} ms windows, {cfg.hop_samples / cfg.sample_rate * 1000:.0f} ms hop)")
+
+
+@data_app.command("pack")
+@user_errors
+def data_pack(
+    data_dir: DataDir,
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="The .npz to write.")],
+    examples: Annotated[int, typer.Option(callback=in_range(1, 1_000_000), help="Examples from the test split, in the pinned order.")] = 1000,
+    audio: Annotated[int, typer.Option(callback=in_range(0, 1_000_000), help="How many of them also keep their audio (golden vectors).")] = 24,
+    protocol: Protocol = "12",
+    seed: Seed = 0,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
+) -> None:
+    """Write a pinned evaluation/calibration pack (what the package ships in edgekws/assets)."""
+    import numpy as np
+
+    from edgekws.assets import make_pack
+
+    pack = make_pack(data_dir, out_path, examples, audio, protocol, seed, cache_dir)
+    counts = np.bincount(pack.targets, minlength=len(pack.labels))
+    out.print(f"[green]✓[/] {out_path}: {len(pack)} examples ({', '.join(f'{l} {c}' for l, c in zip(pack.labels, counts))}), "
+              f"{len(pack.waves)} with audio, {out_path.stat().st_size / 2**20:.1f} MiB", soft_wrap=True)
+
+
+@app.command("info")
+@user_errors
+def info(
+    family: Annotated[Optional[str], typer.Option(help="Model family (see the list with no option).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="A trained checkpoint: show its family, spec and metrics.")] = None,
+    spec_file: Annotated[Optional[Path], typer.Option("--spec", help="A spec JSON file: account for that one subnet.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show a family's search space and a widths × depths table of params, MACs and memory."""
+    from edgekws.info import family_report, load_spec_file
+
+    tested: dict[str, float] = {}
+    if checkpoint is not None:
+        from edgekws.checkpoint import load_checkpoint
+
+        ck = load_checkpoint(checkpoint)
+        family = ck.family
+        tested = {r["name"]: r["accuracy"] for r in ck.metrics.get("test", {}).values()}
+    if spec_file is not None:
+        spec = load_spec_file(spec_file)
+        family = spec.family
+    rows, space, budget = family_report(family, only=[spec] if spec_file is not None else None)
+    if as_json:
+        print(json.dumps({"family": family, "space": space.to_dict(), "budget": budget, "subnets": rows}, indent=2))
+        return
+    if family is None:
+        return
+    out.print(f"[bold]{family}[/]: {space.describe()}  ({space.size():,} subnets)", soft_wrap=True)
+    cols = ["subnet", "width", "depth", "params", "BN-folded", "MACs", "act KB int8", "int8 KB", f"≤{budget // 1000}k"]
+    t = Table(*cols, *(["test acc"] if tested else []), box=box.SIMPLE_HEAD)
+    for r in rows:
+        acc = [f"{100 * tested[r['name']]:.2f}%" if r["name"] in tested else ""] if tested else []
+        t.add_row(r["name"], r["label_width"], r["label_depth"], f"{r['params']:,}", f"{r['params_deployed']:,}",
+                  f"{r['macs'] / 1e6:.2f}M", f"{r['peak_activation_bytes_int8'] / 1024:.1f}",
+                  f"{r['size_int8_bytes'] / 1024:.1f}", "[green]✓[/]" if r["within_budget"] else "[red]✗[/]", *acc)
+    out.print(t)
+    if checkpoint is not None:
+        cfg = ck.train_config
+        out.print(f"checkpoint {checkpoint}: {len(ck.labels)} classes, trained {cfg.get('epochs')} epochs "
+                  f"(kd {cfg.get('kd')}, seed {cfg.get('seed')}) in {ck.metrics.get('train_seconds', 0):.0f} s "
+                  f"on {ck.metrics.get('train_examples', '?')} examples", soft_wrap=True, markup=False, highlight=False)
+        from edgekws.checkpoint import SAMPLING_COVERAGE
+
+        out.print(f"trained specs: {ck.sampling} — {SAMPLING_COVERAGE[ck.sampling]}", markup=False, highlight=False)
+
+
+@app.command("train")
+@user_errors
+def train_cmd(
+    data_dir: DataDir,
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write (a .state file beside it allows --resume).")],
+    family: Annotated[str, typer.Option(help="Model family: dscnn or kwt.")] = "dscnn",
+    protocol: Protocol = "12",
+    epochs: Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Passes over the training split.")] = RECIPE.epochs,
+    batch_size: Annotated[int, typer.Option(callback=in_range(1, 65_536), help="Examples per step (split across ranks).")] = RECIPE.batch_size,
+    lr: Annotated[float, typer.Option(callback=in_range(hi=10, positive=True), help="AdamW peak learning rate (linear warm-up, cosine decay).")] = RECIPE.lr,
+    warmup_epochs: Annotated[float, typer.Option(callback=in_range(0, 100_000), help="Epochs of linear learning-rate warm-up.")] = RECIPE.warmup_epochs,
+    weight_decay: Annotated[float, typer.Option(callback=in_range(0, 10), help="AdamW weight decay.")] = RECIPE.weight_decay,
+    decay_weights_only: Annotated[bool, typer.Option(help="No weight decay on norm parameters and biases.")] = RECIPE.decay_weights_only,
+    num_random: Annotated[int, typer.Option(callback=in_range(0, 16), help="Random subnets per step besides largest and smallest.")] = RECIPE.num_random,
+    sampling: Annotated[str, typer.Option(help="Random subnets: per_stage (every spec of the space) or uniform (one width for all stages).")] = RECIPE.sampling,
+    small_width_bias: Annotated[float, typer.Option(callback=in_range(0, 8), help="Favour narrow widths when sampling: the i-th narrowest drawn ∝ (i+1)^-bias (0 = uniform).")] = RECIPE.small_width_bias,
+    small_label_weight: Annotated[float, typer.Option(callback=in_range(0, 1), help="Hard-label share of the distilled subnets' loss (0 = KD only).")] = RECIPE.small_label_weight,
+    spec_augment_scope: Annotated[str, typer.Option(help="SpecAugment for all subnets, or only the largest.")] = RECIPE.spec_augment_scope,
+    channel_augment: Annotated[bool, typer.Option(help="Speed perturbation, VTLP, band limits and spectral tilt.")] = RECIPE.channel_augment,
+    kd: Annotated[str, typer.Option(help="In-place distillation loss: kl or alpha (TODM alpha-divergence).")] = RECIPE.kd,
+    adaptive_dropout: Annotated[bool, typer.Option(help="Scale dropout with subnet size (TODM).")] = RECIPE.adaptive_dropout,
+    teacher: Annotated[Optional[Path], typer.Option(help="Teacher checkpoint for teacher-student KD of the largest subnet.")] = None,
+    teacher_temperature: Annotated[float, typer.Option(callback=in_range(hi=100, positive=True), help="KD temperature.")] = RECIPE.teacher_temperature,
+    teacher_weight: Annotated[float, typer.Option(callback=in_range(0, 1), help="Weight of the teacher's KD loss vs the labels.")] = RECIPE.teacher_weight,
+    spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Train only this spec (no sandwich): a baseline twin.")] = None,
+    seed: Seed = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from the .state file of an interrupted run.")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
+    threads: Annotated[Optional[int], typer.Option(callback=in_range(1, 1024), help="torch intra-op threads (default: torch's choice).")] = None,
+    procs: Annotated[int, typer.Option(callback=in_range(1, 64), help="Training processes on this machine (gradients all-reduced; --threads each).")] = 1,
+    val_every: Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Validate every N epochs (and after the last).")] = 5,
+) -> None:
+    """Train a supernet once (sandwich rule, in-place distillation, elastic width and depth)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from edgekws.info import load_spec_file
+    from edgekws.train import train_local
+
+    cfg = TrainConfig(family=family, protocol=protocol, epochs=epochs, batch_size=batch_size, lr=lr,
+                      warmup_epochs=warmup_epochs, weight_decay=weight_decay, decay_weights_only=decay_weights_only,
+                      num_random=num_random, sampling=sampling, small_width_bias=small_width_bias,
+                      small_label_weight=small_label_weight, spec_augment_scope=spec_augment_scope,
+                      channel_augment=channel_augment, kd=kd, adaptive_dropout=adaptive_dropout,
+                      teacher=str(teacher) if teacher else "", teacher_temperature=teacher_temperature,
+                      teacher_weight=teacher_weight, seed=seed,
+                      fixed_spec=load_spec_file(spec_file).to_dict() if spec_file else None)
+    with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"), TimeRemainingColumn(),
+                  console=out, transient=True) as bar:
+        task = bar.add_task("train", total=1, epoch=0, loss=0.0, acc=0.0)
+        res = train_local(procs, data_dir, out_path, cfg, cache_dir=cache_dir, resume=resume,
+                          log=lambda m: bar.console.print(m, markup=False, highlight=False),
+                          on_step=lambda i, n, info: bar.update(task, completed=i, total=n, **info),
+                          threads_per_proc=threads or (1 if procs > 1 else None), val_every=val_every)
+    t = Table("subnet", "name", "test accuracy", box=box.SIMPLE_HEAD)
+    for key, r in res.metrics.get("test", {}).items():
+        t.add_row(key, r["name"], f"{100 * r['accuracy']:.2f}%")
+    out.print(t)
+    out.print(f"[green]✓[/] wrote {res.checkpoint} ({res.metrics['train_seconds']:.0f} s of training)")
+
+
+@app.command("calibrate")
+@user_errors
+def calibrate_cmd(
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint written by `edgekws train`.")],
+    data_dir: DataDir,
+    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write (default: replace the checkpoint).")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
+) -> None:
+    """Re-derive a checkpoint's calibration set, BN statistics and test metrics from a data folder."""
+    from edgekws.train import recalibrate_checkpoint
+
+    metrics = recalibrate_checkpoint(checkpoint, data_dir, out_path or checkpoint, cache_dir)
+    t = Table("subnet", "name", "test accuracy", box=box.SIMPLE_HEAD)
+    for key, r in metrics.get("test", {}).items():
+        t.add_row(key, r["name"], f"{100 * r['accuracy']:.2f}%")
+    out.print(t)
+    out.print(f"[green]✓[/] wrote {out_path or checkpoint}")
+
+
+@app.command("eval")
+@user_errors
+def eval_cmd(
+    data_dir: DataDir,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="A checkpoint written by `edgekws train` (default: the shipped dscnn supernet).")] = None,
+    width: Annotated[Optional[list[float]], typer.Option(callback=in_range(hi=1, positive=True), help="Width multiplier(s) to evaluate (default: all trained).")] = None,
+    depth: Annotated[Optional[list[int]], typer.Option(callback=in_range(1, 64), help="Depth(s) per stage to evaluate (default: the largest).")] = None,
+    spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Evaluate exactly this spec.")] = None,
+    split: Annotated[str, typer.Option(help="Which split of the folder.")] = "testing",
+    png: Annotated[Optional[Path], typer.Option(help="Where to write the confusion-matrix PNG (default: beside the checkpoint).")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Accuracy per width (and depth) on any Speech Commands folder, plus a confusion-matrix PNG."""
+    from edgekws.assets import DEFAULT_CHECKPOINT
+    from edgekws.evaluate import evaluate_checkpoint, plot_confusions
+    from edgekws.info import load_spec_file
+
+    # the shipped checkpoint lives in the package, which is not the user's folder: its PNG goes to
+    # the working directory, a user checkpoint's beside it
+    png = png or (Path(f"{DEFAULT_CHECKPOINT.stem}_confusion_{split}.png") if checkpoint is None
+                  else checkpoint.with_name(f"{checkpoint.stem}_confusion_{split}.png"))
+    checkpoint = checkpoint or DEFAULT_CHECKPOINT
+    rep = evaluate_checkpoint(checkpoint, data_dir, width, depth, load_spec_file(spec_file) if spec_file else None,
+                              split, cache_dir)
+    plot_confusions(rep, png)
+    rep["confusion_png"] = str(png)
+    if as_json:
+        print(json.dumps(rep, indent=2))
+        return
+    t = Table("width", "depth", "subnet", "accuracy", box=box.SIMPLE_HEAD,
+              title=f"{rep['examples']} {split} examples from {data_dir}")
+    for r in rep["results"]:
+        t.add_row(r["width"], r["depth"], r["name"], f"{100 * r['accuracy']:.2f}%")
+    out.print(t)
+    out.print(f"confusion matrices: {png}")
+
+
+@app.command("loeo")
+@user_errors
+def loeo_cmd(
+    data_dir: DataDir,
+    engine: Annotated[str, typer.Option(help="The TTS engine to hold out (espeak, flite or festival).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the views, the checkpoint and loeo.json.")],
+    family: Annotated[str, typer.Option(help="Model family: dscnn or kwt.")] = "dscnn",
+    epochs: Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Passes over the training split.")] = RECIPE.epochs,
+    seed: Seed = 0,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted training run (views that hold out the same engine are always reused).")] = False,
+    force: Annotated[bool, typer.Option(help="Rebuild the views if they exist (replaced by rename).")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
+    threads: Annotated[Optional[int], typer.Option(callback=in_range(1, 1024), help="torch intra-op threads.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Leave one TTS engine out: train the default recipe without it, test on it and on unseen voices."""
+    from edgekws.holdout import leave_one_engine_out
+
+    cfg = TrainConfig(family=family, seed=seed, epochs=epochs)
+    rep = leave_one_engine_out(data_dir, engine, out_dir, cfg, cache_dir=cache_dir, threads=threads, resume=resume,
+                               force=force, log=lambda m: err.print(m, markup=False, highlight=False))
+    if as_json:
+        print(json.dumps(rep, indent=2))
+        return
+    t = Table("width", "subnet", f"held-out {engine}", "in-distribution", "gap (pt)", box=box.SIMPLE_HEAD,
+              title=f"leave {engine} out: {rep['heldout_examples']} held-out examples")
+    for r in rep["rows"]:
+        ind = r["in_distribution_accuracy"]
+        t.add_row(r["width"], r["name"], f"{100 * r['heldout_accuracy']:.2f}%",
+                  "n/a" if ind is None else f"{100 * ind:.2f}%", "n/a" if r["gap_pt"] is None else f"{r['gap_pt']:+.2f}")
+    out.print(t)
+    out.print(f"report: {out_dir / 'loeo.json'}", markup=False, highlight=False)
+
+
+@app.command("export")
+@user_errors
+def export_cmd(
+    width: Annotated[Optional[float], typer.Option(callback=in_range(hi=1, positive=True), help="Width multiplier (0.25, 0.5, 0.75, 1.0; others snap).")] = None,
+    spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Export exactly this spec (JSON).")] = None,
+    depth: Annotated[Optional[int], typer.Option(callback=in_range(1, 64), help="Blocks per stage (default: the largest).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Supernet checkpoint (default: the shipped one).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder that receives <subnet-name>/.")] = Path("export"),
+    formats: Annotated[str, typer.Option(help="Comma-separated: onnx,tflite.")] = "onnx,tflite",
+    precision: Annotated[str, typer.Option(help="Comma-separated: int8,float.")] = "int8,float",
+    calibration: Annotated[Optional[int], typer.Option(callback=in_range(1, 1_000_000), help="Calibration examples for int8 (default: 200, or all the checkpoint has).")] = None,
+    pack: Annotated[Optional[Path], typer.Option(help="Evaluation/calibration pack (default: the shipped one).")] = None,
+    min_agreement: Annotated[float, typer.Option(callback=in_range(0, 1), help="int8 gate: top-1 agreement with float PyTorch.")] = 0.98,
+    max_drop: Annotated[float, typer.Option(callback=in_range(0, 100), help="int8 gate: accuracy drop vs float PyTorch, points.")] = 1.0,
+    atol: Annotated[float, typer.Option(callback=in_range(0, 1e6), help="float gate: max abs logit difference vs PyTorch.")] = 1e-4,
+    force: Annotated[bool, typer.Option(help="Replace an existing export.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Export one subnet to ONNX and TFLite (float and int8), validated by gates, with a manifest."""
+    import time
+
+    from rich.markup import escape
+
+    from edgekws.export import FORMATS, PRECISIONS, Thresholds, export_subnet, parse_list
+    from edgekws.info import load_spec_file
+
+    if width is not None and spec_file is not None:
+        raise EdgeKWSError("give --width or --spec, not both")
+    t0 = time.perf_counter()
+    res = export_subnet(spec=load_spec_file(spec_file) if spec_file else None, width=width, depth=depth,
+                        checkpoint=checkpoint, out=out_dir, formats=parse_list(formats, FORMATS, "format"),
+                        precisions=parse_list(precision, PRECISIONS, "precision"), calibration=calibration,
+                        pack_path=pack, force=force, thresholds=Thresholds(atol, min_agreement, max_drop))
+    seconds = time.perf_counter() - t0
+    if as_json:
+        print(json.dumps({"out_dir": str(res.out_dir), "seconds": round(seconds, 2), "manifest": res.manifest}, indent=2))
+        return
+    v = res.manifest["validation"]
+    t = Table("artefact", "check", "value", "threshold", "", box=box.SIMPLE_HEAD,
+              title=f"{res.spec.name}: gates on {v['pack_examples']} pinned examples (PyTorch float accuracy "
+                    f"{100 * v['pytorch_float_accuracy']:.2f}%)")
+    for c in res.checks:
+        value = f"{c.value:.2e}" if c.metric == "max abs diff" else f"{c.value:g}"
+        t.add_row(c.artefact, c.metric + (escape(f" [{c.note}]") if c.note else ""), value, f"{c.threshold:g}",
+                  "[green]✓[/]" if c.passed else "[red]✗[/]")
+    out.print(t)
+    sizes = ", ".join(f"{k} {b / 1024:.1f} KB" for k, b in res.manifest["sizes_bytes"].items())
+    out.print(f"[green]✓[/] {res.out_dir}  ({sizes}; {seconds:.1f} s)", soft_wrap=True)
+
+
+@app.command("profile")
+@user_errors
+def profile_cmd(
+    artefact_dir: Annotated[Optional[Path], typer.Argument(help="An export folder (from `edgekws export`).")] = None,
+    width: Annotated[Optional[float], typer.Option(callback=in_range(hi=1, positive=True), help="Export this width of the shipped supernet first.")] = None,
+    target: Annotated[str, typer.Option(help="Device tier: a targets/*.toml name or path.")] = "host_x86",
+    runs: Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Timed runs per model (1-100000).")] = 200,
+    warmup: Annotated[int, typer.Option(callback=in_range(0, 100_000), help="Untimed runs first (0-100000).")] = 20,
+    as_json: AsJson = False,
+) -> None:
+    """Latency (median/p90/p99), memory and size of float and int8 artefacts against a tier's budgets.
+
+    Exits 1 when a model failed to load or run.
+
+    Example: edgekws profile demo-out/dscnn-w32.48.80.112-d2.3.3 --target pi4
+    """
+    import tempfile
+
+    from edgekws.profile import profile_export
+    from edgekws.targets import get_target
+
+    tgt = get_target(target)
+    if (artefact_dir is None) == (width is None):
+        raise EdgeKWSError("give an export folder or --width, not both")
+    with tempfile.TemporaryDirectory(prefix="edgekws-profile-") as tmp:
+        if width is not None:
+            from edgekws.export import export_subnet
+
+            artefact_dir = export_subnet(width=width, out=Path(tmp)).out_dir
+        rep = profile_export(artefact_dir, tgt, runs, warmup)
+    failed = [r for r in rep["results"] if not r.get("ok")]
+    if as_json:
+        print(json.dumps(rep, indent=2))
+        if failed:
+            raise typer.Exit(1)
+        return
+    b = tgt.budgets
+    t = Table("artefact", "median ms", "p90", "p99", "p95", "RAM KB", "size KB", "accuracy", "budgets", box=box.SIMPLE_HEAD,
+              title=f"{escape(rep['name'])} on {escape(tgt.name)} ({tgt.runtime}, {tgt.threads} thread(s)); budgets: p95 ≤ {b.max_p95_latency_ms} ms, "
+                    f"RAM ≤ {b.max_ram_kb:g} KB, size ≤ {b.max_model_kb:g} KB, params ≤ {b.max_params:,}")
+    for r in rep["results"]:
+        if not r.get("ok"):
+            t.add_row(escape(r["model"]), "[red]failed[/]", "", "", "", "", "", "", escape(str(r.get("error", ""))))
+            continue
+        lat = r["latency_ms"]
+        key = ("onnx " if r["model"].endswith(".onnx") else "tflite ") + r["precision"]
+        fails = [c["what"] for c in r["budgets"] if not c["passed"]]
+        t.add_row(r["model"], f"{lat['median']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{lat['p95']:.3f}",
+                  f"{r['rss_kb']['model_total']:,}", f"{r['model_bytes'] / 1024:.1f}",
+                  f"{100 * rep['accuracy'].get(key, float('nan')):.1f}%",
+                  "[green]✓[/]" if not fails else "[red]✗ " + ", ".join(fails) + "[/]")
+    out.print(t)
+    out.print(f"{rep['params']:,} params, {rep['macs'] / 1e6:.2f}M MACs; fastest here: [bold]{rep['fastest_precision']}[/]",
+              soft_wrap=True)
+    for r in rep["results"]:
+        ops = r.get("op_profile_ms")
+        if ops:
+            out.print(f"{r['model']} per operator (ms/inference): " + ", ".join(f"{k} {v:.3f}" for k, v in list(ops.items())[:6]),
+                      soft_wrap=True)
+    if rep["note"]:
+        out.print(f"[yellow]note:[/] {escape(rep['note'])}", soft_wrap=True)
+    for r in failed:
+        err.print(f"[bold red]error:[/] {escape(r['model'])} failed: {escape(str(r.get('error') or 'no reason given'))}",
+                  soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+bench_app = typer.Typer(help="Benchmark suites on devices (local, ssh://, qemu-aarch64) and their reports.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.callback(invoke_without_command=True)
+@user_errors
+def bench_cmd(
+    ctx: typer.Context,
+    suite: Annotated[Optional[Path], typer.Option(help="A suite TOML (benchmarks/suites/*.toml).")] = None,
+    device: Annotated[Optional[list[str]], typer.Option(
+        help="local, ssh://[user@]host[:port] or qemu-aarch64[:CPU][@bullseye] (emulated Arm; `make arm` first); "
+             "repeat to run in parallel.")] = None,
+    results: Annotated[Path, typer.Option(help="JSONL file the rows are appended to.")] = Path("benchmarks/results/bench.jsonl"),
+    resume: Annotated[bool, typer.Option(help="Skip rows already recorded as successful.")] = False,
+    identity: Annotated[Optional[Path], typer.Option(help="SSH private key.")] = None,
+    known_hosts: Annotated[Optional[Path], typer.Option(help="SSH known_hosts file to use.")] = None,
+    remote_python: Annotated[str, typer.Option(help="Python on the board (needs numpy and LiteRT or onnxruntime).")] = "python3",
+    retries: Annotated[int, typer.Option(callback=in_range(1, 100), help="Tries per row before a failure row is recorded (1-100).")] = 3,
+    backoff: Annotated[float, typer.Option(callback=in_range(0, 600), help="First retry delay in seconds, 0-600 (doubles each time).")] = 1.0,
+    cache: Annotated[Path, typer.Option(help="Where suite models are exported.")] = Path(".edgekws-bench"),
+    sysroot: Annotated[Optional[Path], typer.Option(help="Base folder of the arm64 sysroots for qemu-aarch64 "
+                                                         "(default $EDGEKWS_ARM_SYSROOT or ~/.cache/edgekws/qemu-aarch64).")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Run a benchmark suite on one or more devices; `edgekws bench report FILE` renders the results.
+
+    Exits 1 when any row failed (each failure's reason is printed and recorded).
+
+    Example: edgekws bench --suite benchmarks/suites/widths.toml --device local --device ssh://pi@pi4.lan --resume
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if suite is None or not device:
+        raise EdgeKWSError("give --suite and at least one --device (or use `edgekws bench report RESULTS.jsonl`)")
+    from edgekws.bench import ResultsFile, load_suite, make_device, prepare_models, run_suite
+    from edgekws.fileio import ensure_writable_dir
+
+    s = load_suite(suite)
+    devices = [make_device(d, str(identity) if identity else None, str(known_hosts) if known_hosts else None, remote_python,
+                           str(sysroot) if sysroot else None) for d in device]
+    ensure_writable_dir(results.parent)
+    say = (lambda m: err.print(m, soft_wrap=True, highlight=False, markup=False)) if as_json else \
+        (lambda m: out.print(m, soft_wrap=True, highlight=False, markup=False))
+    rf = ResultsFile(results, log=say)
+    rf.repair()  # before anything runs: a torn tail from an earlier crash is set aside, and said so
+    models = prepare_models(s, suite, ensure_writable_dir(cache))
+    counts = run_suite(s, models, devices, rf, resume=resume, retries=retries, backoff=backoff, log=say)
+    if as_json:
+        print(json.dumps({"results": str(results), **counts}))
+    elif counts["failed"]:
+        err.print(f"[bold red]✗[/] {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done → "
+                  f"{escape(str(results))} (reasons above; `edgekws bench report` shows them)", soft_wrap=True)
+    else:
+        out.print(f"[green]✓[/] {counts['ok']} ok, 0 failed, {counts['skipped']} already done → {escape(str(results))}",
+                  soft_wrap=True)
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+@bench_app.command("report")
+@user_errors
+def bench_report(
+    results: Annotated[Path, typer.Argument(help="A JSONL file written by `edgekws bench`.")],
+    png: Annotated[Optional[Path], typer.Option(help="Latency-vs-MACs plot (default: beside the results).")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """A table of a results file (latest row per key) and a latency-vs-MACs plot.
+
+    Lines that are not usable rows (torn by a crash, edited by hand) are named and skipped.
+
+    Example: edgekws bench report benchmarks/results/bench.jsonl --png latency.png
+    """
+    from edgekws.bench import plot_latency_vs_macs, read_results
+
+    rows, bad = read_results(results)
+    for b in bad[:10]:
+        err.print(f"[yellow]warning:[/] {escape(str(results))} {escape(b)} (skipped)", soft_wrap=True)
+    if len(bad) > 10:
+        err.print(f"[yellow]warning:[/] … and {len(bad) - 10} more unusable lines (skipped)")
+    latest = {}
+    for r in rows:
+        latest[r["key"]] = r
+    if as_json:
+        print(json.dumps({"results": str(results), "rows": list(latest.values()), "skipped_lines": bad}, indent=2))
+        return
+    from rich.table import Column
+    from rich.text import Text
+
+    num = {"no_wrap": True, "justify": "right"}
+    t = Table(Column("device", overflow="fold"), Column("model", no_wrap=True), Column("runtime", no_wrap=True),
+              Column("thr", **num), Column("MACs", **num), Column("median ms", **num), Column("p95 ms", **num),
+              Column("RAM KB", **num), Column("=x86", **num), Column("tries", **num), box=box.SIMPLE_HEAD,
+              title=f"{results}: {len(latest)} rows")
+    for r in sorted(latest.values(), key=lambda r: (r["device"], r["macs"], r["runtime"], r["precision"], r["threads"])):
+        cells = [Text(r["device"]), Text(r["model"]), Text(f"{r['runtime']} {r['precision']}"), str(r["threads"]),
+                 f"{r['macs'] / 1e6:.2f}M"]
+        if r.get("ok"):
+            lat, ram = r["latency_ms"], (r.get("rss_kb") or {}).get("model_total", "")
+            g = r.get("golden")
+            agree = (f"{'[green]' if g.get('top1_identical') else '[red]'}{g['top1_agree']}/{g['n']}[/]" if g else "")
+            if r.get("latency_meaningful", True):
+                cells += [f"{lat['median']:.3f}", f"{lat['p95']:.3f}", str(ram), agree]
+            else:  # emulated: shown for completeness, dimmed, never plotted
+                cells += [f"[dim]({lat['median']:.1f})[/]", f"[dim]({lat['p95']:.1f})[/]", f"[dim]({ram})[/]", agree]
+        else:
+            cells += ["[red]failed[/]", "", "", ""]
+        t.add_row(*cells, str(r.get("attempts", "")))
+    notes = sorted({str(r["note"]) for r in latest.values() if r.get("note")})
+    failures = [r for r in latest.values() if not r["ok"]]
+    out.print(t)
+    for n in notes:
+        out.print(f"[yellow]note:[/] {escape(n)} (in parentheses above, left out of the plot)", soft_wrap=True)
+    for r in failures:
+        what = f"{r['device']} {r['model']} {r['runtime']} {r['precision']} t{r['threads']}"
+        out.print(f"[red]failed:[/] {escape(what)}: {escape(str(r.get('error') or 'no reason recorded'))}", soft_wrap=True)
+    png = png or results.with_suffix(".png")
+    if plot_latency_vs_macs(list(latest.values()), png):
+        out.print(f"plot: {escape(str(png))}", soft_wrap=True)
+    else:
+        out.print("no plot: no row has a measured (non-emulated, successful) latency")
+
+
+qemu_app = typer.Typer(help="Emulated 64-bit Arm (qemu-user + an arm64 Debian sysroot) for `bench --device qemu-aarch64`.")
+app.add_typer(qemu_app, name="qemu")
+
+
+@qemu_app.command("setup")
+@user_errors
+def qemu_setup(
+    release: Annotated[str, typer.Option(help="bookworm (Python 3.11, this host's runtimes), bullseye (Python 3.9, numpy 1.x, "
+                                              "tflite-runtime) or all.")] = "all",
+    sysroot: Annotated[Optional[Path], typer.Option(help="Base folder, one sysroot per release "
+                                                         "(default $EDGEKWS_ARM_SYSROOT or ~/.cache/edgekws/qemu-aarch64).")] = None,
+    mirror: Annotated[str, typer.Option(help="Debian mirror for debootstrap.")] = "http://deb.debian.org/debian",
+    force: Annotated[bool, typer.Option(help="Rebuild even if it exists.")] = False,
+) -> None:
+    """Build the arm64 sysroots once (~40 s each): debootstrap + aarch64 wheels from PyPI."""
+    from edgekws.emulation import DEFAULT_RELEASE, RELEASES, build_sysroot, get_release, sysroot_base
+
+    names = list(RELEASES) if release == "all" else [get_release(release).name]
+    for name in names:
+        dest = (sysroot or sysroot_base()) / name
+        unavailable = dest.with_name(f"{name}.unavailable")
+        try:
+            info = build_sysroot(dest, name, mirror=mirror, force=force, log=lambda m: out.print(f"  {m}", highlight=False))
+        except EdgeKWSError as exc:
+            if release != "all" or name == DEFAULT_RELEASE:
+                raise
+            # An older release can vanish from the mirror: say so, record why, keep the main one usable.
+            unavailable.write_text(str(exc) + "\n")
+            err.print(f"[yellow]warning:[/] {name} sysroot not built: {exc}", soft_wrap=True)
+            continue
+        unavailable.unlink(missing_ok=True)
+        pk = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
+        out.print(f"[green]✓[/] {dest}: Debian {info['release']} arm64, Python {info['python']}, {pk} "
+                  f"(built {info['built']} in {info['seconds']} s)", soft_wrap=True, highlight=False)
+
+
+@qemu_app.command("check")
+@user_errors
+def qemu_check(
+    release: Annotated[str, typer.Option(help="bookworm or bullseye.")] = "bookworm",
+    cpu: Annotated[str, typer.Option(help="qemu CPU model: cortex-a53 (Pi 3, Zero 2 W), cortex-a72 (Pi 4), cortex-a76 (Pi 5).")] = "cortex-a72",
+    sysroot: Annotated[Optional[Path], typer.Option(help="Base folder of the sysroots.")] = None,
+) -> None:
+    """Start the emulated Python and report what it loads."""
+    from edgekws.bench import make_device
+
+    dev = make_device(f"qemu-aarch64:{cpu}@{release}", sysroot=str(sysroot) if sysroot else None)
+    found = dev.probe()
+    loaded = {k: v for k, v in found.items() if k not in ("machine", "python") and v}
+    if "numpy" not in loaded or "onnxruntime" not in loaded or not {"ai_edge_litert", "tflite_runtime"} & set(loaded):
+        raise EdgeKWSError(f"emulated Python on {dev.name} lacks a runtime: {found}")
+    out.print(f"[green]✓[/] {found['machine']} ({cpu}, Debian {release}) Python {found['python']}: "
+              + ", ".join(f"{k} {v}" for k, v in loaded.items()), highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""`edgekws export`: a validated, self-describing deployment folder for one subnet.
+
+    DIR/<subnet-name>/
+      model_float.onnx  model_int8.onnx  model_float.tflite  model_int8.tflite
+      labels.txt  frontend.json  manifest.json
+      golden/  clip_XX.wav, features.npy, expected_*.npy, index.json
+
+Steps: load the checkpoint (the shipped supernet by default) and the pinned pack → extract the
+subnet → fold BatchNorm → write each format → validate every artefact with its real runtime
+against PyTorch (optimum-style gates, each with its tolerance) → write golden vectors and the
+manifest. Everything is built in a temporary folder beside the destination and renamed into place
+only when every gate passed: a failed export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgekws.errors import EdgeKWSError
+from edgekws.fileio import atomic_dir, ensure_writable_dir, sha256_file, sweep_stale
+from edgekws.spec import SubnetSpec
+
+FORMATS = ("onnx", "tflite")
+PRECISIONS = ("float", "int8")
+
+
+class GateError(EdgeKWSError):
+    """An exported artefact failed validation; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    float_atol: float = 1e-4  # max |logit difference| of a float artefact vs PyTorch
+    int8_agreement: float = 0.98  # top-1 agreement of an int8 artefact with float PyTorch
+    int8_max_drop_pt: float = 1.0  # accuracy drop of an int8 artefact vs float PyTorch, points
+
+
+@dataclass
+class Check:
+    artefact: str
+    metric: str
+    value: float
+    threshold: float
+    passed: bool
+    note: str = ""
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    spec: SubnetSpec
+    checks: list[Check] = field(default_factory=list)
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("edgekws", "torch", "numpy", "onnx", "onnxruntime", "tensorflow-cpu", "ai-edge-litert", "tflite-runtime"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def parse_list(value: str, valid: tuple[str, ...], what: str) -> tuple[str, ...]:
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [v for v in items if v not in valid]
+    if bad or not items:
+        raise EdgeKWSError(f"unknown {what} '{','.join(bad) or value}' (valid: {', '.join(valid)})")
+    return items
+
+
+def export_subnet(
+    spec: SubnetSpec | None = None,
+    width: float | None = None,
+    depth: int | None = None,
+    checkpoint: Path | None = None,
+    out: Path = Path("export"),
+    formats: tuple[str, ...] = FORMATS,
+    precisions: tuple[str, ...] = PRECISIONS,
+    calibration: int | None = None,
+    pack_path: Path | None = None,
+    force: bool = False,
+    thresholds: Thresholds = Thresholds(),
+    golden: int = 8,
+) -> ExportResult:
+    import torch
+
+    from edgekws.accounting import account
+    from edgekws.assets import DEFAULT_CHECKPOINT, DEFAULT_PACK, load_pack
+    from edgekws.checkpoint import load_checkpoint
+    from edgekws.extract import calibration_batches, extract, fold_bn, has_batchnorm
+    from edgekws.extract import recalibrate_bn as recalibrate
+
+    ck_path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+    ck = load_checkpoint(ck_path)
+    if spec is None:
+        spec = ck.space.uniform(1.0 if width is None else width, depth)
+    else:
+        if spec.family != ck.family:
+            raise EdgeKWSError(f"spec is for family '{spec.family}' but the checkpoint is '{ck.family}'")
+        ck.space.validate(spec)
+    pack = load_pack(Path(pack_path) if pack_path else DEFAULT_PACK)
+    if tuple(pack.labels) != tuple(ck.labels):
+        raise EdgeKWSError(f"pack labels {list(pack.labels)} differ from the checkpoint's {list(ck.labels)}")
+    if ck.calibration is None:
+        raise EdgeKWSError(f"{ck_path}: checkpoint carries no calibration set; retrain it with this edgekws")
+    n_calib = len(ck.calibration)
+    if calibration is None:
+        calibration = min(200, n_calib)
+    if calibration < 1 or calibration > n_calib:
+        raise EdgeKWSError(f"--calibration {calibration} is outside the checkpoint's calibration set (valid: 1..{n_calib})")
+    ensure_writable_dir(Path(out))
+    dest = Path(out) / spec.name
+    if dest.exists() and not force:
+        raise EdgeKWSError(f"'{dest}' already exists (use --force to replace it)")
+    shape = ck.features.shape
+    bn_calib = ck.calibration_features()  # pinned training examples, never the test pack
+    calib = bn_calib[:calibration]
+
+    torch.manual_seed(0)
+    supernet = ck.supernet()
+    net = extract(supernet, spec).eval()
+    bn_note = "no BatchNorm"
+    if has_batchnorm(net):
+        recalibrate(net, calibration_batches(bn_calib))
+        bn_note = f"BN statistics recalibrated on the checkpoint's {len(bn_calib)} pinned training examples, then folded"
+    net = fold_bn(net)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(pack.features)).numpy()
+    ref_acc = float((ref.argmax(1) == pack.targets).mean())
+
+    from edgekws.export.runtimes import OnnxRunner, TFLiteRunner
+
+    checks: list[Check] = []
+    files: dict[str, bytes] = {}
+    quant: dict = {}
+    outputs: dict[str, np.ndarray] = {"pytorch_float": ref}
+
+    def int8_checks(name: str, y: np.ndarray) -> list[Check]:
+        agree = float((y.argmax(1) == ref.argmax(1)).mean())
+        drop = 100.0 * (ref_acc - float((y.argmax(1) == pack.targets).mean()))
+        return [Check(name, "top-1 agreement", round(agree, 4), thresholds.int8_agreement, agree >= thresholds.int8_agreement),
+                Check(name, "accuracy drop (pt)", round(drop, 2), thresholds.int8_max_drop_pt, drop <= thresholds.int8_max_drop_pt)]
+
+    def float_check(name: str, y: np.ndarray) -> Check:
+        diff = float(np.abs(y - ref).max())
+        return Check(name, "max abs diff", diff, thresholds.float_atol, diff <= thresholds.float_atol)
+
+    sweep_stale(Path(tempfile.gettempdir()), "edgekws-export-*")  # what killed exports left behind
+    with tempfile.TemporaryDirectory(prefix="edgekws-export-") as work:
+        work = Path(work)
+        if "onnx" in formats:
+            from edgekws.export import onnx_format
+
+            float_onnx = onnx_format.export_float(net, shape)
+            if "float" in precisions:
+                files["model_float.onnx"] = float_onnx
+                y = OnnxRunner(float_onnx)(pack.features)
+                outputs["onnx_float"] = y
+                checks.append(float_check("model_float.onnx", y))
+            if "int8" in precisions:
+                attempts = []
+                for choice in onnx_format.QUANT_CANDIDATES:
+                    q = onnx_format.quantize_int8(float_onnx, calib, choice, work)
+                    y = OnnxRunner(q)(pack.features)
+                    cks = int8_checks("model_int8.onnx", y)
+                    attempts.append({"choice": choice.name, "agreement": cks[0].value, "drop_pt": cks[1].value})
+                    if all(c.passed for c in cks):
+                        break
+                for c in cks:
+                    c.note = f"{choice.name} ({len(attempts)} tried)"
+                checks.extend(cks)
+                files["model_int8.onnx"] = q
+                outputs["onnx_int8"] = y
+                quant["onnx"] = {"scheme": asdict(choice), "attempts": attempts, "format": "QDQ", "per_channel": True,
+                                 "calibration_examples": calibration, **onnx_format.io_quantization(q)}
+        if "tflite" in formats:
+            from edgekws.export import tflite_format
+
+            if "float" in precisions:
+                fb = tflite_format.convert_float(net, spec.family, shape)
+                files["model_float.tflite"] = fb
+                runner = TFLiteRunner(fb)
+                y = runner(pack.features)
+                outputs["tflite_float"] = y
+                checks.append(float_check("model_float.tflite", y))
+            if "int8" in precisions:
+                ib = tflite_format.convert_int8(net, spec.family, shape, calib)
+                files["model_int8.tflite"] = ib
+                runner = TFLiteRunner(ib)
+                y = runner(pack.features)
+                outputs["tflite_int8"] = y
+                checks.extend(int8_checks("model_int8.tflite", y))
+                quant["tflite"] = {"scheme": "full-integer int8 (TFLITE_BUILTINS_INT8), per-channel weights",
+                                   "calibration_examples": calibration, "runtime": runner.runtime,
+                                   "input": {"scale": runner.input_quant[0], "zero_point": runner.input_quant[1], "dtype": "int8"},
+                                   "output": {"scale": runner.output_quant[0], "zero_point": runner.output_quant[1], "dtype": "int8"}}
+
+    result = ExportResult(dest, spec, checks)
+    if not result.passed:
+        failed = "; ".join(f"{c.artefact} {c.metric} {c.value} vs {c.threshold}" for c in checks if not c.passed)
+        raise GateError(f"export of {spec.name} failed its gates ({failed}); nothing was written")
+
+    acc = account(spec, len(ck.labels), shape)
+    tools = _versions()
+    with atomic_dir(dest, overwrite=force) as tmp:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        (tmp / "labels.txt").write_text("".join(f"{l}\n" for l in ck.labels))
+        (tmp / "frontend.json").write_text(ck.features.to_json() + "\n")
+        _write_golden(tmp / "golden", net, files, pack, golden, ck.features, tools)
+        manifest = {
+            "format": "edgekws.export/1",
+            "spec": spec.to_dict(),
+            "name": spec.name,
+            "family": spec.family,
+            "labels": list(ck.labels),
+            "input": {"name": "features", "shape": [1, *shape], "dtype": "float32 (int8 for model_int8.tflite)",
+                      "layout": "(batch, frames, n_mels) log-mel, see frontend.json"},
+            "output": {"name": "logits", "shape": [1, len(ck.labels)]},
+            "accounting": {k: v for k, v in acc.to_dict().items() if k not in ("spec", "name")},
+            "sizes_bytes": {name: len(data) for name, data in sorted(files.items())},
+            "quantization": quant,
+            "bn": bn_note,
+            "checkpoint": {"path": ck_path.name, "sha256": sha256_file(ck_path), "family": ck.family,
+                           "test_metrics": ck.metrics.get("test", {})},
+            "validation": {
+                "pack_examples": len(pack),
+                "pytorch_float_accuracy": round(ref_acc, 4),
+                "accuracy": {k.replace("_", " "): round(float((v.argmax(1) == pack.targets).mean()), 4) for k, v in outputs.items()},
+                "thresholds": asdict(thresholds),
+                "checks": [asdict(c) for c in checks],
+                "passed": True,
+            },
+            "tools": tools,
+        }
+        manifest["files"] = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    result.manifest = manifest
+    return result
+
+
+def _write_golden(folder: Path, net, files: dict[str, bytes], pack, n: int, feat_cfg, tools: dict) -> None:
+    """A handful of real clips: audio, reference features, and every artefact's expected output."""
+    import torch
+
+    from edgekws.audio import write_wav
+    from edgekws.export.runtimes import OnnxRunner, TFLiteRunner
+    from edgekws.features import logmel_numpy
+
+    folder.mkdir()
+    n = min(n, len(pack.waves))
+    waves = pack.waves[:n]
+    feats = logmel_numpy(waves.astype(np.float32) / 32768.0, feat_cfg)
+    for i, w in enumerate(waves):
+        write_wav(folder / f"clip_{i:02d}.wav", w)
+    np.save(folder / "features.npy", feats)
+    with torch.no_grad():
+        np.save(folder / "expected_pytorch_float.npy", net(torch.from_numpy(feats)).numpy())
+    index = {"clips": [f"clip_{i:02d}.wav" for i in range(n)], "keys": pack.keys[:n],
+             "labels": [pack.labels[t] for t in pack.targets[:n]], "features": "features.npy (float32, n × frames × n_mels)",
+             "expected": {}}
+    for name, data in files.items():
+        stem = name.rsplit(".", 1)[0].replace("model_", "")
+        fmt = name.rsplit(".", 1)[1]
+        if fmt == "onnx":
+            np.save(folder / f"expected_onnx_{stem}.npy", OnnxRunner(data)(feats))
+            index["expected"][name] = f"expected_onnx_{stem}.npy (float32 logits)"
+        else:
+            r = TFLiteRunner(data)
+            if stem == "int8":
+                q_in = np.stack([r.quantize_input(x) for x in feats])
+                np.save(folder / "input_tflite_int8.npy", q_in)
+                np.save(folder / "expected_tflite_int8.npy", np.stack([r.raw(x) for x in q_in]))
+                index["expected"][name] = "input_tflite_int8.npy -> expected_tflite_int8.npy (raw int8)"
+                dist = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}.get(r.runtime, "tensorflow-cpu")
+                index["int8_note"] = (f"int8 outputs were produced by {dist} {tools.get(dist, '?')} and onnxruntime "
+                                      f"{tools.get('onnxruntime', '?')}; with the same runtime versions they are bit-exact on "
+                                      "x86 and aarch64 (measured: benchmarks/arm_parity.py); other versions may round int8 "
+                                      "differently by several steps (benchmarks/runtime_versions.py), so compare top-1 there")
+            else:
+                np.save(folder / "expected_tflite_float.npy", r(feats))
+                index["expected"][name] = "expected_tflite_float.npy (float32 logits)"
+    (folder / "index.json").write_text(json.dumps(index, indent=2) + "\n")

@@ -1,0 +1,126 @@
+"""Model families, registered timm-style: a name maps to a search space, an architecture, a
+supernet class and the static subnet class that extraction produces.
+
+    create_supernet("dscnn", num_classes=12)      # the trainable supernet
+    build_subnet(spec, num_classes=12)            # a plain model rebuilt from its spec alone
+
+Every family must keep its largest subnet within `PARAM_BUDGET` (250k trainable parameters, at
+12 classes on 49×40 log-mels); registration and creation refuse one that does not, unless
+`allow_over_budget=True` (for research).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from edgekws.errors import EdgeKWSError
+from edgekws.models.dscnn import DSCNN, DSCNNArch, DSCNNSupernet
+from edgekws.models.kwt import KWT, KWTArch, KWTSupernet
+from edgekws.spec import SearchSpace, SubnetSpec
+
+PARAM_BUDGET = 250_000
+DEFAULT_INPUT = (49, 40)
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    space: SearchSpace
+    arch: Any
+    supernet_cls: Callable
+    subnet_cls: Callable
+    description: str
+    input_shape: tuple[int, int] | None = None  # fixed input, for reference configurations
+
+    def supernet(self, num_classes: int = 12, input_shape: tuple[int, int] = DEFAULT_INPUT):
+        return self.supernet_cls(self.space, self.arch, num_classes, self.input_shape or input_shape)
+
+    def subnet(self, spec: SubnetSpec, num_classes: int = 12, input_shape: tuple[int, int] = DEFAULT_INPUT):
+        self.space.validate(spec)
+        return self.subnet_cls(spec, self.arch, num_classes, self.input_shape or input_shape)
+
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def count_params(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _check_budget(fam: Family, num_classes: int, input_shape: tuple[int, int]) -> None:
+    n = count_params(fam.subnet(fam.space.largest(), num_classes, input_shape))
+    if n > PARAM_BUDGET:
+        raise EdgeKWSError(
+            f"family '{fam.name}': largest subnet has {n:,} parameters, over the {PARAM_BUDGET:,} budget "
+            "(pass allow_over_budget=True for research)"
+        )
+
+
+def register_family(fam: Family, allow_over_budget: bool = False) -> Family:
+    if not allow_over_budget:
+        _check_budget(fam, 12, DEFAULT_INPUT)
+    _FAMILIES[fam.name] = fam
+    return fam
+
+
+def get_family(name: str) -> Family:
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        raise EdgeKWSError(f"unknown family '{name}' (valid: {', '.join(list_families())})") from None
+
+
+def list_families() -> list[str]:
+    return sorted(_FAMILIES)
+
+
+def create_supernet(name: str, num_classes: int = 12, input_shape: tuple[int, int] = DEFAULT_INPUT,
+                    allow_over_budget: bool = False):
+    fam = get_family(name)
+    if not allow_over_budget:
+        _check_budget(fam, num_classes, input_shape)
+    return fam.supernet(num_classes, input_shape)
+
+
+def build_subnet(spec: SubnetSpec, num_classes: int = 12, input_shape: tuple[int, int] = DEFAULT_INPUT):
+    return get_family(spec.family).subnet(spec, num_classes, input_shape)
+
+
+register_family(Family(
+    name="dscnn",
+    space=SearchSpace.from_max(
+        "dscnn",
+        widths={"stem": (64, 8), "stage1": (96, 8), "stage2": (160, 8), "stage3": (224, 8)},
+        depths={"stage1": (1, 2), "stage2": (1, 2, 3), "stage3": (1, 2, 3)},
+    ),
+    arch=DSCNNArch(),
+    supernet_cls=DSCNNSupernet,
+    subnet_cls=DSCNN,
+    description="depthwise-separable CNN (Hello Edge / MLPerf Tiny lineage), 3 elastic stages",
+))
+
+register_family(Family(
+    name="kwt",
+    space=SearchSpace.from_max(
+        "kwt",
+        widths={"embed": (64, 16), "mlp": (128, 32)},
+        depths={"layers": (2, 3, 4, 5, 6)},
+    ),
+    arch=KWTArch(),
+    supernet_cls=KWTSupernet,
+    subnet_cls=KWT,
+    description="keyword Transformer (frames as tokens), slimmable dim/heads/MLP, elastic layers",
+))
+
+# MLPerf Tiny's KWS reference DS-CNN, fixed (a one-point space), on its 49×10 MFCC input. It is
+# here so that the accounting can be checked against the published 23,756 parameters.
+register_family(Family(
+    name="dscnn_mlperf",
+    space=SearchSpace("dscnn_mlperf", ("stem", "stage1"), ((64,), (64,)), ("stage1",), ((4,),), (1.0,)),
+    arch=DSCNNArch(stage_strides=(1,), bias=True, dropout=0.2),
+    supernet_cls=DSCNNSupernet,
+    subnet_cls=DSCNN,
+    description="MLPerf Tiny KWS reference DS-CNN (fixed; 49×10 MFCC input)",
+    input_shape=(49, 10),
+))

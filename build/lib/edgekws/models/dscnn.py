@@ -1,0 +1,167 @@
+"""DS-CNN: the depthwise-separable CNN of MLPerf Tiny's KWS reference, made slimmable.
+
+Zhang et al., "Hello Edge: Keyword Spotting on Microcontrollers" (2017) introduced DS-CNN;
+MLPerf Tiny's reference is a 10×4 stride-2 convolution of 64 filters followed by four
+depthwise-separable blocks of 64 channels, average pooling and a dense layer (23,756 trainable
+parameters on 49×10 MFCCs). edgekws's default supernet widens and deepens it into three stages,
+each starting with a stride-2 block (24×20 after the stem → 12×10 → 6×5 → 3×3: the first stage
+at full stem resolution cost 3.3× the MACs — 22.0M vs 6.6M at width 1.0 — and 2.4× the CPU
+training time, for a 40-mel input that already has 4× MLPerf's frequency resolution), with
+elastic width per stage (switchable BN)
+and elastic depth per stage (the first d blocks of a stage run; later blocks are skipped, as in
+once-for-all), for 40 log-mels × 49 frames.
+
+`DSCNN` is the static model: only Conv2d, BatchNorm2d, ReLU, pooling, Dropout and Linear, built
+from a `SubnetSpec` alone. `DSCNNSupernet` holds the full-size weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from edgekws.ops import DynamicConv2d, DynamicDepthwiseConv2d, DynamicLinear, SwitchableBatchNorm2d
+from edgekws.spec import SearchSpace, SubnetSpec
+
+
+@dataclass(frozen=True)
+class DSCNNArch:
+    """Fixed (non-searchable) architecture choices of a DS-CNN family."""
+
+    stem_kernel: tuple[int, int] = (10, 4)  # (time, frequency), as in Hello Edge / MLPerf Tiny
+    stem_stride: tuple[int, int] = (2, 2)
+    stage_strides: tuple[int, ...] = (2, 2, 2)  # stride of the first block of each stage
+    bias: bool = False  # conv biases are redundant before BN; MLPerf's reference keeps them
+    dropout: float = 0.1
+
+    @property
+    def stem_padding(self) -> tuple[int, int]:
+        return ((self.stem_kernel[0] - 1) // 2, (self.stem_kernel[1] - 1) // 2)
+
+
+def _plan(spec: SubnetSpec, arch: DSCNNArch) -> list[tuple[int, int, int]]:
+    """(in_channels, out_channels, stride) of every active block."""
+    blocks, cin = [], spec.widths[0]
+    for width, depth, stride in zip(spec.widths[1:], spec.depths, arch.stage_strides):
+        for i in range(depth):
+            blocks.append((cin, width, stride if i == 0 else 1))
+            cin = width
+    return blocks
+
+
+def ds_block(in_channels: int, out_channels: int, stride: int, bias: bool) -> nn.Sequential:
+    """Depthwise 3×3 (+BN, ReLU) then pointwise 1×1 (+BN, ReLU)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, in_channels, 3, stride, 1, groups=in_channels, bias=bias),
+        nn.BatchNorm2d(in_channels),
+        nn.ReLU(),
+        nn.Conv2d(in_channels, out_channels, 1, bias=bias),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    )
+
+
+class DSCNN(nn.Module):
+    """A standalone DS-CNN subnet. Input (B, frames, n_mels) log-mels; output (B, classes) logits."""
+
+    def __init__(self, spec: SubnetSpec, arch: DSCNNArch = DSCNNArch(), num_classes: int = 12,
+                 input_shape: tuple[int, int] = (49, 40)):
+        super().__init__()
+        self.spec, self.arch = spec, arch
+        w0 = spec.widths[0]
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, w0, arch.stem_kernel, arch.stem_stride, arch.stem_padding, bias=arch.bias),
+            nn.BatchNorm2d(w0),
+            nn.ReLU(),
+        )
+        plan = _plan(spec, arch)
+        self.blocks = nn.Sequential(*(ds_block(i, o, s, arch.bias) for i, o, s in plan))
+        last = plan[-1][1] if plan else w0
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(arch.dropout)
+        self.head = nn.Linear(last, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x.unsqueeze(1)))
+        return self.head(self.dropout(torch.flatten(self.pool(x), 1)))
+
+
+class _SuperDSBlock(nn.Module):
+    def __init__(self, in_choices, out_choices, stride: int, bias: bool):
+        super().__init__()
+        in_max, out_max = max(in_choices), max(out_choices)
+        self.dw = DynamicDepthwiseConv2d(in_max, 3, stride, 1, bias=bias)
+        self.dw_bn = SwitchableBatchNorm2d(in_choices)
+        self.pw = DynamicConv2d(in_max, out_max, 1, bias=bias)
+        self.pw_bn = SwitchableBatchNorm2d(out_choices)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.dw_bn(self.dw(x)))
+        return torch.relu(self.pw_bn(self.pw(x)))
+
+
+def _copy_bn(dst: nn.BatchNorm2d, src: SwitchableBatchNorm2d, channels: int) -> None:
+    dst.load_state_dict(src.bn[src.index(channels)].state_dict())
+
+
+class DSCNNSupernet(nn.Module):
+    """Full-size DS-CNN weights; `set_active(spec)` picks the subnet that `forward` runs."""
+
+    def __init__(self, space: SearchSpace, arch: DSCNNArch = DSCNNArch(), num_classes: int = 12,
+                 input_shape: tuple[int, int] = (49, 40)):
+        super().__init__()
+        self.space, self.arch, self.num_classes, self.input_shape = space, arch, num_classes, input_shape
+        wc = space.width_choices
+        self.stem_conv = DynamicConv2d(1, wc[0][-1], arch.stem_kernel, arch.stem_stride, arch.stem_padding, bias=arch.bias)
+        self.stem_bn = SwitchableBatchNorm2d(wc[0])
+        self.stages = nn.ModuleList()
+        for s, (depths, stride) in enumerate(zip(space.depth_choices, arch.stage_strides)):
+            blocks = [_SuperDSBlock(wc[s] if i == 0 else wc[s + 1], wc[s + 1], stride if i == 0 else 1, arch.bias)
+                      for i in range(max(depths))]
+            self.stages.append(nn.ModuleList(blocks))
+        self.dropout = nn.Dropout(arch.dropout)
+        self.head = DynamicLinear(wc[-1][-1], num_classes)
+        self.active = space.largest()
+        self.set_active(self.active)
+
+    def set_active(self, spec: SubnetSpec) -> None:
+        self.space.validate(spec)
+        self.active = spec
+        self.stem_conv.active_out = spec.widths[0]
+        for stage, width in zip(self.stages, spec.widths[1:]):
+            for block in stage:
+                block.pw.active_out = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem_bn(self.stem_conv(x.unsqueeze(1))))
+        for stage, depth in zip(self.stages, self.active.depths):
+            for block in stage[:depth]:
+                x = block(x)
+        return self.head(self.dropout(x.mean(dim=(2, 3))))
+
+    def get_active_subnet(self) -> DSCNN:
+        """Copy the active slices into a plain `DSCNN` (see `edgekws.extract`)."""
+        spec = self.active
+        net = DSCNN(spec, self.arch, self.num_classes, self.input_shape)
+        w0 = spec.widths[0]
+        with torch.no_grad():
+            net.stem[0].weight.copy_(self.stem_conv.conv.weight[:w0])
+            if self.arch.bias:
+                net.stem[0].bias.copy_(self.stem_conv.conv.bias[:w0])
+            _copy_bn(net.stem[1], self.stem_bn, w0)
+            active = [b for stage, d in zip(self.stages, spec.depths) for b in stage[:d]]
+            for dst, src, (cin, cout, _) in zip(net.blocks, active, _plan(spec, self.arch)):
+                dst[0].weight.copy_(src.dw.conv.weight[:cin])
+                dst[3].weight.copy_(src.pw.conv.weight[:cout, :cin])
+                if self.arch.bias:
+                    dst[0].bias.copy_(src.dw.conv.bias[:cin])
+                    dst[3].bias.copy_(src.pw.conv.bias[:cout])
+                _copy_bn(dst[1], src.dw_bn, cin)
+                _copy_bn(dst[4], src.pw_bn, cout)
+            last = net.head.in_features
+            net.head.weight.copy_(self.head.linear.weight[:, :last])
+            net.head.bias.copy_(self.head.linear.bias)
+        net.dropout.p = self.dropout.p
+        return net.train(self.training)

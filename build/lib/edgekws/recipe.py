@@ -1,0 +1,69 @@
+"""The training recipe: every choice that changes what a training run learns, in one frozen-able
+dataclass with no heavy imports (the CLI reads its defaults without loading torch).
+
+What each default buys, measured, is in the README (Stage 3) and in
+`benchmarks/results/recipe_ablation_*`. Engine settings — threads, local processes, memory
+format, validation interval — are not part of the recipe and `--resume` does not check them;
+they change speed and float rounding (or, with several processes, the BN statistics of each
+rank's shard), not what the recipe asks for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class TrainConfig:
+    """The default recipe (what each default buys is in the README)."""
+
+    family: str = "dscnn"
+    protocol: str = "12"
+    epochs: int = 150
+    batch_size: int = 128
+    lr: float = 3e-3  # AdamW peak learning rate, after a 1-epoch linear warm-up, cosine to 0
+    weight_decay: float = 1e-2
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    num_random: int = 2  # random subnets per step besides the largest and the smallest
+    kd: str = "kl"  # in-place distillation loss: "kl" or "alpha" (TODM / AlphaNet)
+    alpha_min: float = -1.0
+    alpha_max: float = 1.0
+    alpha_clip: float = 5.0  # importance-ratio clip of the alpha-divergence
+    adaptive_dropout: bool = True
+    dropout_max: float = 0.2
+    teacher: str = ""  # path of a teacher checkpoint (its largest subnet teaches the largest)
+    teacher_temperature: float = 4.0
+    teacher_weight: float = 0.5
+    wave_augment: bool = True
+    # Speed perturbation, VTLP, band limits and spectral tilt (`augment.ChannelConfig`): variety
+    # of speakers and channels that the TTS engines do not have.
+    channel_augment: bool = False
+    # Feature bank: 0 = augment and compute log-mels every step; K > 0 = K precomputed augmented
+    # variants per clip (shift, noise, channel), epoch e reading variant e mod K, SpecAugment
+    # still per step (see train.BatchMaker).
+    feature_variants: int = 8
+    spec_augment: bool = True
+    # Which subnets see SpecAugment's masks: "all", or "largest" (the small ones train on unmasked
+    # features, with the largest's soft outputs on the masked view as targets: tiny models
+    # underfit, and BC-ResNet turns SpecAugment off for its smallest).
+    spec_augment_scope: str = "all"
+    # How the `num_random` subnets are drawn: "per_stage" (a width and a depth per stage, so every
+    # spec of the search space is one training visits) or "uniform" (one width multiplier for all
+    # stages, random depths: the first shipped supernet's policy, which leaves most mixed-width
+    # specs untrained).
+    sampling: str = "per_stage"
+    # Per-stage sampling favouring narrow widths: the i-th narrowest choice of a stage is drawn
+    # with probability ∝ (i + 1) ** -small_width_bias (0 = uniform). Narrow weights are shared by
+    # every subnet but only the narrow subnets are scored on them alone.
+    small_width_bias: float = 0.0
+    # Hard labels mixed into the distilled subnets' loss: (1 - w) · KD + w · CE(labels). Twins
+    # trained alone on labels beat the supernet's narrow subnets (train_once).
+    small_label_weight: float = 0.0
+    # Weight decay only on conv/linear weights (not on BN/LayerNorm affine parameters and biases).
+    decay_weights_only: bool = True
+    seed: int = 0
+    fixed_spec: dict | None = None  # train one spec only (the "twin" baseline of train_once)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,76 @@
+"""Device tiers as data: `targets/*.toml` → `DeviceTarget`.
+
+A target says what the board is (CPU, cores, memory), how to run models on it (runtime and
+threads) and what a model may cost there (budgets). A malformed file is an error that names the
+file, the key and the type expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from edgekws.errors import EdgeKWSError
+from edgekws.fileio import load_toml, typed
+
+TARGETS_DIR = Path(__file__).resolve().parent / "assets" / "targets"  # package data: a wheel has them too
+RUNTIMES = ("litert", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class Budgets:
+    max_params: int
+    max_model_kb: float
+    max_ram_kb: float
+    max_p95_latency_ms: float
+
+
+@dataclass(frozen=True)
+class DeviceTarget:
+    key: str  # file stem, e.g. "pi4"
+    name: str
+    cpu: str
+    arch: str
+    cores: int
+    memory_mb: int
+    threads: int
+    runtime: str
+    budgets: Budgets
+
+
+def load_target(path: Path) -> DeviceTarget:
+    path = Path(path)
+    doc = load_toml(path, "target file")
+    where = str(path)
+    top = {name: typed(doc, name, typ, where, **rng) for name, typ, rng in (
+        ("name", str, {}), ("cpu", str, {}), ("arch", str, {}), ("cores", int, {"lo": 1, "hi": 1024}),
+        ("memory_mb", int, {"lo": 1}), ("threads", int, {"lo": 1}), ("runtime", str, {}))}
+    b = doc.get("budgets")
+    if not isinstance(b, dict):
+        raise EdgeKWSError(f"{path}: missing table '[budgets]'")
+    budgets = Budgets(*(typed(b, f.name, {"int": int, "float": float}[f.type], where, prefix="budgets.", positive=True)
+                        for f in fields(Budgets)))
+    unknown = sorted(set(doc) - set(top) - {"budgets"})
+    unknown += sorted(f"budgets.{k}" for k in set(b) - {f.name for f in fields(Budgets)})
+    if unknown:
+        raise EdgeKWSError(f"{path}: unknown key(s) {', '.join(unknown)} (a typo?)")
+    target = DeviceTarget(key=path.stem, budgets=budgets, **top)
+    if target.runtime not in RUNTIMES:
+        raise EdgeKWSError(f"{path}: key 'runtime' must be one of {', '.join(RUNTIMES)}, got {target.runtime!r}")
+    if target.threads > target.cores:
+        raise EdgeKWSError(f"{path}: key 'threads' must be between 1 and cores ({target.cores}), got {target.threads}")
+    return target
+
+
+def list_targets(folder: Path = TARGETS_DIR) -> list[str]:
+    return sorted(p.stem for p in Path(folder).glob("*.toml"))
+
+
+def get_target(name_or_path: str, folder: Path = TARGETS_DIR) -> DeviceTarget:
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        return load_target(p)
+    candidate = Path(folder) / f"{name_or_path}.toml"
+    if not candidate.exists():
+        raise EdgeKWSError(f"unknown target '{name_or_path}' (valid: {', '.join(list_targets(folder))})")
+    return load_target(candidate)

@@ -1,0 +1,647 @@
+"""Train once: supernet training with the sandwich rule and in-place distillation.
+
+One optimizer step per batch (slimmable networks' sandwich rule):
+1. the **largest** subnet learns from the labels (label-smoothed cross-entropy), optionally also
+   from an external teacher checkpoint (teacher–student KD, as for small highway networks);
+2. the **smallest** subnet and `num_random` random subnets learn from the largest's detached soft
+   outputs (in-place distillation) — with KL divergence, or TODM's alpha-divergence (AlphaNet's
+   adaptive form: the larger of D_α− and D_α+, importance ratios clipped);
+3. gradients of all of them are summed and one AdamW step is taken.
+
+Random subnets take a random width multiplier for all stages and a random depth per stage (TODM's
+elastic depth). Switchable BNs then hold one set of statistics per width, but a width's
+statistics mix every depth it was trained at (width 0.25 at full depth scored 53.8 % as stored
+and 66.8 % recalibrated, measured). So BN calibration is a named, explicit step, as in
+once-for-all: the checkpoint carries 512 pinned *training* examples, every evaluated or exported
+subnet gets `recalibrate_bn` on them, and after training the supernet's own switchable BNs are
+recalibrated for each width multiplier at full depth.
+
+Adaptive dropout (TODM): the dropout before the classifier scales with the subnet's size,
+`p = dropout_max × params(subnet) / params(largest)`, so small subnets are not over-regularised.
+
+Distributed: under `torchrun`, each rank trains on its shard of every batch and gradients are
+all-reduced (averaged) once per sandwich step with torch.distributed (gloo on CPU, nccl on GPU).
+DDP's module wrapper syncs per backward and assumes a fixed set of used parameters; the sandwich
+rule runs 2 + n forwards per step over different parameter subsets, so edgekws reduces the
+gradients itself, once, after the last backward — the same arithmetic as DDP, without its hooks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgekws.augment import AugmentConfig, ChannelConfig, WaveAugment, channel_augment, spec_augment, speed_perturb
+from edgekws.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, save_torch
+from edgekws.data import CachedSplit, SpeechCommands, load_split
+from edgekws.errors import EdgeKWSError
+from edgekws.features import FeatureConfig, LogMel
+from edgekws.fileio import ensure_writable_dir
+from edgekws.models import count_params, create_supernet, get_family
+from edgekws.recipe import TrainConfig
+from edgekws.spec import SearchSpace, SubnetSpec
+
+
+# --------------------------------------------------------------------------------------------
+# Losses
+
+
+def kd_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(teacher ‖ student) on temperature-softened distributions, × T² (Hinton et al.)."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True,
+                    reduction="batchmean") * t * t
+
+
+def alpha_divergence(student: torch.Tensor, teacher: torch.Tensor, alpha: float, clip: float) -> torch.Tensor:
+    """Per-sample D_α(p_teacher ‖ q_student) = Σ p·((q/p)^(1−α) − 1) / (α(α−1)), ratio clipped.
+
+    α → 1 gives KL(p‖q) (mean-seeking), α → 0 gives KL(q‖p) (mode-seeking); the limits are
+    taken explicitly.
+    """
+    log_p = F.log_softmax(teacher, -1)
+    log_q = F.log_softmax(student, -1)
+    p = log_p.exp()
+    if abs(alpha - 1.0) < 1e-6:
+        return (p * (log_p - log_q)).sum(-1)
+    if abs(alpha) < 1e-6:
+        return (log_q.exp() * (log_q - log_p)).sum(-1)
+    log_ratio = torch.clamp(log_q - log_p, max=math.log(clip))
+    return (p * (torch.exp((1.0 - alpha) * log_ratio) - 1.0)).sum(-1) / (alpha * (alpha - 1.0))
+
+
+def kd_alpha(student: torch.Tensor, teacher: torch.Tensor, alpha_min: float, alpha_max: float, clip: float) -> torch.Tensor:
+    """AlphaNet's adaptive alpha-divergence: per sample, the larger of D_α− and D_α+."""
+    return torch.maximum(alpha_divergence(student, teacher, alpha_min, clip),
+                         alpha_divergence(student, teacher, alpha_max, clip)).mean()
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def set_dropout(model: nn.Module, p: float) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = p
+
+
+SAMPLING_POLICIES = ("per_stage", "uniform")
+
+
+def training_spec(space: SearchSpace, rng: np.random.Generator, policy: str = "per_stage",
+                  width_bias: float = 0.0) -> SubnetSpec:
+    """A random subnet for the sandwich.
+
+    "per_stage": every width slot and depth slot drawn independently — the whole search space is
+    trained, so any spec a per-tier search picks is one training visited. "uniform": one width
+    multiplier for every stage and a random depth per stage (what the first supernet used)."""
+    if policy == "per_stage":
+        return space.sample(rng, width_bias)
+    if policy != "uniform":
+        raise EdgeKWSError(f"unknown sampling policy '{policy}' (valid: {', '.join(SAMPLING_POLICIES)})")
+    m = space.width_multipliers[rng.integers(len(space.width_multipliers))]
+    base = space.uniform(m)
+    depths = tuple(int(c[rng.integers(len(c))]) for c in space.depth_choices)
+    return SubnetSpec(space.family, base.widths, depths)
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass(frozen=True)
+class LocalRanks:
+    """Explicit rendezvous for `train_local`'s processes (no environment variables needed)."""
+
+    rank: int
+    world: int
+    port: int
+
+
+def init_distributed(local: LocalRanks | None = None) -> Dist:
+    import torch.distributed as dist
+
+    if local is not None:
+        if not dist.is_initialized():
+            import datetime
+
+            dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{local.port}", rank=local.rank,
+                                    world_size=local.world, timeout=datetime.timedelta(minutes=10))
+        return Dist(local.rank, local.world)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Dist()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def _local_rank_main(local: LocalRanks, data_dir, out, cfg, cache_dir, resume, threads, val_every) -> None:
+    train(data_dir, out, cfg, cache_dir=cache_dir, resume=resume, log=lambda m: None, threads=threads, local=local,
+          val_every=val_every)
+
+
+def train_local(procs: int, data_dir: Path, out: Path, cfg: "TrainConfig", cache_dir: Path | None = None,
+                resume: bool = False, log: Callable[[str], None] = print,
+                on_step: Callable[[int, int, dict], None] | None = None, threads_per_proc: int | None = 1,
+                val_every: int = 5) -> "TrainResult":
+    """Train with `procs` processes on this machine, `threads_per_proc` torch threads each.
+
+    Why: the models are tiny, so one process with two intra-op threads leaves most of each op
+    serial; two processes of one thread each, gradients all-reduced once per step over gloo,
+    were 1.03–1.08× faster than one process of two threads (benchmarks/train_speed.py, within
+    this machine's noise, hence not the default). Rank 0 runs here (so progress and logs work as
+    usual); the others are spawned and must all finish cleanly."""
+    if procs <= 1:
+        return train(data_dir, out, cfg, cache_dir, resume, log, on_step, threads_per_proc, val_every=val_every)
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    children = [ctx.Process(target=_local_rank_main, daemon=True,
+                            args=(LocalRanks(r, procs, port), data_dir, out, cfg, cache_dir, resume, threads_per_proc,
+                                  val_every))
+                for r in range(1, procs)]
+    for c in children:
+        c.start()
+    try:
+        res = train(data_dir, out, cfg, cache_dir, resume, log, on_step, threads_per_proc,
+                    local=LocalRanks(0, procs, port), val_every=val_every)
+    finally:
+        for c in children:
+            c.join(timeout=60)
+            if c.is_alive():
+                c.terminate()
+    bad = [c.exitcode for c in children if c.exitcode != 0]
+    if bad:
+        raise EdgeKWSError(f"{len(bad)} training process(es) failed (exit codes {bad})")
+    return res
+
+
+def allreduce_grads(model: nn.Module, d: Dist) -> None:
+    if d.world == 1:
+        return
+    import torch.distributed as dist
+
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= d.world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def average_buffers(model: nn.Module, d: Dist) -> None:
+    """Average BN running statistics across ranks (each saw its own shard)."""
+    if d.world == 1:
+        return
+    import torch.distributed as dist
+
+    for buf in model.buffers():
+        if buf.dtype.is_floating_point:
+            dist.all_reduce(buf)
+            buf /= d.world
+
+
+def sum_over_ranks(x: float, d: Dist) -> float:
+    """Total of a per-rank figure (CPU seconds: every rank's process spends its own)."""
+    if d.world == 1:
+        return x
+    import torch.distributed as dist
+
+    t = torch.tensor([x], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item())
+
+
+def param_digest(model: nn.Module) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_in_step(model: nn.Module, d: Dist) -> list[str]:
+    """Every rank's parameter digest; raises if ranks have drifted apart."""
+    digest = param_digest(model)
+    if d.world == 1:
+        return [digest]
+    import torch.distributed as dist
+
+    digests: list = [None] * d.world
+    dist.all_gather_object(digests, digest)
+    if len(set(digests)) != 1:
+        raise EdgeKWSError(f"distributed ranks diverged (parameter digests {digests})")
+    return digests
+
+
+@torch.no_grad()
+def evaluate_spec(model: nn.Module, spec: SubnetSpec, split: CachedSplit, calibration=None,
+                  batch: int = 512) -> tuple[float, np.ndarray]:
+    """(accuracy, predictions) of the subnet `spec` on a cached split's clean features.
+
+    With `calibration` (training features) and a BatchNorm family, the subnet is extracted and
+    its BN statistics recalibrated first — as it will be deployed."""
+    from edgekws.extract import calibration_batches, extract, has_batchnorm, recalibrate_bn
+
+    model.eval()
+    if calibration is not None and has_batchnorm(model):
+        net = extract(model, spec)
+        recalibrate_bn(net, calibration_batches(calibration))
+    else:
+        model.set_active(spec)
+        net = model
+    preds = []
+    feats = split.features
+    for s in range(0, len(feats), batch):
+        preds.append(net(torch.from_numpy(np.array(feats[s : s + batch]))).argmax(1).numpy())
+    p = np.concatenate(preds)
+    return float((p == split.targets).mean()), p
+
+
+def calibrate_supernet(model: nn.Module, space: SearchSpace, calibration) -> None:
+    """Recalibrate each width multiplier's switchable BNs at full depth, in the supernet itself."""
+    from edgekws.extract import calibration_batches, has_batchnorm, recalibrate_bn
+
+    if not has_batchnorm(model):
+        return
+    for spec in space.width_multiplier_specs().values():
+        model.set_active(spec)
+        recalibrate_bn(model, calibration_batches(calibration))
+
+
+CALIBRATION_EXAMPLES = 512
+
+
+def finalize(model: nn.Module, space: SearchSpace, fixed: SubnetSpec | None, calib: np.ndarray,
+             test_split: CachedSplit | None) -> dict:
+    """End of training: recalibrate the supernet's BNs per width, then test accuracy per width."""
+    calibrate_supernet(model, space, calib)
+    if test_split is None:
+        return {}
+    specs = {"fixed": fixed} if fixed is not None else {
+        **{f"width_{m:g}": s for m, s in space.width_multiplier_specs().items()}, "smallest": space.smallest()}
+    return {"test": {k: {"spec": s.to_dict(), "name": s.name, "accuracy": round(evaluate_spec(model, s, test_split, calib)[0], 4)}
+                     for k, s in specs.items()}, "test_examples": len(test_split.targets)}
+
+
+def recalibrate_checkpoint(path: Path, data_dir: Path, out: Path, cache_dir: Path | None = None) -> dict:
+    """Re-derive a checkpoint's calibration set (first examples of the training split in pinned
+    order), its supernet BN statistics and its test metrics from a data folder."""
+    ck = load_checkpoint(path)
+    cfg = ck.train_config
+    ds = SpeechCommands.open(data_dir, str(cfg.get("protocol", "12")), int(cfg.get("seed", 0)))
+    train_split = load_split(ds, "train", ck.features, cache_dir)
+    test_split = load_split(ds, "testing", ck.features, cache_dir) if "testing" in ds.available_splits() else None
+    calib = np.array(train_split.features[:CALIBRATION_EXAMPLES], dtype=np.float32)
+    model = ck.supernet()
+    fixed = SubnetSpec.from_dict(cfg["fixed_spec"]) if cfg.get("fixed_spec") else None
+    metrics = {**ck.metrics, **finalize(model, ck.space, fixed, calib, test_split)}
+    metrics["recalibrated"] = {"data_dir": str(data_dir), "examples": len(calib)}
+    save_checkpoint(out, Checkpoint(ck.family, ck.space, ck.features, ck.labels, model.state_dict(), cfg, metrics,
+                                    calibration=torch.from_numpy(calib).to(torch.float16), sampling=ck.sampling))
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+
+
+class BatchMaker:
+    """Turns batch indices into training inputs: waveform shift + noise (+ channel augmentation),
+    log-mel, SpecAugment.
+
+    Everything random comes from a generator seeded by (seed, step, rank) (and the bank's from
+    (seed, variant)), so a batch depends only on its step and a resumed run sees the same
+    batches as an uninterrupted one. (Making batches on a background thread was measured too:
+    0.76–0.86× — on 2 cores it competes with the model's own threads — so it is not done.)
+
+    With `cfg.feature_variants = K > 0` the waveform part (shift, noise, channel) and the log-mel
+    are computed once per clip for K seeded variants — a *feature bank*, made when an epoch first
+    needs it, epoch e reading variant e mod K — and only SpecAugment stays per step. Making a
+    batch's features is ~14 % of a sandwich step on 2 cores (benchmarks/train_speed.py); over
+    150 epochs the bank does that work K times instead of 150."""
+
+    def __init__(self, waves: np.ndarray, targets: np.ndarray, frontend: LogMel, wave_aug: WaveAugment | None,
+                 cfg: TrainConfig, rank: int = 0):
+        self.waves, self.targets = waves, torch.from_numpy(np.array(targets))
+        self.frontend, self.wave_aug, self.cfg, self.rank = frontend, wave_aug, cfg, rank
+        self.channel = ChannelConfig()
+        self.banks: dict[int, torch.Tensor] = {}
+
+    def _features(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if self.cfg.channel_augment:
+            x = speed_perturb(x, gen, self.channel.speed)
+        if self.wave_aug is not None:
+            x = self.wave_aug(x, gen)
+        if self.cfg.channel_augment:
+            return self.frontend.log_mel(channel_augment(self.frontend.power(x), gen, self.channel))
+        return self.frontend(x)
+
+    def bank(self, variant: int, chunk: int = 256) -> torch.Tensor:
+        """Variant `variant` of every clip's augmented features (float16, made once)."""
+        if variant not in self.banks:
+            gen = torch.Generator().manual_seed(int(self.cfg.seed * 7_919 + variant * 104_729 + 17))
+            parts = []
+            for s in range(0, len(self.waves), chunk):
+                x = torch.from_numpy(self.waves[s : s + chunk].astype(np.float32) / 32768.0)
+                parts.append(self._features(x, gen).to(torch.float16))
+            self.banks[variant] = torch.cat(parts)
+        return self.banks[variant]
+
+    def __call__(self, step: int, idx: np.ndarray, epoch: int = 0) -> dict:
+        cfg = self.cfg
+        idx = np.sort(idx)
+        gen = torch.Generator().manual_seed(int(cfg.seed * 1_000_003 + step * 31 + self.rank))
+        if cfg.feature_variants > 0:
+            feats = self.bank(epoch % cfg.feature_variants)[torch.from_numpy(idx)].float()
+        else:
+            feats = self._features(torch.from_numpy(self.waves[idx].astype(np.float32) / 32768.0), gen)
+        plain = feats
+        if cfg.spec_augment:
+            feats = spec_augment(feats, gen)
+        small = plain if cfg.spec_augment_scope == "largest" else feats
+        return {"feats": feats.contiguous(), "small": small.contiguous(), "y": self.targets[idx]}
+
+
+def sandwich_step(model: nn.Module, batch: dict, sandwich: list[SubnetSpec], cfg: TrainConfig,
+                  dropout_for: Callable[[SubnetSpec], float], teacher: nn.Module | None = None,
+                  timings: dict | None = None, small_first: bool = False) -> tuple[float, int]:
+    """Forward and backward every subnet of one sandwich step (gradients accumulate; the caller
+    steps the optimizer). The first spec learns from the labels, the rest from its detached
+    outputs. Returns (summed loss of the first spec, its correct count).
+
+    The first spec sees the fully augmented batch, the others `batch["small"]` (the same clips
+    without SpecAugment when the recipe keeps masks for the largest only); `small_first` gives
+    the first spec that input too — a twin trained alone at a small width gets what its
+    supernet counterpart gets."""
+    y = batch["y"]
+    soft, first_loss, correct = None, 0.0, 0
+    for k, spec in enumerate(sandwich):
+        t0 = time.perf_counter()
+        model.set_active(spec)
+        set_dropout(model, dropout_for(spec))
+        logits = model(batch["feats"] if k == 0 and not small_first else batch["small"])
+        if k == 0:
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logits = teacher(batch["feats"])
+                loss = (1 - cfg.teacher_weight) * loss + cfg.teacher_weight * kd_kl(logits, t_logits, cfg.teacher_temperature)
+            soft = logits.detach()
+            first_loss = loss.item() * len(y)
+            correct = int((logits.argmax(1) == y).sum())
+        else:
+            if cfg.kd == "alpha":
+                loss = kd_alpha(logits, soft, cfg.alpha_min, cfg.alpha_max, cfg.alpha_clip)
+            else:
+                loss = kd_kl(logits, soft)
+            if cfg.small_label_weight:
+                ce = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                loss = (1 - cfg.small_label_weight) * loss + cfg.small_label_weight * ce
+        t1 = time.perf_counter()
+        loss.backward()
+        if timings is not None:
+            timings["forward"] = timings.get("forward", 0.0) + t1 - t0
+            timings["backward"] = timings.get("backward", 0.0) + time.perf_counter() - t1
+    return first_loss, correct
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """AdamW groups: with `decay_weights_only`, norm affine parameters and biases get no decay."""
+    if not cfg.decay_weights_only:
+        return [{"params": list(model.parameters()), "weight_decay": cfg.weight_decay}]
+    decay, plain = [], []
+    for p in model.parameters():
+        (decay if p.ndim >= 2 else plain).append(p)
+    return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def check_config(cfg: TrainConfig) -> None:
+    if cfg.kd not in ("kl", "alpha"):
+        raise EdgeKWSError(f"--kd must be 'kl' or 'alpha' (got '{cfg.kd}')")
+    if cfg.sampling not in SAMPLING_POLICIES:
+        raise EdgeKWSError(f"--sampling must be one of {', '.join(SAMPLING_POLICIES)} (got '{cfg.sampling}')")
+    if cfg.spec_augment_scope not in ("all", "largest"):
+        raise EdgeKWSError(f"--spec-augment-scope must be 'all' or 'largest' (got '{cfg.spec_augment_scope}')")
+    if not 0 <= cfg.small_label_weight <= 1:
+        raise EdgeKWSError(f"--small-label-weight must be in [0, 1] (got {cfg.small_label_weight})")
+    if not 0 <= cfg.small_width_bias <= 8:
+        raise EdgeKWSError(f"--small-width-bias must be in [0, 8] (got {cfg.small_width_bias})")
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.num_random < 0:
+        raise EdgeKWSError("--epochs and --batch-size must be at least 1 and --num-random at least 0")
+
+
+def load_state(path: Path, cfg: TrainConfig, model: nn.Module, opt) -> tuple[int, list, float, float]:
+    """Restore an interrupted run from its `.state` file → (epoch, history, seconds, CPU seconds).
+    Anything wrong with the file — unreadable, another recipe, weights that do not fit — is one
+    line that says how to go on (the file is left as it is)."""
+    from edgekws.fileio import first_line
+
+    hint = "delete it or start afresh without --resume"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types for damaged files; all mean "unreadable"
+        raise EdgeKWSError(f"{path}: not a readable training state ({first_line(exc)}); {hint}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+        raise EdgeKWSError(f"{path}: not an edgekws training state; {hint}")
+    # knobs added since the state was written ran at their defaults
+    if {**TrainConfig().to_dict(), **state["config"]} != cfg.to_dict():
+        raise EdgeKWSError(f"{path} was written with another training config; start afresh without --resume")
+    try:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        epoch, history, elapsed = int(state["epoch"]), list(state["history"]), float(state["elapsed"])
+        cpu = float(state.get("cpu_elapsed", 0.0))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise EdgeKWSError(f"{path}: damaged training state ({first_line(exc)}); {hint}") from None
+    if not 0 <= epoch <= cfg.epochs:
+        raise EdgeKWSError(f"{path}: epoch {epoch} is outside 0..{cfg.epochs}; {hint}")
+    return epoch, history, elapsed, cpu
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    metrics: dict = field(default_factory=dict)
+
+
+def train(
+    data_dir: Path,
+    out: Path,
+    cfg: TrainConfig,
+    cache_dir: Path | None = None,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    on_step: Callable[[int, int, dict], None] | None = None,
+    threads: int | None = None,
+    local: LocalRanks | None = None,
+    channels_last: bool = True,
+    val_every: int = 5,
+) -> TrainResult:
+    """Train a supernet (or, with `cfg.fixed_spec`, one subnet) and write its checkpoint.
+
+    `threads`, `channels_last` and `val_every` are engine settings, not part of the config that
+    `--resume` checks: NHWC convolutions (`channels_last`, 1.2× faster here) change only float
+    rounding; validation every `val_every` epochs (and at the last) only thins the history."""
+    d = init_distributed(local)
+    if threads:
+        torch.set_num_threads(threads)
+    out = Path(out)
+    ensure_writable_dir(out.parent if str(out.parent) else Path("."))
+    state_path = out.with_name(out.name + ".state")
+    check_config(cfg)
+    fam = get_family(cfg.family)
+    feat_cfg = FeatureConfig()
+    ds = SpeechCommands.open(data_dir, cfg.protocol, cfg.seed)
+    train_split = load_split(ds, "train", feat_cfg, cache_dir)
+    val_split = load_split(ds, "validation", feat_cfg, cache_dir) if "validation" in ds.available_splits() else None
+    test_split = load_split(ds, "testing", feat_cfg, cache_dir) if "testing" in ds.available_splits() else None
+    labels = ds.protocol.labels
+    space = fam.space
+
+    torch.manual_seed(cfg.seed)
+    model = create_supernet(cfg.family, num_classes=len(labels), input_shape=feat_cfg.shape)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    fixed = SubnetSpec.from_dict(cfg.fixed_spec) if cfg.fixed_spec else None
+    if fixed is not None:
+        space.validate(fixed)
+    opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    teacher = None
+    if cfg.teacher:
+        tck = load_checkpoint(Path(cfg.teacher))
+        if tuple(tck.labels) != tuple(labels):
+            raise EdgeKWSError(f"teacher '{cfg.teacher}' has labels {list(tck.labels)}, the data has {list(labels)}")
+        teacher = tck.supernet()
+        teacher.set_active(tck.space.largest())
+        teacher.eval()
+
+    per_rank = cfg.batch_size // d.world
+    if per_rank < 1:
+        raise EdgeKWSError(f"--batch-size {cfg.batch_size} is smaller than the {d.world} ranks")
+    n = len(train_split.targets)
+    steps_per_epoch = max(1, n // cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    start_epoch, history, elapsed, cpu_elapsed = 0, [], 0.0, 0.0
+    if resume and state_path.exists():
+        start_epoch, history, elapsed, cpu_elapsed = load_state(state_path, cfg, model, opt)
+        log(f"resumed from {state_path} at epoch {start_epoch}")
+
+    params_of: dict[SubnetSpec, int] = {}
+    largest_params = count_params(fam.subnet(space.largest(), len(labels), feat_cfg.shape))
+
+    def dropout_for(spec: SubnetSpec) -> float:
+        if not cfg.adaptive_dropout:
+            return cfg.dropout_max
+        if spec not in params_of:
+            # building a model initialises weights from the global RNG; fork it so dropout masks
+            # (and so resumed runs) do not depend on which specs were counted before
+            with torch.random.fork_rng():
+                params_of[spec] = count_params(fam.subnet(spec, len(labels), feat_cfg.shape))
+        return cfg.dropout_max * params_of[spec] / largest_params
+
+    calib = np.array(train_split.features[:CALIBRATION_EXAMPLES], dtype=np.float32)  # pinned order
+    wave_aug = WaveAugment(ds.noise_span("train", feat_cfg.sample_rate), AugmentConfig()) if cfg.wave_augment else None
+    make_batch = BatchMaker(np.asarray(train_split.waves), train_split.targets, LogMel(feat_cfg, dtype=torch.float32),
+                            wave_aug, cfg, d.rank)
+
+    small_twin = fixed is not None and fixed != space.largest()
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, cfg.epochs):
+        t0, c0 = time.perf_counter(), time.process_time()
+        model.train()
+        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout masks: reproducible per epoch
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+        spec_rng = np.random.default_rng([cfg.seed, epoch, 1])
+        run_loss, run_correct, run_seen = 0.0, 0, 0
+        for b in range(steps_per_epoch):
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size][d.rank * per_rank : (d.rank + 1) * per_rank]
+            batch = make_batch(step, idx, epoch)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total_steps, warmup, cfg.lr)
+            opt.zero_grad(set_to_none=True)
+            if fixed is not None:
+                sandwich = [fixed]
+            else:
+                sandwich = [space.largest(), space.smallest()] + [training_spec(space, spec_rng, cfg.sampling, cfg.small_width_bias)
+                                                                  for _ in range(cfg.num_random)]
+            loss_sum, correct = sandwich_step(model, batch, sandwich, cfg, dropout_for, teacher, small_first=small_twin)
+            run_loss += loss_sum
+            run_correct += correct
+            run_seen += len(batch["y"])
+            allreduce_grads(model, d)
+            opt.step()
+            step += 1
+            if on_step is not None and d.main:
+                on_step(b + 1, steps_per_epoch,
+                        {"epoch": epoch + 1, "loss": run_loss / max(1, run_seen), "acc": run_correct / max(1, run_seen)})
+        average_buffers(model, d)
+        check_in_step(model, d)
+        elapsed += time.perf_counter() - t0
+        cpu_elapsed += time.process_time() - c0
+        row = {"epoch": epoch + 1, "train_loss": round(run_loss / max(1, run_seen), 4),
+               "train_acc": round(run_correct / max(1, run_seen), 4), "seconds": round(elapsed, 1)}
+        if val_split is not None and ((epoch + 1) % max(1, val_every) == 0 or epoch + 1 == cfg.epochs):
+            for name, spec in (("largest", fixed or space.largest()), ("smallest", fixed or space.smallest())):
+                row[f"val_{name}"] = round(evaluate_spec(model, spec, val_split, calib)[0], 4)
+        history.append(row)
+        if d.main:
+            log(" ".join(f"{k}={v}" for k, v in row.items()))
+            save_torch({"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "epoch": epoch + 1, "history": history, "elapsed": elapsed, "cpu_elapsed": cpu_elapsed},
+                       state_path, "training state")
+
+    metrics: dict = {"history": history, "train_seconds": round(elapsed, 1),
+                     "train_cpu_seconds": round(sum_over_ranks(cpu_elapsed, d), 1), "world_size": d.world,
+                     "train_examples": n, "rank_param_digests": check_in_step(model, d)}
+    metrics.update(finalize(model, space, fixed, calib, test_split))
+    ck = Checkpoint(cfg.family, space, feat_cfg, tuple(labels), model.state_dict(),
+                    train_config={**cfg.to_dict(), "data_dir": str(data_dir), "world_size": d.world}, metrics=metrics,
+                    calibration=torch.from_numpy(calib).to(torch.float16),
+                    sampling="fixed" if fixed is not None else cfg.sampling)
+    if d.main:
+        save_checkpoint(out, ck)
+        state_path.unlink(missing_ok=True)
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return TrainResult(out, metrics)

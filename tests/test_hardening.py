@@ -1,0 +1,271 @@
+"""Nothing lost, nothing cryptic: atomic replace, temp clean-up, validated numbers, honest exit
+codes and one-line errors for damaged inputs (each class of the hardening issue)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cliutil import one_line_error
+
+from edgekws.cli import app
+from edgekws.errors import EdgeKWSError
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+
+# -- atomic replace and temp files ----------------------------------------------------------------
+
+def test_replace_dir_never_exposes_a_partial_folder(tmp_path, monkeypatch):
+    """The new folder is renamed in after the old one is moved aside; if that rename fails the
+    old one is put back — `dest` is always whole (old or new)."""
+    from edgekws import fileio
+
+    dest = tmp_path / "export"
+    dest.mkdir()
+    (dest / "model.tflite").write_text("old")
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "model.tflite").write_text("new")
+    real = os.replace
+    calls = []
+
+    def failing_second(a, b):
+        calls.append((a, b))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(a, b)
+
+    monkeypatch.setattr(fileio.os, "replace", failing_second)
+    with pytest.raises(OSError):
+        fileio.replace_dir(new, dest)
+    monkeypatch.setattr(fileio.os, "replace", real)
+    assert (dest / "model.tflite").read_text() == "old"
+    assert not list(tmp_path.glob(".export.*"))  # the aside copy is cleaned up
+    fileio.replace_dir(new, dest)
+    assert (dest / "model.tflite").read_text() == "new" and not new.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_atomic_dir_failure_keeps_the_old_folder(tmp_path):
+    from edgekws.fileio import atomic_dir
+
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "keep").write_text("1")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(dest, overwrite=True) as tmp:
+            (tmp / "half").write_text("x")
+            raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert [p.name for p in dest.iterdir()] == ["keep"]
+
+
+def test_stale_temp_files_are_aged_out(tmp_path):
+    from edgekws.fileio import atomic_dir, sweep_stale
+
+    old_dir = tmp_path / ".out.abc.tmp"
+    old_dir.mkdir()
+    (old_dir / "x").write_text("x")
+    old_file = tmp_path / ".out.def.tmp"
+    old_file.write_text("x")
+    young = tmp_path / ".out.ghi.tmp"
+    young.write_text("x")
+    past = time.time() - 3 * 24 * 3600
+    for p in (old_dir, old_file):
+        os.utime(p, (past, past))
+    assert sorted(p.name for p in sweep_stale(tmp_path, ".out.*")) == [".out.abc.tmp", ".out.def.tmp"]
+    assert young.exists()
+    os.utime(young, (past, past))
+    with atomic_dir(tmp_path / "out") as t:  # every atomic folder write sweeps its own leftovers
+        (t / "f").write_text("1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.tts
+def test_synth_leaves_no_scratch_files(tmp_path):
+    from edgekws.synth import synthesize
+
+    tmp = Path(tempfile.gettempdir())
+    before = set(tmp.glob("edgekws-synth-*"))
+    synthesize(tmp_path / "c", 6, seed=0, workers=2)
+    assert set(tmp.glob("edgekws-synth-*")) <= before
+
+
+def test_failed_commands_leave_no_folder_they_created(tmp_path):
+    out = tmp_path / "new" / "deeper"
+    one_line_error(runner.invoke(app, ["export", "--width", "0.5", "--checkpoint", str(tmp_path / "none.pt"),
+                                       "--out", str(out)]), "does not exist")
+    one_line_error(runner.invoke(app, ["train", "--data-dir", str(tmp_path / "nodata"), "--out", str(out / "x.pt"),
+                                       "--epochs", "1"]), "does not exist")
+    one_line_error(runner.invoke(app, ["data", "pack", "--data-dir", str(tmp_path / "nodata"), "--out",
+                                       str(out / "p.npz")]), "does not exist")
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- numbers at the edge --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "-d", "D", "-o", "x.pt", "--epochs", "0"], "--epochs must be between 1 and 100000 (got 0)"),
+    (["train", "-d", "D", "-o", "x.pt", "--lr", "nan"], "--lr must be greater than 0 and at most 10 (got nan)"),
+    (["train", "-d", "D", "-o", "x.pt", "--threads", "-1"], "--threads must be between 1 and 1024"),
+    (["train", "-d", "D", "-o", "x.pt", "--small-label-weight", "2"], "--small-label-weight must be between 0 and 1"),
+    (["data", "pack", "-d", "D", "-o", "p.npz", "--examples", "-1"], "--examples must be between 1 and 1000000"),
+    (["data", "synth", "-o", "c", "--workers", "0"], "--workers must be between 1 and 256"),
+    (["profile", "--width", "0.5", "--runs", "0"], "--runs must be between 1 and 100000"),
+    (["export", "--width", "0", "--out", "e"], "--width must be greater than 0 and at most 1"),
+    (["export", "--width", "0.5", "--min-agreement", "inf"], "--min-agreement must be between 0 and 1"),
+    (["eval", "-d", "D", "--depth", "0"], "--depth must be between 1 and 64"),
+])
+def test_numbers_are_validated_where_they_enter(tmp_path, args, needle):
+    res = runner.invoke(app, args)
+    one_line_error(res, needle)
+
+
+@pytest.mark.parametrize("budget,needle", [("-5.0", "got -5.0"), ("nan", "got nan"), ("0", "got 0"), ("inf", "got inf")])
+def test_target_budgets_must_be_positive_and_finite(tmp_path, budget, needle):
+    from edgekws.targets import load_target
+
+    text = (ROOT / "edgekws/assets/targets/pi4.toml").read_text().replace("max_p95_latency_ms = 5.0",
+                                                                          f"max_p95_latency_ms = {budget}")
+    p = tmp_path / "t.toml"
+    p.write_text(text)
+    with pytest.raises(EdgeKWSError, match="budgets.max_p95_latency_ms' must be a finite number greater than 0"):
+        load_target(p)
+    p.write_text(text.replace("threads = 2", "thread = 2"))
+    with pytest.raises(EdgeKWSError, match="missing key 'threads'"):
+        load_target(p)
+    p.write_text(text.replace("[budgets]", "runtimes = 1\n[budgets]").replace(f"= {budget}", "= 5.0"))
+    with pytest.raises(EdgeKWSError, match="unknown key"):
+        load_target(p)
+
+
+# -- damaged inputs: one line, the user's path, nothing cryptic -----------------------------------
+
+def test_text_inputs_with_a_bad_byte_or_wrong_json_type(tmp_path):
+    (tmp_path / "a[").mkdir()
+    spec = tmp_path / "a[" / "][bold]spec.json"  # a path holding "[/]" and "[bold]": printed verbatim
+    assert "[/][bold]" in str(spec)
+    spec.write_bytes(b'{"family": "dscnn", \xff}')
+    one_line_error(runner.invoke(app, ["info", "--spec", str(spec)]), str(spec), "not UTF-8", "0xff")
+    spec.write_text("[1, 2]")
+    one_line_error(runner.invoke(app, ["info", "--spec", str(spec)]), "a spec is a JSON object")
+    spec.write_text("[" * 50_000)
+    one_line_error(runner.invoke(app, ["info", "--spec", str(spec)]), "nested too deeply")
+    target = tmp_path / "t.toml"
+    target.write_bytes(b"name = \"\xfe\"\n")
+    one_line_error(runner.invoke(app, ["profile", "--width", "0.5", "--target", str(target)]), "not UTF-8")
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    (folder / "manifest.json").write_text('{"name": "m", "accounting": []}')
+    one_line_error(runner.invoke(app, ["profile", str(folder)]), "key 'accounting' must be a table")
+
+
+def test_empty_and_nan_checkpoints(tmp_path):
+    import torch
+
+    from edgekws.assets import DEFAULT_CHECKPOINT
+
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    one_line_error(runner.invoke(app, ["info", "--checkpoint", str(empty)]), "not a readable checkpoint")
+    payload = torch.load(DEFAULT_CHECKPOINT, map_location="cpu", weights_only=True)
+    key = sorted(payload["state_dict"])[0]
+    payload["state_dict"][key] = torch.full_like(payload["state_dict"][key], float("nan"))
+    nan = tmp_path / "nan.pt"
+    torch.save(payload, nan)
+    one_line_error(runner.invoke(app, ["export", "--width", "0.5", "--checkpoint", str(nan), "--out", str(tmp_path / "e")]),
+                   f"weight '{key}' holds NaN")
+
+
+def test_damaged_training_state_is_one_line(tmp_path):
+    import torch
+
+    from edgekws.recipe import TrainConfig
+    from edgekws.train import load_state
+
+    state = tmp_path / "x.pt.state"
+    state.write_bytes(b"PK\x03\x04garbage")
+    net = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(net.parameters())
+    with pytest.raises(EdgeKWSError, match="not a readable training state .*; delete it or start afresh"):
+        load_state(state, TrainConfig(), net, opt)
+    torch.save({"config": {**TrainConfig().to_dict(), "lr": 1.0}}, state)
+    with pytest.raises(EdgeKWSError, match="another training config"):
+        load_state(state, TrainConfig(), net, opt)
+    torch.save({"config": {k: v for k, v in TrainConfig().to_dict().items() if k != "small_label_weight"},
+                "model": {}, "optimizer": {}}, state)  # older state (no new knob): accepted as default
+    with pytest.raises(EdgeKWSError, match="damaged training state"):
+        load_state(state, TrainConfig(), net, opt)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="mounting a tiny tmpfs needs root")
+def test_disk_full_while_saving_a_checkpoint(tmp_path):
+    import torch
+
+    from edgekws.checkpoint import CheckpointError, save_torch
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)]).returncode != 0:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        (mnt / "ck.pt").write_bytes(b"previous")
+        with pytest.raises(CheckpointError, match="cannot write checkpoint .*no space left on device"):
+            save_torch({"w": torch.zeros(100_000)}, mnt / "ck.pt", "checkpoint")
+        assert (mnt / "ck.pt").read_bytes() == b"previous"  # the old file is untouched
+        assert [p.name for p in mnt.iterdir()] == ["ck.pt"]  # and no temp is left
+    finally:
+        subprocess.run(["umount", str(mnt)])
+
+
+@pytest.mark.tts
+def test_a_damaged_feature_cache_is_rebuilt(tiny_corpus, tmp_path):
+    from edgekws.data import SpeechCommands, load_split
+
+    ds = SpeechCommands.open(tiny_corpus)
+    first = load_split(ds, "testing", cache_dir=tmp_path)
+    want = np.array(first.features)
+    (npy,) = tmp_path.glob("*/features.npy")
+    npy.write_bytes(npy.read_bytes()[:200])  # truncated by a crash or a full disk
+    again = load_split(ds, "testing", cache_dir=tmp_path)
+    assert np.array_equal(np.array(again.features), want)
+
+
+# -- rough edges ----------------------------------------------------------------------------------
+
+def test_version_alone():
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.stdout.startswith("edgekws ")
+
+
+@pytest.mark.tflite
+def test_wheel_install_finds_its_targets(tmp_path):
+    """A real wheel, installed outside the source tree: the tier files travel as package data,
+    and `profile --target pi4` runs from it."""
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
+                    str(ROOT)], check=True, capture_output=True)
+    (wheel,) = wheels.glob("edgekws-*.whl")
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    where = subprocess.run([sys.executable, "-c", "import edgekws; print(edgekws.__file__)"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(site))
+    res = subprocess.run([sys.executable, "-m", "edgekws", "profile", "--width", "0.25", "--target", "pi4",
+                          "--runs", "5", "--warmup", "1", "--json"], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert '"target": "pi4"' in res.stdout
