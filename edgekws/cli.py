@@ -306,8 +306,12 @@ def train_cmd(
     threads: Annotated[Optional[int], typer.Option(callback=in_range(1, 1024), help="torch intra-op threads (default: torch's choice).")] = None,
     procs: Annotated[int, typer.Option(callback=in_range(1, 64), help="Training processes on this machine (gradients all-reduced; --threads each).")] = 1,
     val_every: Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Validate every N epochs (and after the last).")] = 5,
+    as_json: AsJson = False,
 ) -> None:
-    """Train a supernet once (sandwich rule, in-place distillation, elastic width and depth)."""
+    """Train a supernet once (sandwich rule, in-place distillation, elastic width and depth).
+
+    Example: edgekws train --data-dir data/synth --out runs/dscnn.pt --epochs 150 --resume
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from edgekws.info import load_spec_file
@@ -323,17 +327,27 @@ def train_cmd(
                       fixed_spec=load_spec_file(spec_file).to_dict() if spec_file else None)
     with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"), TimeRemainingColumn(),
-                  console=out, transient=True) as bar:
+                  console=err if as_json else out, transient=True) as bar:
         task = bar.add_task("train", total=1, epoch=0, loss=0.0, acc=0.0)
         res = train_local(procs, data_dir, out_path, cfg, cache_dir=cache_dir, resume=resume,
                           log=lambda m: bar.console.print(m, markup=False, highlight=False),
                           on_step=lambda i, n, info: bar.update(task, completed=i, total=n, **info),
                           threads_per_proc=threads or (1 if procs > 1 else None), val_every=val_every)
+    import os
+
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return
+    if as_json:
+        print(json.dumps({"checkpoint": str(res.checkpoint), "test": res.metrics.get("test", {}),
+                          "train_seconds": res.metrics["train_seconds"], "history": res.metrics.get("history", [])},
+                         indent=2))
+        return
     t = Table("subnet", "name", "test accuracy", box=box.SIMPLE_HEAD)
     for key, r in res.metrics.get("test", {}).items():
         t.add_row(key, r["name"], f"{100 * r['accuracy']:.2f}%")
     out.print(t)
-    out.print(f"[green]✓[/] wrote {res.checkpoint} ({res.metrics['train_seconds']:.0f} s of training)")
+    out.print(f"[green]✓[/] wrote {escape(str(res.checkpoint))} ({res.metrics['train_seconds']:.0f} s of training)",
+              soft_wrap=True)
 
 
 @app.command("calibrate")
@@ -341,18 +355,33 @@ def train_cmd(
 def calibrate_cmd(
     checkpoint: Annotated[Path, typer.Option(help="A checkpoint written by `edgekws train`.")],
     data_dir: DataDir,
-    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write (default: replace the checkpoint).")] = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the recalibrated checkpoint.")] = None,
+    in_place: Annotated[bool, typer.Option(help="Replace the checkpoint itself (by rename) instead of --out.")] = False,
+    allow_smaller: Annotated[bool, typer.Option(help="Accept a folder that gives fewer calibration examples than the checkpoint has.")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
+    as_json: AsJson = False,
 ) -> None:
-    """Re-derive a checkpoint's calibration set, BN statistics and test metrics from a data folder."""
+    """Re-derive a checkpoint's calibration set, BN statistics and test metrics from a data folder.
+
+    Example: edgekws calibrate --checkpoint runs/dscnn.pt --data-dir data/synth --out runs/dscnn_recal.pt
+    """
     from edgekws.train import recalibrate_checkpoint
 
-    metrics = recalibrate_checkpoint(checkpoint, data_dir, out_path or checkpoint, cache_dir)
+    if (out_path is None) == (not in_place):
+        raise EdgeKWSError("give --out PATH, or --in-place to replace the checkpoint itself (not both)")
+    dest = out_path or checkpoint
+    metrics = recalibrate_checkpoint(checkpoint, data_dir, dest, cache_dir, allow_smaller=allow_smaller)
+    if as_json:
+        print(json.dumps({"checkpoint": str(dest), "test": metrics.get("test", {}),
+                          "recalibrated": metrics["recalibrated"]}, indent=2))
+        return
     t = Table("subnet", "name", "test accuracy", box=box.SIMPLE_HEAD)
     for key, r in metrics.get("test", {}).items():
         t.add_row(key, r["name"], f"{100 * r['accuracy']:.2f}%")
     out.print(t)
-    out.print(f"[green]✓[/] wrote {out_path or checkpoint}")
+    rec = metrics["recalibrated"]
+    out.print(f"[green]✓[/] wrote {escape(str(dest))} ({rec['examples']} calibration examples, "
+              f"was {rec['previous_examples']})", soft_wrap=True)
 
 
 @app.command("eval")
@@ -445,36 +474,72 @@ def export_cmd(
     force: Annotated[bool, typer.Option(help="Replace an existing export.")] = False,
     as_json: AsJson = False,
 ) -> None:
-    """Export one subnet to ONNX and TFLite (float and int8), validated by gates, with a manifest."""
+    """Export one subnet to ONNX and TFLite (float and int8), validated by gates, with a manifest.
+
+    A failed gate writes nothing, shows the whole gate table and says what to try.
+
+    Example: edgekws export --width 0.5 --out export/ --force
+    """
     import time
+    from dataclasses import asdict
 
-    from rich.markup import escape
-
-    from edgekws.export import FORMATS, PRECISIONS, Thresholds, export_subnet, parse_list
+    from edgekws.export import FORMATS, PRECISIONS, GateError, Thresholds, export_subnet, parse_list
     from edgekws.info import load_spec_file
 
     if width is not None and spec_file is not None:
         raise EdgeKWSError("give --width or --spec, not both")
     t0 = time.perf_counter()
-    res = export_subnet(spec=load_spec_file(spec_file) if spec_file else None, width=width, depth=depth,
-                        checkpoint=checkpoint, out=out_dir, formats=parse_list(formats, FORMATS, "format"),
-                        precisions=parse_list(precision, PRECISIONS, "precision"), calibration=calibration,
-                        pack_path=pack, force=force, thresholds=Thresholds(atol, min_agreement, max_drop))
+    try:
+        with err.status("exporting", spinner="dots") if not as_json and err.is_terminal else _nothing() as status:
+            res = export_subnet(spec=load_spec_file(spec_file) if spec_file else None, width=width, depth=depth,
+                                checkpoint=checkpoint, out=out_dir, formats=parse_list(formats, FORMATS, "format"),
+                                precisions=parse_list(precision, PRECISIONS, "precision"), calibration=calibration,
+                                pack_path=pack, force=force, thresholds=Thresholds(atol, min_agreement, max_drop),
+                                progress=(lambda stage: status.update(f"exporting: {stage}")) if status else None)
+    except GateError as exc:
+        hint = ("try --precision float (no int8), a larger --calibration N (up to the checkpoint's set), "
+                "or a lower --min-agreement / higher --max-drop if the drop is acceptable")
+        if as_json:
+            print(json.dumps({"error": str(exc), "checks": [asdict(c) for c in exc.checks], "int8_attempts": exc.attempts,
+                              "pytorch_float_accuracy": exc.pytorch_accuracy, "hint": hint}, indent=2))
+        else:
+            err.print(_gate_table(exc.checks, "gates (nothing was written)", exc.pytorch_accuracy))
+            if exc.attempts:
+                err.print("onnx int8 schemes tried: " + ", ".join(
+                    f"{a['choice']} (agreement {a['agreement']:g}, drop {a['drop_pt']:g} pt)" for a in exc.attempts),
+                          soft_wrap=True, markup=False)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            err.print(f"hint: {hint}", soft_wrap=True, markup=False)
+        raise typer.Exit(1) from None
     seconds = time.perf_counter() - t0
     if as_json:
         print(json.dumps({"out_dir": str(res.out_dir), "seconds": round(seconds, 2), "manifest": res.manifest}, indent=2))
         return
     v = res.manifest["validation"]
-    t = Table("artefact", "check", "value", "threshold", "", box=box.SIMPLE_HEAD,
-              title=f"{res.spec.name}: gates on {v['pack_examples']} pinned examples (PyTorch float accuracy "
-                    f"{100 * v['pytorch_float_accuracy']:.2f}%)")
-    for c in res.checks:
+    out.print(_gate_table(res.checks, f"{res.spec.name}: gates on {v['pack_examples']} pinned examples",
+                          v["pytorch_float_accuracy"]))
+    sizes = ", ".join(f"{k} {b / 1024:.1f} KB" for k, b in res.manifest["sizes_bytes"].items())
+    out.print(f"[green]✓[/] {escape(str(res.out_dir))}  ({sizes}; {seconds:.1f} s)", soft_wrap=True)
+
+
+class _nothing:
+    """A stand-in for a status display where there is no terminal to show one."""
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _gate_table(checks, title: str, pytorch_accuracy: float | None) -> Table:
+    acc = f" (PyTorch float accuracy {100 * pytorch_accuracy:.2f}%)" if pytorch_accuracy is not None else ""
+    t = Table("artefact", "check", "value", "threshold", "", box=box.SIMPLE_HEAD, title=escape(title) + acc)
+    for c in checks:
         value = f"{c.value:.2e}" if c.metric == "max abs diff" else f"{c.value:g}"
         t.add_row(c.artefact, c.metric + (escape(f" [{c.note}]") if c.note else ""), value, f"{c.threshold:g}",
                   "[green]✓[/]" if c.passed else "[red]✗[/]")
-    out.print(t)
-    sizes = ", ".join(f"{k} {b / 1024:.1f} KB" for k, b in res.manifest["sizes_bytes"].items())
-    out.print(f"[green]✓[/] {res.out_dir}  ({sizes}; {seconds:.1f} s)", soft_wrap=True)
+    return t
 
 
 @app.command("profile")
@@ -564,7 +629,7 @@ def bench_cmd(
     remote_python: Annotated[str, typer.Option(help="Python on the board (needs numpy and LiteRT or onnxruntime).")] = "python3",
     retries: Annotated[int, typer.Option(callback=in_range(1, 100), help="Tries per row before a failure row is recorded (1-100).")] = 3,
     backoff: Annotated[float, typer.Option(callback=in_range(0, 600), help="First retry delay in seconds, 0-600 (doubles each time).")] = 1.0,
-    cache: Annotated[Path, typer.Option(help="Where suite models are exported.")] = Path(".edgekws-bench"),
+    cache: Annotated[Path, typer.Option("--cache-dir", "--cache", help="Where suite models are exported (--cache is the old name).")] = Path(".edgekws-bench"),
     sysroot: Annotated[Optional[Path], typer.Option(help="Base folder of the arm64 sysroots for qemu-aarch64 "
                                                          "(default $EDGEKWS_ARM_SYSROOT or ~/.cache/edgekws/qemu-aarch64).")] = None,
     as_json: AsJson = False,
@@ -709,15 +774,25 @@ def qemu_check(
     release: Annotated[str, typer.Option(help="bookworm or bullseye.")] = "bookworm",
     cpu: Annotated[str, typer.Option(help="qemu CPU model: cortex-a53 (Pi 3, Zero 2 W), cortex-a72 (Pi 4), cortex-a76 (Pi 5).")] = "cortex-a72",
     sysroot: Annotated[Optional[Path], typer.Option(help="Base folder of the sysroots.")] = None,
+    as_json: AsJson = False,
 ) -> None:
-    """Start the emulated Python and report what it loads."""
-    from edgekws.bench import make_device
+    """Start the emulated Python and report what it loads.
+
+    Example: edgekws qemu check --cpu cortex-a53 --release bookworm
+    """
+    from edgekws.bench import DeviceError, make_device
 
     dev = make_device(f"qemu-aarch64:{cpu}@{release}", sysroot=str(sysroot) if sysroot else None)
-    found = dev.probe()
+    try:
+        found = dev.probe()
+    except DeviceError as exc:
+        raise EdgeKWSError(str(exc)) from None
     loaded = {k: v for k, v in found.items() if k not in ("machine", "python") and v}
     if "numpy" not in loaded or "onnxruntime" not in loaded or not {"ai_edge_litert", "tflite_runtime"} & set(loaded):
         raise EdgeKWSError(f"emulated Python on {dev.name} lacks a runtime: {found}")
+    if as_json:
+        print(json.dumps({"device": dev.name, "cpu": cpu, "release": release, **found}, indent=2))
+        return
     out.print(f"[green]✓[/] {found['machine']} ({cpu}, Debian {release}) Python {found['python']}: "
               + ", ".join(f"{k} {v}" for k, v in loaded.items()), highlight=False)
 

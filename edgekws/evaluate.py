@@ -61,24 +61,30 @@ def plot_confusions(report: dict, dest: Path) -> None:
     labels = report["labels"]
     cols = min(2, len(rows))
     nrows = (len(rows) + cols - 1) // cols
-    fig, axes = plt.subplots(nrows, cols, figsize=(6.5 * cols, 6 * nrows), squeeze=False)
+    side = max(4.5, 0.38 * len(labels))  # inches per panel: cells stay legible for 35 labels
+    text = max(6.0, min(10.0, 110 / len(labels)))  # points
+    fig, axes = plt.subplots(nrows, cols, figsize=(side * cols + 1.2, side * nrows), squeeze=False,
+                             layout="constrained")
+    im = None
     for ax, row in zip(axes.flat, rows):
         cm = np.array(row["confusion"], dtype=float)
         norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
-        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=text)
+        ax.set_yticks(range(len(labels)), labels, fontsize=text)
         for i in range(len(labels)):
             for j in range(len(labels)):
                 if cm[i, j]:
-                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=5,
+                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=text * 0.8,
                             color="white" if norm[i, j] > 0.5 else "black")
-        ax.set_title(f"width {row['width']} depth {row['depth']}: {100 * row['accuracy']:.2f}%\n{row['name']}", fontsize=9)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
+        ax.set_title(f"width {row['width']} depth {row['depth']}: {100 * row['accuracy']:.2f}%\n{row['name']}",
+                     fontsize=text + 1)
+        ax.set_xlabel("predicted", fontsize=text + 1)
+        ax.set_ylabel("true", fontsize=text + 1)
     for ax in list(axes.flat)[len(rows):]:
         ax.axis("off")
-    fig.tight_layout()
+    if im is not None:
+        fig.colorbar(im, ax=axes, shrink=0.6, label="fraction of the true class")
     with atomic_path(Path(dest)) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)

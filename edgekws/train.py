@@ -319,19 +319,26 @@ def finalize(model: nn.Module, space: SearchSpace, fixed: SubnetSpec | None, cal
                      for k, s in specs.items()}, "test_examples": len(test_split.targets)}
 
 
-def recalibrate_checkpoint(path: Path, data_dir: Path, out: Path, cache_dir: Path | None = None) -> dict:
+def recalibrate_checkpoint(path: Path, data_dir: Path, out: Path, cache_dir: Path | None = None,
+                           allow_smaller: bool = False) -> dict:
     """Re-derive a checkpoint's calibration set (first examples of the training split in pinned
-    order), its supernet BN statistics and its test metrics from a data folder."""
+    order), its supernet BN statistics and its test metrics from a data folder. A folder that
+    yields a smaller calibration set than the checkpoint carries is refused unless
+    `allow_smaller` (int8 export calibrates on that set: shrinking it is a real change)."""
     ck = load_checkpoint(path)
     cfg = ck.train_config
     ds = SpeechCommands.open(data_dir, str(cfg.get("protocol", "12")), int(cfg.get("seed", 0)))
     train_split = load_split(ds, "train", ck.features, cache_dir)
     test_split = load_split(ds, "testing", ck.features, cache_dir) if "testing" in ds.available_splits() else None
     calib = np.array(train_split.features[:CALIBRATION_EXAMPLES], dtype=np.float32)
+    had = 0 if ck.calibration is None else len(ck.calibration)
+    if len(calib) < had and not allow_smaller:
+        raise EdgeKWSError(f"'{data_dir}' gives {len(calib)} calibration examples, fewer than the {had} the checkpoint "
+                           "carries (pass --allow-smaller to accept a smaller set)")
     model = ck.supernet()
     fixed = SubnetSpec.from_dict(cfg["fixed_spec"]) if cfg.get("fixed_spec") else None
     metrics = {**ck.metrics, **finalize(model, ck.space, fixed, calib, test_split)}
-    metrics["recalibrated"] = {"data_dir": str(data_dir), "examples": len(calib)}
+    metrics["recalibrated"] = {"data_dir": str(data_dir), "examples": len(calib), "previous_examples": had}
     save_checkpoint(out, Checkpoint(ck.family, ck.space, ck.features, ck.labels, model.state_dict(), cfg, metrics,
                                     calibration=torch.from_numpy(calib).to(torch.float16), sampling=ck.sampling))
     return metrics

@@ -271,3 +271,31 @@ def test_local_processes_train_in_step(tiny_corpus, tmp_path):
     assert len(d) == 2 and d[0] == d[1]
     res = CliRunner().invoke(app, ["train", "--data-dir", str(tiny_corpus), "--out", str(out), "--procs", "0"])
     assert res.exit_code == 1 and "--procs must be at least 1" in res.stderr
+
+
+def test_calibrate_needs_an_explicit_destination_and_never_shrinks_silently(trained, tiny_corpus, tmp_path):
+    from cliutil import one_line_error
+
+    runner = CliRunner()
+    before = trained.read_bytes()
+    one_line_error(runner.invoke(app, ["calibrate", "--checkpoint", str(trained), "--data-dir", str(tiny_corpus)]),
+                   "give --out PATH, or --in-place")
+    assert trained.read_bytes() == before  # no default overwrite
+    had = len(load_checkpoint(trained).calibration)
+    small = tmp_path / "small"  # the same corpus with most training clips gone
+    shutil.copytree(tiny_corpus, small)
+    listed = set((small / "testing_list.txt").read_text().split()) | set((small / "validation_list.txt").read_text().split())
+    for wav in sorted(small.glob("*/*.wav"))[: -4]:
+        rel = f"{wav.parent.name}/{wav.name}"
+        if rel not in listed and wav.parent.name != "_background_noise_":
+            wav.unlink()
+    out = tmp_path / "recal.pt"
+    res = runner.invoke(app, ["calibrate", "--checkpoint", str(trained), "--data-dir", str(small), "--out", str(out),
+                              "--cache-dir", str(tmp_path / "c")])
+    one_line_error(res, f"fewer than the {had} the checkpoint carries", "--allow-smaller")
+    assert not out.exists()
+    res = runner.invoke(app, ["calibrate", "--checkpoint", str(trained), "--data-dir", str(tiny_corpus), "--out", str(out),
+                              "--cache-dir", str(tmp_path / "c"), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["recalibrated"]["examples"] == had and doc["checkpoint"] == str(out)

@@ -19,6 +19,7 @@ import platform
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -31,7 +32,16 @@ PRECISIONS = ("float", "int8")
 
 
 class GateError(EdgeKWSError):
-    """An exported artefact failed validation; nothing was written."""
+    """An exported artefact failed validation; nothing was written. Carries every check (passed
+    or not), the int8 schemes tried and the float reference accuracy, so the CLI can show the
+    whole gate table rather than one line."""
+
+    def __init__(self, message: str, checks: list | None = None, attempts: list | None = None,
+                 pytorch_accuracy: float | None = None):
+        super().__init__(message)
+        self.checks = checks or []
+        self.attempts = attempts or []
+        self.pytorch_accuracy = pytorch_accuracy
 
 
 @dataclass(frozen=True)
@@ -96,8 +106,15 @@ def export_subnet(
     force: bool = False,
     thresholds: Thresholds = Thresholds(),
     golden: int = 8,
+    progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
+    """Extract `spec` (or the uniform `width`/`depth` subnet) from a supernet checkpoint,
+    convert it to every requested format and precision, validate each artefact against float
+    PyTorch on the pinned pack, and write the folder only if every gate passes. `progress` is
+    told each stage as it starts (exports take 5-15 s)."""
     import torch
+
+    say = progress or (lambda stage: None)
 
     from edgekws.accounting import account
     from edgekws.assets import DEFAULT_CHECKPOINT, DEFAULT_PACK, load_pack
@@ -131,6 +148,7 @@ def export_subnet(
     bn_calib = ck.calibration_features()  # pinned training examples, never the test pack
     calib = bn_calib[:calibration]
 
+    say("extracting the subnet")
     torch.manual_seed(0)
     supernet = ck.supernet()
     net = extract(supernet, spec).eval()
@@ -166,6 +184,7 @@ def export_subnet(
         if "onnx" in formats:
             from edgekws.export import onnx_format
 
+            say("ONNX float")
             float_onnx = onnx_format.export_float(net, shape)
             if "float" in precisions:
                 files["model_float.onnx"] = float_onnx
@@ -173,6 +192,7 @@ def export_subnet(
                 outputs["onnx_float"] = y
                 checks.append(float_check("model_float.onnx", y))
             if "int8" in precisions:
+                say("ONNX int8 (quantizing, gates per scheme)")
                 attempts = []
                 for choice in onnx_format.QUANT_CANDIDATES:
                     q = onnx_format.quantize_int8(float_onnx, calib, choice, work)
@@ -192,6 +212,7 @@ def export_subnet(
             from edgekws.export import tflite_format
 
             if "float" in precisions:
+                say("TFLite float")
                 fb = tflite_format.convert_float(net, spec.family, shape)
                 files["model_float.tflite"] = fb
                 runner = TFLiteRunner(fb)
@@ -199,6 +220,7 @@ def export_subnet(
                 outputs["tflite_float"] = y
                 checks.append(float_check("model_float.tflite", y))
             if "int8" in precisions:
+                say("TFLite int8")
                 ib = tflite_format.convert_int8(net, spec.family, shape, calib)
                 files["model_int8.tflite"] = ib
                 runner = TFLiteRunner(ib)
@@ -213,7 +235,9 @@ def export_subnet(
     result = ExportResult(dest, spec, checks)
     if not result.passed:
         failed = "; ".join(f"{c.artefact} {c.metric} {c.value} vs {c.threshold}" for c in checks if not c.passed)
-        raise GateError(f"export of {spec.name} failed its gates ({failed}); nothing was written")
+        raise GateError(f"export of {spec.name} failed its gates ({failed}); nothing was written", checks,
+                        quant.get("onnx", {}).get("attempts", []), ref_acc)
+    say("golden vectors and manifest")
 
     acc = account(spec, len(ck.labels), shape)
     tools = _versions()

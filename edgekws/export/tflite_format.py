@@ -160,7 +160,8 @@ PORTS: dict[str, Callable] = {"dscnn": port_dscnn, "dscnn_mlperf": port_dscnn, "
 def _tf():
     """TensorFlow, imported quietly (it logs to stderr at import and on every conversion)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
+    with quiet_native_stderr():  # absl's C++ logger prints its banner and oneDNN notes at import
+        import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
     import absl.logging
@@ -176,7 +177,8 @@ def _converter(net: nn.Module, family: str, input_shape: tuple[int, int]):
     module = tf.Module()
     module.fn = tf.function(PORTS[family](net.eval(), input_shape), autograph=False,
                             input_signature=[tf.TensorSpec([1, *input_shape], tf.float32, name="features")])
-    return tf.lite.TFLiteConverter.from_concrete_functions([module.fn.get_concrete_function()], module)
+    with quiet_native_stderr():
+        return tf.lite.TFLiteConverter.from_concrete_functions([module.fn.get_concrete_function()], module)
 
 
 def _convert(conv) -> bytes:
