@@ -136,7 +136,10 @@ def data_synth(
     seed: Seed = 0,
     workers: Annotated[Optional[int], typer.Option(callback=in_range(1, 256), help="Parallel TTS workers (default: all cores).")] = None,
 ) -> None:
-    """Synthesize a Speech Commands v2 style corpus offline with espeak-ng, flite and festival."""
+    """Synthesize a Speech Commands v2 style corpus offline with espeak-ng, flite and festival.
+
+    Example: edgekws data synth --out data/synth --clips 32000 --seed 0
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from edgekws.synth import synthesize
@@ -161,7 +164,10 @@ def data_synth(
 @data_app.command("stats")
 @user_errors
 def data_stats(data_dir: DataDir, protocol: Protocol = "12", seed: Seed = 0, as_json: AsJson = False) -> None:
-    """Count examples per split and label, reading every clip once to prove the folder is sound."""
+    """Count examples per split and label, reading every clip once to prove the folder is sound.
+
+    Example: edgekws data stats --data-dir data/synth --json
+    """
     from edgekws.data import SpeechCommands, dataset_stats
 
     ds = SpeechCommands.open(data_dir, protocol, seed)
@@ -189,7 +195,10 @@ def data_features(
     seed: Seed = 0,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Where cached arrays go (default $EDGEKWS_CACHE or ~/.cache/edgekws).")] = None,
 ) -> None:
-    """Decode every split and cache its waveforms and log-mel features for training."""
+    """Decode every split and cache its waveforms and log-mel features for training.
+
+    Example: edgekws data features --data-dir data/synth
+    """
     import time
 
     from edgekws.data import SpeechCommands, load_split
@@ -218,7 +227,10 @@ def data_pack(
     seed: Seed = 0,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
 ) -> None:
-    """Write a pinned evaluation/calibration pack (what the package ships in edgekws/assets)."""
+    """Write a pinned evaluation/calibration pack (what the package ships in edgekws/assets).
+
+    Example: edgekws data pack --data-dir data/synth --out pack.npz --examples 1000
+    """
     import numpy as np
 
     from edgekws.assets import make_pack
@@ -237,7 +249,10 @@ def info(
     spec_file: Annotated[Optional[Path], typer.Option("--spec", help="A spec JSON file: account for that one subnet.")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Show a family's search space and a widths × depths table of params, MACs and memory."""
+    """Show a family's search space and a widths × depths table of params, MACs and memory.
+
+    Example: edgekws info --family dscnn   (or --checkpoint ck.pt, or --spec subnet.json)
+    """
     from edgekws.info import family_report, load_spec_file
 
     tested: dict[str, float] = {}
@@ -397,7 +412,10 @@ def eval_cmd(
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Accuracy per width (and depth) on any Speech Commands folder, plus a confusion-matrix PNG."""
+    """Accuracy per width (and depth) on any Speech Commands folder, plus a confusion-matrix PNG.
+
+    Example: edgekws eval --data-dir data/synth --width 0.25 --width 1.0 --png confusion.png
+    """
     from edgekws.assets import DEFAULT_CHECKPOINT
     from edgekws.evaluate import evaluate_checkpoint, plot_confusions
     from edgekws.info import load_spec_file
@@ -437,7 +455,10 @@ def loeo_cmd(
     threads: Annotated[Optional[int], typer.Option(callback=in_range(1, 1024), help="torch intra-op threads.")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Leave one TTS engine out: train the default recipe without it, test on it and on unseen voices."""
+    """Leave one TTS engine out: train the default recipe without it, test on it and on unseen voices.
+
+    Example: edgekws loeo --data-dir data/synth --engine flite --out runs/loeo-flite --epochs 20
+    """
     from edgekws.holdout import leave_one_engine_out
 
     cfg = TrainConfig(family=family, seed=seed, epochs=epochs)
@@ -610,7 +631,9 @@ def profile_cmd(
         raise typer.Exit(1)
 
 
-bench_app = typer.Typer(help="Benchmark suites on devices (local, ssh://, qemu-aarch64) and their reports.")
+bench_app = typer.Typer(help="Benchmark suites on devices (local, ssh://, qemu-aarch64) and their reports.\n\n"
+                             "Example: edgekws bench --suite benchmarks/suites/smoke.toml --device local --device "
+                             "qemu-aarch64:cortex-a53 --resume; then edgekws bench report benchmarks/results/bench.jsonl")
 app.add_typer(bench_app, name="bench")
 
 
@@ -746,7 +769,10 @@ def qemu_setup(
     mirror: Annotated[str, typer.Option(help="Debian mirror for debootstrap.")] = "http://deb.debian.org/debian",
     force: Annotated[bool, typer.Option(help="Rebuild even if it exists.")] = False,
 ) -> None:
-    """Build the arm64 sysroots once (~40 s each): debootstrap + aarch64 wheels from PyPI."""
+    """Build the arm64 sysroots once (~40 s each): debootstrap + aarch64 wheels from PyPI.
+
+    Example: edgekws qemu setup --release bookworm
+    """
     from edgekws.emulation import DEFAULT_RELEASE, RELEASES, build_sysroot, get_release, sysroot_base
 
     names = list(RELEASES) if release == "all" else [get_release(release).name]

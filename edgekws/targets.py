@@ -38,10 +38,41 @@ class DeviceTarget:
     budgets: Budgets
 
 
+def host_facts() -> dict:
+    """This machine as a target: CPU model and the vector extensions that decide int8 kernels
+    (AVX2, AVX-512, VNNI), logical cores and memory — read at run time, so a target that says
+    `cpu = "auto"` describes whichever host runs it rather than the one it was written on."""
+    import os
+    import platform
+
+    model, flags = platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == platform.machine():
+                model = value.strip()
+            elif key.strip() in ("flags", "Features") and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    ext = [name for name, flag in (("AVX2", "avx2"), ("AVX-512", "avx512f"), ("NEON", "asimd")) if flag in flags]
+    ext.append("VNNI" if flags & {"avx512_vnni", "avx_vnni"} else "no VNNI") if "avx2" in flags else None
+    try:
+        memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    except (ValueError, OSError):
+        memory_mb = 1024
+    return {"cpu": f"{model} ({platform.machine()}{': ' + ', '.join(ext) if ext else ''})",
+            "cores": os.cpu_count() or 1, "memory_mb": int(memory_mb), "arch": platform.machine()}
+
+
 def load_target(path: Path) -> DeviceTarget:
     path = Path(path)
     doc = load_toml(path, "target file")
     where = str(path)
+    auto = [k for k in ("cpu", "cores", "memory_mb", "arch") if doc.get(k) == "auto"]
+    if auto:  # "auto": this host, as it is now
+        facts = host_facts()
+        doc = {**doc, **{k: facts[k] for k in auto}}
     top = {name: typed(doc, name, typ, where, **rng) for name, typ, rng in (
         ("name", str, {}), ("cpu", str, {}), ("arch", str, {}), ("cores", int, {"lo": 1, "hi": 1024}),
         ("memory_mb", int, {"lo": 1}), ("threads", int, {"lo": 1}), ("runtime", str, {}))}

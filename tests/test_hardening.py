@@ -178,7 +178,7 @@ def test_empty_and_nan_checkpoints(tmp_path):
 
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
-    one_line_error(runner.invoke(app, ["info", "--checkpoint", str(empty)]), "not a readable checkpoint")
+    one_line_error(runner.invoke(app, ["info", "--checkpoint", str(empty)]), "empty file (0 bytes)")
     payload = torch.load(DEFAULT_CHECKPOINT, map_location="cpu", weights_only=True)
     key = sorted(payload["state_dict"])[0]
     payload["state_dict"][key] = torch.full_like(payload["state_dict"][key], float("nan"))
@@ -269,3 +269,35 @@ def test_wheel_install_finds_its_targets(tmp_path):
                          text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     assert '"target": "pi4"' in res.stdout
+
+
+def test_every_command_help_has_an_example():
+    import typer.main
+
+    group = typer.main.get_command(app)
+    commands = []
+
+    def walk(cmd, path):
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                walk(sub, [*path, name])
+        else:
+            commands.append(path)
+
+    walk(group, [])
+    assert len(commands) >= 14
+    for path in commands:
+        res = runner.invoke(app, [*path, "--help"])
+        assert res.exit_code == 0 and "Example:" in res.stdout, path
+    res = runner.invoke(app, ["bench", "--help"])
+    assert "Example:" in res.stdout
+
+
+def test_host_target_describes_the_running_machine():
+    from edgekws.targets import get_target, host_facts
+
+    t = get_target("host_x86")
+    facts = host_facts()
+    assert t.cpu == facts["cpu"] and t.cores == os.cpu_count() and "auto" not in t.cpu
+    assert t.memory_mb > 0
