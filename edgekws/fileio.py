@@ -53,9 +53,24 @@ def atomic_path(dest: Path) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal rights
         os.replace(tmp_path, dest)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        if _about(exc, tmp_path):  # name the user's file, not our temp name
+            raise EdgeKWSError(f"cannot write '{dest}': {exc.strerror or first_line(exc)}") from None
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _about(exc: OSError, tmp: Path) -> bool:
+    """Whether a write error concerns our temp path: it names it, or it names no file and is a
+    disk-level failure (full, over quota, too large, I/O) of the writes into it."""
+    import errno
+
+    if exc.filename is None and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+        return True
+    return any(f is not None and str(f).startswith(str(tmp)) for f in (exc.filename, exc.filename2))
 
 
 def write_bytes_atomic(dest: Path, data: bytes) -> None:
@@ -84,6 +99,11 @@ def atomic_dir(dest: Path, overwrite: bool = False) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
         replace_dir(tmp, dest)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if _about(exc, tmp):  # name the user's folder, not our temp name
+            raise EdgeKWSError(f"cannot write '{dest}': {exc.strerror or first_line(exc)}") from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -301,3 +301,24 @@ def test_host_target_describes_the_running_machine():
     facts = host_facts()
     assert t.cpu == facts["cpu"] and t.cores == os.cpu_count() and "auto" not in t.cpu
     assert t.memory_mb > 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="mounting a tiny tmpfs needs root")
+def test_write_errors_name_the_users_path_not_a_temp_name(tmp_path):
+    from edgekws.fileio import atomic_dir, write_bytes_atomic
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mnt)]).returncode != 0:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        with pytest.raises(EdgeKWSError) as e:
+            write_bytes_atomic(mnt / "big.bin", b"x" * 100_000)
+        assert str(e.value) == f"cannot write '{mnt / 'big.bin'}': No space left on device"
+        with pytest.raises(EdgeKWSError) as e:
+            with atomic_dir(mnt / "export") as tmp:
+                (tmp / "model.tflite").write_bytes(b"x" * 100_000)
+        assert str(e.value) == f"cannot write '{mnt / 'export'}': No space left on device"
+        assert list(mnt.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mnt)])
