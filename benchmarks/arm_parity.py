@@ -25,7 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from edgekws.assets import DEFAULT_CHECKPOINT, load_pack
-from edgekws.bench import FORMAT, PRECISION_FILE, compare_outputs, int8_step, make_device
+from edgekws.artefacts import PRECISION_FILE
+from edgekws.artefacts import RUNTIME_FORMAT as FORMAT
+from edgekws.bench import compare_outputs, int8_step
+from edgekws.devices import make_device
 from edgekws.checkpoint import load_checkpoint
 from edgekws.export import export_subnet
 from edgekws.fileio import write_text_atomic

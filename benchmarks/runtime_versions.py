@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from edgekws.assets import DEFAULT_CHECKPOINT, load_pack
-from edgekws.bench import LocalDevice, compare_outputs, make_device
+from edgekws.bench import compare_outputs
+from edgekws.devices import make_device
+from edgekws.devices.local import LocalDevice
 from edgekws.checkpoint import load_checkpoint
 from edgekws.export import export_subnet
 from edgekws.fileio import write_text_atomic

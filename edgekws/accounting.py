@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from edgekws.extract import fold_bn
-from edgekws.models import PARAM_BUDGET, DEFAULT_INPUT, build_subnet, count_params, get_family
+from edgekws.models import PARAM_BUDGET, DEFAULT_INPUT, count_params, get_family
 from edgekws.spec import SubnetSpec
 
 
@@ -121,10 +121,13 @@ def _int8_size(model: nn.Module) -> int:
     return total
 
 
-def account(spec: SubnetSpec, num_classes: int = 12, input_shape: tuple[int, int] | None = None) -> Accounting:
-    fam = get_family(spec.family)
+def account(spec: SubnetSpec, num_classes: int = 12, input_shape: tuple[int, int] | None = None,
+            family=None) -> Accounting:
+    """Costs of a subnet at a class count and input shape; `family` overrides the registered
+    definition (a checkpoint's own architecture arguments, `Checkpoint.family_def()`)."""
+    fam = family or get_family(spec.family)
     shape = fam.input_shape or input_shape or DEFAULT_INPUT
-    net = build_subnet(spec, num_classes, shape)
+    net = fam.subnet(spec, num_classes, shape)
     deployed = fold_bn(net)
     macs, peak = trace_costs(deployed, shape)
     n_deployed = count_params(deployed)

@@ -21,26 +21,18 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlparse
 
+from edgekws.artefacts import GOLDEN_INPUT, PRECISION_FILE, RUNTIME_FILES, RUNTIME_FORMAT, expected_outputs
+from edgekws.devices import Device, DeviceError, missing_runtimes
 from edgekws.errors import EdgeKWSError
 from edgekws.fileio import load_toml
-from edgekws.profile import ARTEFACTS, RUNNER
 
-GOLDEN_INPUT = "golden/features.npy"
-
-FORMAT = {"litert": "tflite", "onnxruntime": "onnx"}
-PRECISION_FILE = {("litert", "float"): "model_float.tflite", ("litert", "int8"): "model_int8.tflite",
-                  ("onnxruntime", "float"): "model_float.onnx", ("onnxruntime", "int8"): "model_int8.onnx"}
 
 
 @dataclass
@@ -100,7 +92,7 @@ def load_suite(path: Path) -> Suite:
 
     return Suite(
         name=typed(doc, "name", str, where, default=path.stem), models=models,
-        runtimes=lst("runtimes", str, ["litert"], ARTEFACTS), precisions=lst("precisions", str, ["float", "int8"], ("float", "int8")),
+        runtimes=lst("runtimes", str, ["litert"], RUNTIME_FILES), precisions=lst("precisions", str, ["float", "int8"], ("float", "int8")),
         threads=lst("threads", int, [1], lo=1, hi=256), runs=typed(doc, "runs", int, where, default=100, lo=1, hi=1_000_000),
         warmup=typed(doc, "warmup", int, where, default=10, lo=0, hi=1_000_000),
         check_outputs=typed(doc, "check_outputs", bool, where, default=True),
@@ -109,206 +101,6 @@ def load_suite(path: Path) -> Suite:
 
 # --------------------------------------------------------------------------------------------
 # Devices
-
-
-# Run by the device's Python before anything is copied (the pre-flight check).
-PROBE_CODE = ("import json, platform, importlib\nout = {'machine': platform.machine(), 'python': platform.python_version()}\n"
-              "for m in ('numpy', 'ai_edge_litert', 'tflite_runtime', 'onnxruntime'):\n"
-              "    try:\n        mod = importlib.import_module(m + ('.interpreter' if 'lite' in m else ''))\n"
-              "        out[m] = getattr(importlib.import_module(m), '__version__', 'present')\n"
-              "    except Exception as e:\n        out[m] = None\n"
-              "print(json.dumps(out))")
-# Modules that provide each runtime on a device (any one is enough).
-RUNTIME_MODULES = {"litert": ("ai_edge_litert", "tflite_runtime"), "onnxruntime": ("onnxruntime",)}
-
-
-def missing_runtimes(found: dict, runtimes: list[str]) -> list[str]:
-    """What a probed device lacks to run `runtimes` (numpy included)."""
-    missing = [] if found.get("numpy") else ["numpy"]
-    return missing + [rt for rt in runtimes if not any(found.get(m) for m in RUNTIME_MODULES[rt])]
-
-
-class DeviceError(Exception):
-    """A transport or board failure (retried), as opposed to a bad model (recorded at once)."""
-
-
-@dataclass
-class Device:
-    """Where the runner runs. `prepare` gets the files a suite needs, keyed by a relative path that
-    is unique per file (`<subnet>/<file>`: every export folder has a `model_int8.tflite`);
-    `remote_path(rel)` is where the runner finds one; `run(args)` returns the runner's JSON."""
-
-    url: str
-    emulated = False
-
-    @property
-    def name(self) -> str:
-        return self.url
-
-    @property
-    def note(self) -> str | None:
-        return None
-
-    def prepare(self, files: dict[str, Path]) -> None: ...
-
-    def remote_path(self, rel: str) -> str: ...
-
-    def python_command(self, code: str, timeout: float) -> subprocess.CompletedProcess: ...
-
-    def probe(self, timeout: float = 300) -> dict:
-        """What the device's Python reports: machine, Python version, and the version of each
-        runtime module it can import (None when it cannot). Copies nothing."""
-        res = self.python_command(PROBE_CODE, timeout)
-        lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
-        if res.returncode != 0 or not lines:
-            raise DeviceError(f"{self.name}: its Python failed (exit {res.returncode}): {res.stderr.strip()[-200:]}")
-        try:
-            return json.loads(lines[-1])
-        except json.JSONDecodeError:
-            raise DeviceError(f"{self.name}: its Python printed no JSON") from None
-
-    def run(self, args: list[str], timeout: float) -> dict: ...
-
-
-@dataclass
-class LocalDevice(Device):
-    python: str = sys.executable
-
-    def __post_init__(self) -> None:
-        self._files: dict[str, Path] = {}
-
-    def prepare(self, files: dict[str, Path]) -> None:
-        self._files = dict(files)
-
-    def remote_path(self, rel: str) -> str:
-        return str(self._files[rel])
-
-    def command(self) -> list[str]:
-        return [self.python]
-
-    def environment(self) -> dict[str, str] | None:
-        return None
-
-    def python_command(self, code: str, timeout: float) -> subprocess.CompletedProcess:
-        try:
-            return subprocess.run([*self.command(), "-c", code], capture_output=True, text=True, timeout=timeout,
-                                  env=self.environment())
-        except subprocess.TimeoutExpired:
-            raise DeviceError(f"{self.name}: Python timed out after {timeout:.0f} s") from None
-
-    def run(self, args: list[str], timeout: float) -> dict:
-        try:
-            res = subprocess.run([*self.command(), str(RUNNER), *args], capture_output=True, text=True, timeout=timeout,
-                                 env=self.environment())
-        except subprocess.TimeoutExpired:
-            raise DeviceError(f"runner timed out after {timeout:.0f} s") from None
-        if res.returncode != 0:
-            raise DeviceError(f"runner exit {res.returncode}: {res.stderr.strip()[-200:]}")
-        try:
-            return json.loads(res.stdout)
-        except json.JSONDecodeError:
-            raise DeviceError(f"runner printed no JSON: {res.stdout.strip()[-200:]}") from None
-
-
-@dataclass
-class SSHDevice(Device):
-    """A board reached with the system OpenSSH client (keys from --identity, ssh-agent or ~/.ssh)."""
-
-    identity: str | None = None
-    python: str = "python3"
-    workdir: str = ".edgekws-bench"
-    connect_timeout: int = 5
-    known_hosts: str | None = None
-
-    def __post_init__(self) -> None:
-        u = urlparse(self.url)
-        if u.scheme != "ssh" or not u.hostname:
-            raise EdgeKWSError(f"device '{self.url}' is not ssh://[user@]host[:port]")
-        try:
-            port = u.port
-        except ValueError:
-            raise EdgeKWSError(f"device '{self.url}': the port must be a number between 1 and 65535") from None
-        if port == 0:
-            raise EdgeKWSError(f"device '{self.url}': the port must be a number between 1 and 65535")
-        self.host, self.port, self.user = u.hostname, port or 22, u.username
-
-    def _opts(self) -> list[str]:
-        o = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}", "-o", "ServerAliveInterval=2",
-             "-o", "ServerAliveCountMax=3", "-o", "StrictHostKeyChecking=accept-new", "-o", "LogLevel=ERROR"]
-        if self.known_hosts:
-            o += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
-        if self.identity:
-            o += ["-i", self.identity, "-o", "IdentitiesOnly=yes"]
-        return o
-
-    @property
-    def target(self) -> str:
-        return f"{self.user}@{self.host}" if self.user else self.host
-
-    def _ssh(self, command: str, timeout: float) -> subprocess.CompletedProcess:
-        try:
-            return subprocess.run(["ssh", *self._opts(), "-p", str(self.port), self.target, command],
-                                  capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise DeviceError(f"ssh to {self.host}:{self.port} timed out after {timeout:.0f} s") from None
-
-    def prepare(self, files: dict[str, Path]) -> None:
-        """Copy the runner and models as one tar stream over ssh: needs only `tar` on the board
-        (no sftp subsystem, which small boards and dropbear often lack)."""
-        import io
-        import tarfile
-
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            tar.add(str(RUNNER), arcname=RUNNER.name)
-            for rel, f in sorted(files.items()):
-                tar.add(str(f), arcname=rel)
-        wd = shlex.quote(self.workdir)
-        try:
-            res = subprocess.run(["ssh", *self._opts(), "-p", str(self.port), self.target,
-                                  f"mkdir -p {wd} && tar -C {wd} -xf -"], input=buf.getvalue(), capture_output=True,
-                                 timeout=120)
-        except subprocess.TimeoutExpired:
-            raise DeviceError(f"copy to {self.host}:{self.port} timed out") from None
-        if res.returncode != 0:
-            err = res.stderr.decode(errors="replace").strip()[-200:]
-            raise DeviceError(f"copy to {self.host}:{self.port}: {err or 'exit %d' % res.returncode}")
-
-    def remote_path(self, rel: str) -> str:
-        return f"{self.workdir}/{rel}"
-
-    def python_command(self, code: str, timeout: float) -> subprocess.CompletedProcess:
-        res = self._ssh(f"{shlex.quote(self.python)} -c {shlex.quote(code)}", timeout)
-        if res.returncode == 255:
-            raise DeviceError(f"ssh exit 255: {res.stderr.strip()[-200:]}")
-        return res
-
-    def run(self, args: list[str], timeout: float) -> dict:
-        cmd = " ".join(shlex.quote(a) for a in [self.python, f"{self.workdir}/runner.py", *args])
-        res = self._ssh(cmd, timeout)
-        if res.returncode != 0:  # 255 = ssh itself failed: connection refused, dropped, reset
-            raise DeviceError(f"ssh exit {res.returncode}: {res.stderr.strip()[-200:]}")
-        try:
-            return json.loads(res.stdout)
-        except json.JSONDecodeError:
-            raise DeviceError(f"runner printed no JSON: {res.stdout.strip()[-200:]}") from None
-
-
-def make_device(url: str, identity: str | None = None, known_hosts: str | None = None,
-                remote_python: str = "python3", sysroot: str | None = None) -> Device:
-    if url == "local":
-        return LocalDevice(url)
-    if url.startswith("ssh://"):
-        return SSHDevice(url, identity=identity, known_hosts=known_hosts, python=remote_python)
-    if url.split(":")[0].split("@")[0] == "qemu-aarch64":
-        from edgekws.emulation import QemuDevice
-
-        dev = QemuDevice(url)
-        if sysroot:  # a base folder holding one sysroot per release
-            dev.sysroot = Path(sysroot) / dev.release
-        dev.check()
-        return dev
-    raise EdgeKWSError(f"unknown device '{url}' (valid: local, ssh://[user@]host[:port], qemu-aarch64[:CPU][@RELEASE])")
 
 
 # --------------------------------------------------------------------------------------------
@@ -593,7 +385,7 @@ def int8_step(manifest: dict, runtime: str, precision: str) -> float | None:
     dequantized logit scale for ONNX QDQ; None for float models."""
     if precision != "int8":
         return None
-    fmt = FORMAT[runtime]
+    fmt = RUNTIME_FORMAT[runtime]
     if fmt == "tflite":
         return 1.0
     out = manifest.get("quantization", {}).get(fmt, {}).get("output")
@@ -621,7 +413,7 @@ def compare_golden(folder: Path, runtime: str, precision: str, outputs: list | N
     """A device's outputs on the export's golden inputs against the outputs export recorded on x86."""
     import numpy as np
 
-    return compare_outputs(outputs, np.load(folder / "golden" / f"expected_{FORMAT[runtime]}_{precision}.npy"), step)
+    return compare_outputs(outputs, np.load(folder / expected_outputs(RUNTIME_FORMAT[runtime], precision)), step)
 
 
 def read_results(path: Path) -> tuple[list[dict], list[str]]:

@@ -20,10 +20,11 @@ from edgekws.features import FeatureConfig
 from edgekws.fileio import atomic_path, first_line
 from edgekws.spec import SearchSpace
 
-FORMAT = "edgekws.supernet/2"
+FORMAT = "edgekws.supernet/3"
 # Formats this version reads. /1 (the first shipped supernet) predates the sampling record: its
 # random subnets shared one width multiplier across stages, so it reads as sampling "uniform".
-READABLE_FORMATS = {"edgekws.supernet/1": "uniform", "edgekws.supernet/2": None}
+# /3 adds the family's architecture arguments (`arch`); /1 and /2 take them from the registry.
+READABLE_FORMATS = {"edgekws.supernet/1": "uniform", "edgekws.supernet/2": None, "edgekws.supernet/3": None}
 # What the training sampler visited, per policy (`Checkpoint.trained(spec)` answers per spec).
 SAMPLING_COVERAGE = {
     "per_stage": "every spec of the search space (widths and depths drawn per stage)",
@@ -50,6 +51,32 @@ class Checkpoint:
     calibration: object = None
     # The sampling policy training used (see SAMPLING_COVERAGE): which specs it visited.
     sampling: str = "per_stage"
+    # The family's fixed architecture arguments (kernel sizes, strides, biases, dropout...: the
+    # family's `arch` dataclass as a dict, like nanoGPT's `model_args`), so a checkpoint rebuilds
+    # the model it was trained as even if the registry's defaults change. None: the registry's.
+    arch: dict | None = None
+
+    def family_def(self):
+        """The registered family with this checkpoint's search space and architecture arguments."""
+        from dataclasses import fields, replace
+
+        from edgekws.models import get_family
+
+        fam = get_family(self.family)
+        if fam.space != self.space:
+            fam = replace(fam, space=self.space)
+        if self.arch is not None:
+            known = {f.name for f in fields(fam.arch)}
+            if set(self.arch) - known:
+                raise CheckpointError(f"checkpoint architecture arguments {sorted(set(self.arch) - known)} are unknown "
+                                      f"to family '{self.family}' (valid: {', '.join(sorted(known))}); upgrade edgekws")
+            args = {k: tuple(v) if isinstance(v, list) else v for k, v in self.arch.items()}
+            try:
+                fam = replace(fam, arch=replace(fam.arch, **args))
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(f"checkpoint architecture arguments do not fit family '{self.family}': "
+                                      f"{first_line(exc)}") from None
+        return fam
 
     def trained(self, spec) -> bool:
         """Whether training visited `spec` (a search must only pick specs it did)."""
@@ -80,19 +107,25 @@ class Checkpoint:
 
     def supernet(self):
         """Rebuild the supernet and load the weights (space taken from the checkpoint)."""
-        from edgekws.models import get_family
-
-        fam = get_family(self.family)
-        if fam.space != self.space:
-            from dataclasses import replace
-
-            fam = replace(fam, space=self.space)
-        net = fam.supernet(self.num_classes, self.features.shape)
+        fam = self.family_def()
+        try:
+            net = fam.supernet(self.num_classes, self.features.shape)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"cannot build family '{self.family}' from the checkpoint's architecture "
+                                  f"arguments: {first_line(exc)}") from None
         try:
             net.load_state_dict(self.state_dict)
         except (RuntimeError, TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint weights do not fit family '{self.family}': {first_line(exc)}") from None
         return net.eval()
+
+
+def _registry_arch(family: str) -> dict:
+    from dataclasses import asdict
+
+    from edgekws.models import get_family
+
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(get_family(family).arch).items()}
 
 
 def save_checkpoint(path: Path, ck: Checkpoint) -> None:
@@ -108,6 +141,7 @@ def save_checkpoint(path: Path, ck: Checkpoint) -> None:
         "metrics": ck.metrics,
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in ck.state_dict.items()},
         "sampling": {"policy": ck.sampling, "covers": SAMPLING_COVERAGE.get(ck.sampling, "")},
+        "arch": ck.arch if ck.arch is not None else _registry_arch(ck.family),
     }
     if ck.calibration is not None:
         payload["calibration"] = torch.as_tensor(ck.calibration).to(torch.float16)
@@ -173,6 +207,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
             metrics=payload.get("metrics", {}),
             calibration=payload.get("calibration"),
             sampling=sampling,
+            arch=payload.get("arch"),
         )
     except CheckpointError:
         raise
@@ -197,6 +232,8 @@ def _check_contents(path: Path, ck: Checkpoint) -> None:
         raise bad("labels must be two or more non-empty strings")
     if not isinstance(ck.train_config, dict) or not isinstance(ck.metrics, dict):
         raise bad("train_config and metrics must be tables")
+    if ck.arch is not None and (not isinstance(ck.arch, dict) or not all(isinstance(k, str) for k in ck.arch)):
+        raise bad("architecture arguments must be a table")
     if not isinstance(ck.state_dict, dict) or not ck.state_dict:
         raise bad("no weights (state_dict is empty or not a table)")
     for k, v in ck.state_dict.items():

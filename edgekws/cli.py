@@ -265,7 +265,8 @@ def info(
     if spec_file is not None:
         spec = load_spec_file(spec_file)
         family = spec.family
-    rows, space, budget = family_report(family, only=[spec] if spec_file is not None else None)
+    rows, space, budget = family_report(family, only=[spec] if spec_file is not None else None,
+                                        checkpoint=ck if checkpoint is not None else None)
     if as_json:
         print(json.dumps({"family": family, "space": space.to_dict(), "budget": budget, "subnets": rows}, indent=2))
         return
@@ -404,7 +405,7 @@ def calibrate_cmd(
 def eval_cmd(
     data_dir: DataDir,
     checkpoint: Annotated[Optional[Path], typer.Option(help="A checkpoint written by `edgekws train` (default: the shipped dscnn supernet).")] = None,
-    width: Annotated[Optional[list[float]], typer.Option(callback=in_range(hi=1, positive=True), help="Width multiplier(s) to evaluate (default: all trained).")] = None,
+    width: Annotated[Optional[list[float]], typer.Option(help="Width multiplier(s) to evaluate (default: all trained).")] = None,
     depth: Annotated[Optional[list[int]], typer.Option(callback=in_range(1, 64), help="Depth(s) per stage to evaluate (default: the largest).")] = None,
     spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Evaluate exactly this spec.")] = None,
     split: Annotated[str, typer.Option(help="Which split of the folder.")] = "testing",
@@ -480,7 +481,7 @@ def loeo_cmd(
 @app.command("export")
 @user_errors
 def export_cmd(
-    width: Annotated[Optional[float], typer.Option(callback=in_range(hi=1, positive=True), help="Width multiplier (0.25, 0.5, 0.75, 1.0; others snap).")] = None,
+    width: Annotated[Optional[float], typer.Option(help="Width multiplier (0.25, 0.5, 0.75, 1.0; others snap).")] = None,
     spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Export exactly this spec (JSON).")] = None,
     depth: Annotated[Optional[int], typer.Option(callback=in_range(1, 64), help="Blocks per stage (default: the largest).")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="Supernet checkpoint (default: the shipped one).")] = None,
@@ -567,7 +568,7 @@ def _gate_table(checks, title: str, pytorch_accuracy: float | None) -> Table:
 @user_errors
 def profile_cmd(
     artefact_dir: Annotated[Optional[Path], typer.Argument(help="An export folder (from `edgekws export`).")] = None,
-    width: Annotated[Optional[float], typer.Option(callback=in_range(hi=1, positive=True), help="Export this width of the shipped supernet first.")] = None,
+    width: Annotated[Optional[float], typer.Option(help="Export this width of the shipped supernet first.")] = None,
     target: Annotated[str, typer.Option(help="Device tier: a targets/*.toml name or path.")] = "host_x86",
     runs: Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Timed runs per model (1-100000).")] = 200,
     warmup: Annotated[int, typer.Option(callback=in_range(0, 100_000), help="Untimed runs first (0-100000).")] = 20,
@@ -667,7 +668,8 @@ def bench_cmd(
         return
     if suite is None or not device:
         raise EdgeKWSError("give --suite and at least one --device (or use `edgekws bench report RESULTS.jsonl`)")
-    from edgekws.bench import ResultsFile, load_suite, make_device, prepare_models, run_suite
+    from edgekws.bench import ResultsFile, load_suite, prepare_models, run_suite
+    from edgekws.devices import make_device
     from edgekws.fileio import ensure_writable_dir
 
     s = load_suite(suite)
@@ -806,7 +808,7 @@ def qemu_check(
 
     Example: edgekws qemu check --cpu cortex-a53 --release bookworm
     """
-    from edgekws.bench import DeviceError, make_device
+    from edgekws.devices import DeviceError, make_device
 
     dev = make_device(f"qemu-aarch64:{cpu}@{release}", sysroot=str(sysroot) if sysroot else None)
     try:

@@ -1,5 +1,5 @@
-"""64-bit Arm under emulation: an arm64 Debian sysroot for qemu-user, and the bench device that runs
-the on-board runner in it.
+"""64-bit Arm under emulation: an arm64 Debian sysroot for qemu-user (the device that runs the
+on-board runner in it is `edgekws.devices.qemu`).
 
 Why: most of our users' boards are Cortex-A53/A72/A76, and this build machine is x86. Running the
 very runner and runtime wheels a board would use, on emulated aarch64, catches what x86 cannot:
@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from edgekws.bench import DeviceError, LocalDevice
+from edgekws.devices.base import PROBE_CODE, DeviceError, parse_probe
 from edgekws.errors import EdgeKWSError
 from edgekws.fileio import load_json, replace_dir
 
@@ -187,10 +187,13 @@ def build_sysroot(dest: Path, release_name: str = DEFAULT_RELEASE, mirror: str =
                 "qemu": subprocess.run([QEMU, "--version"], capture_output=True, text=True).stdout.splitlines()[0],
                 "built": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": platform.machine(),
                 "seconds": round(time.perf_counter() - t_start, 1)}
+        hide_host_cpu_topology(tmp / "root")
         try:
-            found = QemuDevice(f"{QEMU}@{rel.name}", sysroot=tmp).probe()
-        except DeviceError as exc:
-            raise EdgeKWSError(str(exc)) from None
+            res = subprocess.run([*qemu_command(tmp), "-c", PROBE_CODE], capture_output=True, text=True,
+                                 env=qemu_environment(tmp, DEFAULT_CPU), timeout=300)
+            found = parse_probe(res, f"{QEMU}@{rel.name}")
+        except (DeviceError, subprocess.TimeoutExpired) as exc:
+            raise EdgeKWSError(f"the emulated Python did not start: {exc}") from None
         missing = [k for k in ("numpy", rel.litert_module, "onnxruntime") if found.get(k) is None]
         if found.get("machine") != "aarch64" or missing:
             raise EdgeKWSError(f"the emulated Python does not load {', '.join(missing) or 'as aarch64'}: {found}")
@@ -203,61 +206,16 @@ def build_sysroot(dest: Path, release_name: str = DEFAULT_RELEASE, mirror: str =
     return info
 
 
-@dataclass
-class QemuDevice(LocalDevice):
-    """`qemu-aarch64[:CPU][@RELEASE]`: the runner on emulated aarch64 (default cortex-a72, bookworm).
+def qemu_command(sysroot: Path) -> list[str]:
+    """The emulated Python of a sysroot, as a command line."""
+    return [QEMU, str(Path(sysroot) / "root/usr/bin/python3")]
 
-    Files need no copying (qemu-user sees the host's file system), so it shares the local device's
-    paths; only the command and environment differ. Rows are marked `emulated` and their latency
-    and memory `not meaningful`."""
 
-    sysroot: Path | None = None  # this release's sysroot (default: under sysroot_base())
-    cpu: str = DEFAULT_CPU
-    release: str = DEFAULT_RELEASE
-    emulated = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        head, _, rel = self.url.partition("@")
-        head, _, cpu = head.partition(":")
-        if head != QEMU:
-            raise EdgeKWSError(f"device '{self.url}' is not qemu-aarch64[:CPU][@RELEASE]")
-        self.cpu = cpu or self.cpu
-        self.release = get_release(rel or self.release).name
-        self.sysroot = Path(self.sysroot or default_sysroot(self.release))
-
-    @property
-    def name(self) -> str:
-        return f"{QEMU}:{self.cpu}" + (f"@{self.release}" if self.release != DEFAULT_RELEASE else "")
-
-    @property
-    def note(self) -> str:
-        return f"emulated aarch64 ({self.cpu}, Debian {self.release}, qemu-user): latency and memory are not meaningful"
-
-    def check(self) -> None:
-        if not (self.sysroot / "root/usr/bin/python3").exists():
-            what = "" if self.release == DEFAULT_RELEASE else f" --release {self.release}"
-            raise EdgeKWSError(f"no arm64 {self.release} sysroot at {self.sysroot}: run `make arm` (or `edgekws qemu setup{what}`)")
-        _need(QEMU, "qemu-user")
-        listed = subprocess.run([QEMU, "-cpu", "help"], capture_output=True, text=True).stdout.split()
-        cpus = [c for c in listed if c not in ("Available", "CPUs:")]
-        if self.cpu not in cpus:
-            raise EdgeKWSError(f"unknown qemu CPU '{self.cpu}' (valid: {', '.join(cpus)})")
-
-    def prepare(self, files: dict[str, Path]) -> None:
-        self.check()
-        hide_host_cpu_topology(self.sysroot / "root")
-        super().prepare(files)
-
-    def command(self) -> list[str]:
-        return [QEMU, str(self.sysroot / "root/usr/bin/python3")]
-
-    def environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-        env.update(QEMU_LD_PREFIX=str(self.sysroot / "root"), QEMU_CPU=self.cpu, PYTHONPATH=str(self.sysroot / "site"),
-                   PYTHONNOUSERSITE="1", EDGEKWS_RUNNER_EXEC_PREFIX=json.dumps([QEMU]))
-        return env
-
-    def probe(self, timeout: float = 300) -> dict:
-        hide_host_cpu_topology(self.sysroot / "root")
-        return super().probe(timeout)
+def qemu_environment(sysroot: Path, cpu: str) -> dict[str, str]:
+    """The environment the emulated Python runs in: the sysroot as qemu's library prefix, its
+    wheels on the path, the CPU model, and the exec prefix the runner's children need."""
+    sysroot = Path(sysroot)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env.update(QEMU_LD_PREFIX=str(sysroot / "root"), QEMU_CPU=cpu, PYTHONPATH=str(sysroot / "site"),
+               PYTHONNOUSERSITE="1", EDGEKWS_RUNNER_EXEC_PREFIX=json.dumps([QEMU]))
+    return env

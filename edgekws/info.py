@@ -29,21 +29,26 @@ def grid_specs(space: SearchSpace) -> list[tuple[str, str, SubnetSpec]]:
     return out
 
 
-def family_report(family: str | None, only: list[SubnetSpec] | None = None) -> tuple[list[dict], SearchSpace, int]:
-    """Rows of accounting for the grid (or for `only`), the space, and the parameter budget."""
+def family_report(family: str | None, only: list[SubnetSpec] | None = None, checkpoint=None
+                  ) -> tuple[list[dict], SearchSpace, int]:
+    """Rows of accounting for the grid (or for `only`), the space, and the parameter budget. With
+    a checkpoint, its space, architecture arguments, class count and input shape are used."""
     from edgekws.accounting import account
     from edgekws.models import PARAM_BUDGET, get_family, list_families
 
     if family is None:
         raise EdgeKWSError(f"name a family with --family (valid: {', '.join(list_families())}), --spec or --checkpoint")
-    space = get_family(family).space
+    fam = checkpoint.family_def() if checkpoint is not None else get_family(family)
+    classes = len(checkpoint.labels) if checkpoint is not None else 12
+    shape = checkpoint.features.shape if checkpoint is not None else None
+    space = fam.space
     if only is not None:
         entries = [("-", "-", space.validate(s)) for s in only]
     else:
         entries = grid_specs(space)
     rows = []
     for wl, dl, spec in entries:
-        row = account(spec).to_dict()
+        row = account(spec, classes, shape, family=fam).to_dict()
         row.update(label_width=wl, label_depth=dl)
         rows.append(row)
     return rows, space, PARAM_BUDGET

@@ -14,11 +14,10 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekws.artefacts import RUNTIME_FILES
 from edgekws.errors import EdgeKWSError
 from edgekws.targets import DeviceTarget
 
-RUNNER = Path(__file__).resolve().parent / "runner.py"
-ARTEFACTS = {"litert": ("model_float.tflite", "model_int8.tflite"), "onnxruntime": ("model_float.onnx", "model_int8.onnx")}
 
 
 @dataclass
@@ -34,7 +33,8 @@ class BudgetCheck:
 
 def run_runner(models: list[Path], runtime: str, threads: int, runs: int, warmup: int, op_profile: bool = True) -> dict:
     """The on-board runner on this machine: the bench's local device, errors as one line."""
-    from edgekws.bench import DeviceError, LocalDevice
+    from edgekws.devices import DeviceError
+    from edgekws.devices.local import LocalDevice
 
     args = ["--runtime", runtime, "--threads", str(threads), "--runs", str(runs), "--warmup", str(warmup)]
     for m in models:
@@ -52,9 +52,9 @@ def profile_export(folder: Path, target: DeviceTarget, runs: int = 200, warmup: 
 
     folder = Path(folder)
     manifest = load_manifest(folder)
-    models = [folder / name for name in ARTEFACTS[target.runtime] if (folder / name).exists()]
+    models = [folder / name for name in RUNTIME_FILES[target.runtime] if (folder / name).exists()]
     if not models:
-        raise EdgeKWSError(f"'{folder}' has no {target.runtime} artefacts ({', '.join(ARTEFACTS[target.runtime])})")
+        raise EdgeKWSError(f"'{folder}' has no {target.runtime} artefacts ({', '.join(RUNTIME_FILES[target.runtime])})")
     measured = run_runner(models, target.runtime, target.threads, runs, warmup)
     acc = manifest["accounting"]
     b = target.budgets

@@ -340,7 +340,8 @@ def recalibrate_checkpoint(path: Path, data_dir: Path, out: Path, cache_dir: Pat
     metrics = {**ck.metrics, **finalize(model, ck.space, fixed, calib, test_split)}
     metrics["recalibrated"] = {"data_dir": str(data_dir), "examples": len(calib), "previous_examples": had}
     save_checkpoint(out, Checkpoint(ck.family, ck.space, ck.features, ck.labels, model.state_dict(), cfg, metrics,
-                                    calibration=torch.from_numpy(calib).to(torch.float16), sampling=ck.sampling))
+                                    calibration=torch.from_numpy(calib).to(torch.float16), sampling=ck.sampling,
+                                    arch=ck.arch))
     return metrics
 
 

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgekws.bench import ResultsFile, SSHDevice, Suite, load_suite, make_device, prepare_models, read_results, run_suite
+from edgekws.bench import ResultsFile, Suite, load_suite, prepare_models, read_results, run_suite
+from edgekws.devices import make_device
+from edgekws.devices.ssh import SSHDevice
 from edgekws.cli import app
 from edgekws.errors import EdgeKWSError
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgekws.bench import ResultsFile, Suite, make_device, prepare_models, read_results, run_suite
+from edgekws.bench import ResultsFile, Suite, prepare_models, read_results, run_suite
+from edgekws.devices import make_device
 from edgekws.cli import app
 from edgekws.emulation import CACHE_FILES, default_sysroot, hide_host_cpu_topology
 from edgekws.errors import EdgeKWSError

@@ -123,7 +123,8 @@ def test_failed_commands_leave_no_folder_they_created(tmp_path):
     (["data", "pack", "-d", "D", "-o", "p.npz", "--examples", "-1"], "--examples must be between 1 and 1000000"),
     (["data", "synth", "-o", "c", "--workers", "0"], "--workers must be between 1 and 256"),
     (["profile", "--width", "0.5", "--runs", "0"], "--runs must be between 1 and 100000"),
-    (["export", "--width", "0", "--out", "e"], "--width must be greater than 0 and at most 1"),
+    (["export", "--width", "0", "--out", "e"], "width multiplier 0.0 is outside (0, 1]; the trained ones are 0.25"),
+    (["export", "--width", "nan", "--out", "e"], "width multiplier nan is outside (0, 1]"),
     (["export", "--width", "0.5", "--min-agreement", "inf"], "--min-agreement must be between 0 and 1"),
     (["eval", "-d", "D", "--depth", "0"], "--depth must be between 1 and 64"),
 ])
@@ -253,9 +254,14 @@ def test_version_alone():
 def test_wheel_install_finds_its_targets(tmp_path):
     """A real wheel, installed outside the source tree: the tier files travel as package data,
     and `profile --target pi4` runs from it."""
+    src = tmp_path / "src"  # built from a copy: setuptools writes build/ and *.egg-info beside the sources
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "edgekws", src / "edgekws", ignore=shutil.ignore_patterns("__pycache__"))
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
-                    str(ROOT)], check=True, capture_output=True)
+                    str(src)], check=True, capture_output=True)
     (wheel,) = wheels.glob("edgekws-*.whl")
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],

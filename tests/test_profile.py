@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from cliutil import one_line_error
 from edgekws.cli import app
 from edgekws.errors import EdgeKWSError
-from edgekws.profile import RUNNER
+from edgekws.devices import RUNNER
 from edgekws.targets import get_target, list_targets, load_target
 
 runner = CliRunner()

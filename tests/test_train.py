@@ -270,7 +270,7 @@ def test_local_processes_train_in_step(tiny_corpus, tmp_path):
     d = ck.metrics["rank_param_digests"]
     assert len(d) == 2 and d[0] == d[1]
     res = CliRunner().invoke(app, ["train", "--data-dir", str(tiny_corpus), "--out", str(out), "--procs", "0"])
-    assert res.exit_code == 1 and "--procs must be at least 1" in res.stderr
+    assert res.exit_code == 1 and "--procs must be between 1 and 64" in res.stderr
 
 
 def test_calibrate_needs_an_explicit_destination_and_never_shrinks_silently(trained, tiny_corpus, tmp_path):

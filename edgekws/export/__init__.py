@@ -239,7 +239,7 @@ def export_subnet(
                         quant.get("onnx", {}).get("attempts", []), ref_acc)
     say("golden vectors and manifest")
 
-    acc = account(spec, len(ck.labels), shape)
+    acc = account(spec, len(ck.labels), shape, family=ck.family_def())
     tools = _versions()
     with atomic_dir(dest, overwrite=force) as tmp:
         for name, data in files.items():
