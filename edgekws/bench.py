@@ -238,12 +238,16 @@ class ResultsFile:
 
 
 def prepare_models(suite: Suite, suite_path: Path, cache: Path) -> list[tuple[str, Path, dict]]:
-    """Export every suite model once (cached by subnet name) → (name, folder, manifest)."""
+    """Export every suite model once → (name, folder, manifest). Exports are cached under the
+    checkpoint's sha256 and the subnet's name: a new checkpoint never reuses a stale export."""
+    from edgekws.assets import DEFAULT_CHECKPOINT
     from edgekws.export import export_subnet
+    from edgekws.fileio import sha256_file
     from edgekws.info import load_spec_file
     from edgekws.manifest import load_manifest
 
     out = []
+    ck, ck_cache = None, cache / f"ckpt-{sha256_file(DEFAULT_CHECKPOINT)[:16]}"
     for m in suite.models:
         if "export" in m:
             folder = (suite_path.parent / m["export"]).resolve() if not Path(m["export"]).is_absolute() else Path(m["export"])
@@ -251,14 +255,14 @@ def prepare_models(suite: Suite, suite_path: Path, cache: Path) -> list[tuple[st
                 raise EdgeKWSError(f"{suite_path}: export '{m['export']}' has no manifest.json")
         else:
             spec = load_spec_file(suite_path.parent / m["spec"]) if "spec" in m else None
-            from edgekws.assets import DEFAULT_CHECKPOINT
             from edgekws.checkpoint import load_checkpoint
 
             if spec is None:
-                spec = load_checkpoint(DEFAULT_CHECKPOINT).space.uniform(float(m["width"]), m.get("depth"))
-            folder = cache / spec.name
+                ck = ck or load_checkpoint(DEFAULT_CHECKPOINT)
+                spec = ck.space.uniform(float(m["width"]), m.get("depth"))
+            folder = ck_cache / spec.name
             if not (folder / "manifest.json").exists():
-                folder = export_subnet(spec=spec, out=cache, force=True).out_dir
+                folder = export_subnet(spec=spec, out=ck_cache, force=True).out_dir
         manifest = load_manifest(folder)
         out.append((manifest["name"], folder, manifest))
     return out

@@ -106,6 +106,16 @@ def models(exported):
     return load_suite(SUITE), exported
 
 
+def test_suite_exports_are_cached_per_checkpoint(exported):
+    """A new checkpoint never reuses a stale export: the cache is keyed by its sha256."""
+    from edgekws.assets import DEFAULT_CHECKPOINT
+    from edgekws.fileio import sha256_file
+
+    _, folder, manifest = exported[0]
+    assert folder.parent.name == f"ckpt-{sha256_file(DEFAULT_CHECKPOINT)[:16]}"
+    assert manifest["checkpoint"]["sha256"] == sha256_file(DEFAULT_CHECKPOINT)
+
+
 def test_suite_loading_errors(tmp_path):
     bad = tmp_path / "s.toml"
     bad.write_text("runtimes = ['litert']\n")
