@@ -17,10 +17,24 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import skip_init  # extracted layers are overwritten at once: no init, no RNG draw
 
 
 class DynamicOp(nn.Module):
-    """Marker base class: anything inheriting from it must not survive extraction."""
+    """Base class: anything inheriting from it must not survive extraction. Each op turns its
+    active slice into plain `nn` layers with `to_static(in_features)` (the once-for-all pattern),
+    so a family's extraction is a composition of its ops' `to_static`, never index-based copying."""
+
+    def to_static(self, in_features: int) -> nn.Module:
+        raise NotImplementedError(f"{type(self).__name__} has no to_static()")
+
+
+@torch.no_grad()
+def _with(layer: nn.Module, **tensors: torch.Tensor) -> nn.Module:
+    """`layer` with its parameters and buffers overwritten by copies of `tensors`."""
+    for name, value in tensors.items():
+        getattr(layer, name).copy_(value)
+    return layer
 
 
 class DynamicConv2d(DynamicOp):
@@ -37,6 +51,12 @@ class DynamicConv2d(DynamicOp):
         b = c.bias[: self.active_out] if c.bias is not None else None
         return F.conv2d(x, w, b, c.stride, c.padding)
 
+    def to_static(self, in_features: int) -> nn.Conv2d:
+        c, out = self.conv, self.active_out
+        layer = skip_init(nn.Conv2d, in_features, out, c.kernel_size, c.stride, c.padding, bias=c.bias is not None)
+        extra = {"bias": c.bias[:out]} if c.bias is not None else {}
+        return _with(layer, weight=c.weight[:out, :in_features], **extra)
+
 
 class DynamicDepthwiseConv2d(DynamicOp):
     """Depthwise conv: as many channels as the input has (up to `channels_max`)."""
@@ -49,6 +69,12 @@ class DynamicDepthwiseConv2d(DynamicOp):
         c, n = self.conv, x.shape[1]
         b = c.bias[:n] if c.bias is not None else None
         return F.conv2d(x, c.weight[:n], b, c.stride, c.padding, groups=n)
+
+    def to_static(self, in_features: int) -> nn.Conv2d:
+        c, n = self.conv, in_features
+        layer = skip_init(nn.Conv2d, n, n, c.kernel_size, c.stride, c.padding, groups=n, bias=c.bias is not None)
+        extra = {"bias": c.bias[:n]} if c.bias is not None else {}
+        return _with(layer, weight=c.weight[:n], **extra)
 
 
 class SwitchableBatchNorm2d(DynamicOp):
@@ -66,6 +92,13 @@ class SwitchableBatchNorm2d(DynamicOp):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn[self.index(x.shape[1])](x)
+
+    def to_static(self, in_features: int) -> nn.BatchNorm2d:
+        """A copy of the BatchNorm private to `in_features` channels (statistics included)."""
+        src = self.bn[self.index(in_features)]
+        layer = skip_init(nn.BatchNorm2d, in_features, src.eps, src.momentum)
+        layer.load_state_dict(src.state_dict())
+        return layer
 
     def index(self, channels: int) -> int:
         try:
@@ -87,6 +120,12 @@ class DynamicLinear(DynamicOp):
         b = l.bias[: self.active_out] if l.bias is not None else None
         return F.linear(x, l.weight[: self.active_out, : x.shape[-1]], b)
 
+    def to_static(self, in_features: int) -> nn.Linear:
+        l, out = self.linear, self.active_out
+        layer = skip_init(nn.Linear, in_features, out, bias=l.bias is not None)
+        extra = {"bias": l.bias[:out]} if l.bias is not None else {}
+        return _with(layer, weight=l.weight[:out, :in_features], **extra)
+
 
 class DynamicLayerNorm(DynamicOp):
     """LayerNorm over however many features the input has: statistics are per token over the
@@ -99,3 +138,7 @@ class DynamicLayerNorm(DynamicOp):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[-1]
         return F.layer_norm(x, (n,), self.norm.weight[:n], self.norm.bias[:n], self.norm.eps)
+
+    def to_static(self, in_features: int) -> nn.LayerNorm:
+        n = in_features
+        return _with(skip_init(nn.LayerNorm, n, eps=self.norm.eps), weight=self.norm.weight[:n], bias=self.norm.bias[:n])

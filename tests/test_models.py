@@ -164,3 +164,28 @@ def test_recalibrate_bn_on_a_supernet_touches_only_the_active_subnet():
     assert not any(".bn.3." in k for k in changed)  # the widest BNs were not touched
     assert not any(k.startswith("stages.1.1.") for k in changed)  # nor blocks beyond its depth
     assert not sup.training
+
+
+def test_every_dynamic_op_has_a_to_static_that_matches_it():
+    """Extraction composes per layer: each dynamic op's `to_static(in_features)` is a plain layer
+    computing exactly what the op computes at its active width."""
+    from edgekws import ops
+
+    torch.manual_seed(0)
+    conv = ops.DynamicConv2d(16, 32, 3, 2, 1, bias=True)
+    conv.active_out = 8
+    dw = ops.DynamicDepthwiseConv2d(16, 3, 1, 1, bias=True)
+    bn = ops.SwitchableBatchNorm2d((4, 8, 16))
+    bn.bn[1].running_mean.normal_()
+    lin = ops.DynamicLinear(16, 24)
+    lin.active_out = 12
+    ln = ops.DynamicLayerNorm(16)
+    ln.norm.weight.data.normal_()
+    img, seq = torch.randn(2, 8, 10, 10), torch.randn(2, 5, 8)
+    cases = [(conv, img), (dw, img), (bn.eval(), img), (lin, seq), (ln, seq)]
+    assert {type(op) for op, _ in cases} == {c for c in vars(ops).values()
+                                             if isinstance(c, type) and issubclass(c, ops.DynamicOp) and c is not ops.DynamicOp}
+    for op, x in cases:
+        static = op.to_static(8).eval()
+        assert not isinstance(static, ops.DynamicOp)
+        assert torch.equal(static(x), op(x)), type(op).__name__

@@ -67,21 +67,26 @@ class DSCNN(nn.Module):
     """A standalone DS-CNN subnet. Input (B, frames, n_mels) log-mels; output (B, classes) logits."""
 
     def __init__(self, spec: SubnetSpec, arch: DSCNNArch = DSCNNArch(), num_classes: int = 12,
-                 input_shape: tuple[int, int] = (49, 40)):
+                 input_shape: tuple[int, int] = (49, 40), layers: dict[str, nn.Module] | None = None):
+        """Built from the spec, or (extraction) from ready `layers` {stem, blocks, head}."""
         super().__init__()
         self.spec, self.arch = spec, arch
-        w0 = spec.widths[0]
-        self.stem = nn.Sequential(
-            nn.Conv2d(1, w0, arch.stem_kernel, arch.stem_stride, arch.stem_padding, bias=arch.bias),
-            nn.BatchNorm2d(w0),
-            nn.ReLU(),
-        )
-        plan = _plan(spec, arch)
-        self.blocks = nn.Sequential(*(ds_block(i, o, s, arch.bias) for i, o, s in plan))
-        last = plan[-1][1] if plan else w0
+        if layers is None:
+            w0 = spec.widths[0]
+            plan = _plan(spec, arch)
+            layers = {
+                "stem": nn.Sequential(
+                    nn.Conv2d(1, w0, arch.stem_kernel, arch.stem_stride, arch.stem_padding, bias=arch.bias),
+                    nn.BatchNorm2d(w0),
+                    nn.ReLU(),
+                ),
+                "blocks": nn.Sequential(*(ds_block(i, o, s, arch.bias) for i, o, s in plan)),
+                "head": nn.Linear(plan[-1][1] if plan else w0, num_classes),
+            }
+        self.stem, self.blocks = layers["stem"], layers["blocks"]
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(arch.dropout)
-        self.head = nn.Linear(last, num_classes)
+        self.head = layers["head"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x.unsqueeze(1)))
@@ -101,9 +106,11 @@ class _SuperDSBlock(nn.Module):
         x = torch.relu(self.dw_bn(self.dw(x)))
         return torch.relu(self.pw_bn(self.pw(x)))
 
-
-def _copy_bn(dst: nn.BatchNorm2d, src: SwitchableBatchNorm2d, channels: int) -> None:
-    dst.load_state_dict(src.bn[src.index(channels)].state_dict())
+    def to_static(self, in_channels: int) -> nn.Sequential:
+        """The block's active slice in `ds_block`'s layout."""
+        out = self.pw.active_out
+        return nn.Sequential(self.dw.to_static(in_channels), self.dw_bn.to_static(in_channels), nn.ReLU(),
+                             self.pw.to_static(in_channels), self.pw_bn.to_static(out), nn.ReLU())
 
 
 class DSCNNSupernet(nn.Module):
@@ -142,26 +149,16 @@ class DSCNNSupernet(nn.Module):
         return self.head(self.dropout(x.mean(dim=(2, 3))))
 
     def get_active_subnet(self) -> DSCNN:
-        """Copy the active slices into a plain `DSCNN` (see `edgekws.extract`)."""
+        """The active subnet as a plain `DSCNN`: each dynamic op's `to_static`, composed in the
+        subnet's layout (see `edgekws.extract`)."""
         spec = self.active
-        net = DSCNN(spec, self.arch, self.num_classes, self.input_shape)
         w0 = spec.widths[0]
-        with torch.no_grad():
-            net.stem[0].weight.copy_(self.stem_conv.conv.weight[:w0])
-            if self.arch.bias:
-                net.stem[0].bias.copy_(self.stem_conv.conv.bias[:w0])
-            _copy_bn(net.stem[1], self.stem_bn, w0)
-            active = [b for stage, d in zip(self.stages, spec.depths) for b in stage[:d]]
-            for dst, src, (cin, cout, _) in zip(net.blocks, active, _plan(spec, self.arch)):
-                dst[0].weight.copy_(src.dw.conv.weight[:cin])
-                dst[3].weight.copy_(src.pw.conv.weight[:cout, :cin])
-                if self.arch.bias:
-                    dst[0].bias.copy_(src.dw.conv.bias[:cin])
-                    dst[3].bias.copy_(src.pw.conv.bias[:cout])
-                _copy_bn(dst[1], src.dw_bn, cin)
-                _copy_bn(dst[4], src.pw_bn, cout)
-            last = net.head.in_features
-            net.head.weight.copy_(self.head.linear.weight[:, :last])
-            net.head.bias.copy_(self.head.linear.bias)
+        stem = nn.Sequential(self.stem_conv.to_static(1), self.stem_bn.to_static(w0), nn.ReLU())
+        active = [b for stage, d in zip(self.stages, spec.depths) for b in stage[:d]]
+        plan = _plan(spec, self.arch)
+        blocks = nn.Sequential(*(b.to_static(cin) for b, (cin, _, _) in zip(active, plan)))
+        last = plan[-1][1] if plan else w0
+        net = DSCNN(spec, self.arch, self.num_classes, self.input_shape,
+                    layers={"stem": stem, "blocks": blocks, "head": self.head.to_static(last)})
         net.dropout.p = self.dropout.p
         return net.train(self.training)

@@ -47,10 +47,11 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, head_dim: int)
 class Attention(nn.Module):
     """Static multi-head self-attention from four plain Linear layers."""
 
-    def __init__(self, dim: int, head_dim: int):
+    def __init__(self, dim: int, head_dim: int, layers: dict[str, nn.Linear] | None = None):
         super().__init__()
         self.head_dim = head_dim
-        self.q, self.k, self.v, self.proj = (nn.Linear(dim, dim) for _ in range(4))
+        layers = layers or {name: nn.Linear(dim, dim) for name in ("q", "k", "v", "proj")}
+        self.q, self.k, self.v, self.proj = (layers[name] for name in ("q", "k", "v", "proj"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(_attention(self.q(x), self.k(x), self.v(x), self.head_dim))
@@ -71,12 +72,13 @@ class Block(nn.Module):
 
     keeps_input_alive = True  # the residual stream stays in memory across the block
 
-    def __init__(self, dim: int, mlp_dim: int, head_dim: int):
+    def __init__(self, dim: int, mlp_dim: int, head_dim: int, layers: dict[str, nn.Module] | None = None):
+        """Built from sizes, or (extraction) from ready `layers` {norm1, attn, norm2, mlp}."""
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, head_dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
+        if layers is None:
+            layers = {"norm1": nn.LayerNorm(dim), "attn": Attention(dim, head_dim), "norm2": nn.LayerNorm(dim),
+                      "mlp": nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))}
+        self.norm1, self.attn, self.norm2, self.mlp = (layers[k] for k in ("norm1", "attn", "norm2", "mlp"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -87,18 +89,22 @@ class KWT(nn.Module):
     """A standalone KWT subnet. Input (B, frames, n_mels); output (B, classes) logits."""
 
     def __init__(self, spec: SubnetSpec, arch: KWTArch = KWTArch(), num_classes: int = 12,
-                 input_shape: tuple[int, int] = (49, 40)):
+                 input_shape: tuple[int, int] = (49, 40), layers: dict | None = None):
+        """Built from the spec, or (extraction) from ready `layers` {embed, cls_token, pos_embed,
+        blocks, norm, head}."""
         super().__init__()
         self.spec, self.arch = spec, arch
         dim, mlp_dim = spec.widths
         frames, n_mels = input_shape
-        self.embed = nn.Linear(n_mels, dim)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, frames + 1, dim))
-        self.blocks = nn.Sequential(*(Block(dim, mlp_dim, arch.head_dim) for _ in range(spec.depths[0])))
-        self.norm = nn.LayerNorm(dim)
+        if layers is None:
+            layers = {"embed": nn.Linear(n_mels, dim), "cls_token": nn.Parameter(torch.zeros(1, 1, dim)),
+                      "pos_embed": nn.Parameter(torch.zeros(1, frames + 1, dim)),
+                      "blocks": nn.Sequential(*(Block(dim, mlp_dim, arch.head_dim) for _ in range(spec.depths[0]))),
+                      "norm": nn.LayerNorm(dim), "head": nn.Linear(dim, num_classes)}
+        self.embed, self.cls_token, self.pos_embed = layers["embed"], layers["cls_token"], layers["pos_embed"]
+        self.blocks, self.norm = layers["blocks"], layers["norm"]
         self.dropout = nn.Dropout(arch.dropout)
-        self.head = nn.Linear(dim, num_classes)
+        self.head = layers["head"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.embed(x)
@@ -126,6 +132,14 @@ class _SuperBlock(nn.Module):
         h = self.norm1(x)
         x = x + self.proj(_attention(self.q(h), self.k(h), self.v(h), self.head_dim))
         return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+    def to_static(self, dim: int) -> Block:
+        """The active slice as a plain `Block` (dim features in, the MLP at fc1's active width)."""
+        mlp_dim = self.fc1.active_out
+        attn = Attention(dim, self.head_dim, {name: getattr(self, name).to_static(dim) for name in ("q", "k", "v", "proj")})
+        mlp = nn.Sequential(self.fc1.to_static(dim), nn.GELU(), self.fc2.to_static(mlp_dim))
+        return Block(dim, mlp_dim, self.head_dim, {"norm1": self.norm1.to_static(dim), "attn": attn,
+                                                   "norm2": self.norm2.to_static(dim), "mlp": mlp})
 
 
 class KWTSupernet(nn.Module):
@@ -166,30 +180,14 @@ class KWTSupernet(nn.Module):
         return self.head(self.dropout(self.norm(x)[:, 0]))
 
     def get_active_subnet(self) -> KWT:
+        """The active subnet as a plain `KWT`: each dynamic op's `to_static`, composed."""
         spec = self.active
-        dim, mlp_dim = spec.widths
-        net = KWT(spec, self.arch, self.num_classes, self.input_shape)
-
-        def lin(dst: nn.Linear, src: DynamicLinear, out: int, inp: int) -> None:
-            dst.weight.copy_(src.linear.weight[:out, :inp])
-            dst.bias.copy_(src.linear.bias[:out])
-
-        def norm(dst: nn.LayerNorm, src: DynamicLayerNorm) -> None:
-            dst.weight.copy_(src.norm.weight[:dim])
-            dst.bias.copy_(src.norm.bias[:dim])
-
-        with torch.no_grad():
-            lin(net.embed, self.embed, dim, self.input_shape[1])
-            net.cls_token.copy_(self.cls_token[..., :dim])
-            net.pos_embed.copy_(self.pos_embed[..., :dim])
-            for dst, src in zip(net.blocks, self.blocks):
-                norm(dst.norm1, src.norm1)
-                norm(dst.norm2, src.norm2)
-                for name in ("q", "k", "v", "proj"):
-                    lin(getattr(dst.attn, name), getattr(src, name), dim, dim)
-                lin(dst.mlp[0], src.fc1, mlp_dim, dim)
-                lin(dst.mlp[2], src.fc2, dim, mlp_dim)
-            norm(net.norm, self.norm)
-            lin(net.head, self.head, self.num_classes, dim)
+        dim = spec.widths[0]
+        blocks = nn.Sequential(*(b.to_static(dim) for b in self.blocks[: spec.depths[0]]))
+        layers = {"embed": self.embed.to_static(self.input_shape[1]),
+                  "cls_token": nn.Parameter(self.cls_token[..., :dim].detach().clone()),
+                  "pos_embed": nn.Parameter(self.pos_embed[..., :dim].detach().clone()),
+                  "blocks": blocks, "norm": self.norm.to_static(dim), "head": self.head.to_static(dim)}
+        net = KWT(spec, self.arch, self.num_classes, self.input_shape, layers)
         net.dropout.p = self.dropout.p
         return net.train(self.training)
