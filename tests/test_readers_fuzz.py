@@ -37,17 +37,19 @@ TOML_LITERALS = st.sampled_from(['"abc"', '"[/]"', "-1", "0", "nan", "inf", "-in
                                  "{}", "true", "3.5", "9999999999999999999", '"\\u00ff"', "[[1]]", "{ a = 1 }"])
 
 
-def _fresh(suffix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix="edgekws-fuzz-")) / f"f{suffix}"
-
-
-def _ok_or_ours(fn, path: Path) -> None:
+def _check(fn, name: str, content: bytes) -> None:
+    """Write `content` as `name` in a fresh folder, run the reader on it, remove the folder: the
+    reader must return or raise EdgeKWSError with a one-line message."""
+    folder = Path(tempfile.mkdtemp(prefix="edgekws-fuzz-"))
     try:
-        fn(path)
-    except EdgeKWSError as exc:
-        assert "\n" not in str(exc).strip(), str(exc)
+        path = folder / name
+        path.write_bytes(content)
+        try:
+            fn(path)
+        except EdgeKWSError as exc:
+            assert "\n" not in str(exc).strip(), str(exc)
     finally:
-        shutil.rmtree(path.parent, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _mutate_json(doc, data) -> object:
@@ -125,28 +127,21 @@ MANIFEST_DOC = {"name": "m", "accounting": {"params": 10, "macs": 20}, "validati
 @SETTINGS
 @given(blob=st.binary(max_size=300))
 def test_text_readers_on_arbitrary_bytes(reader, name, blob):
-    p = _fresh("")
-    p = p.with_name(name)
-    p.write_bytes(blob)
-    _ok_or_ours(reader, p)
+    _check(reader, name, blob)
 
 
 @pytest.mark.parametrize("reader,text", [(_load_target, TARGET_TEXT), (_load_suite, SUITE_TEXT)])
 @SETTINGS
 @given(data=st.data())
 def test_toml_readers_on_mutated_files(reader, text, data):
-    p = _fresh(".toml")
-    p.write_text(_mutate_toml(text, data))
-    _ok_or_ours(reader, p)
+    _check(reader, "f.toml", _mutate_toml(text, data).encode())
 
 
 @pytest.mark.parametrize("reader,doc,name", [(_load_spec, SPEC_DOC, "s.json"), (_load_manifest, MANIFEST_DOC, "manifest.json")])
 @SETTINGS
 @given(data=st.data())
 def test_json_readers_on_mutated_files(reader, doc, name, data):
-    p = _fresh("").with_name(name)
-    p.write_text(json.dumps(_mutate_json(doc, data)))
-    _ok_or_ours(reader, p)
+    _check(reader, name, json.dumps(_mutate_json(doc, data)).encode())
 
 
 def test_json_nested_too_deeply_is_one_line(tmp_path):
@@ -186,14 +181,14 @@ def test_results_reader_keeps_every_valid_row(data, blob):
                 valid += row_problem(json.loads(blob.replace(b"\n", b" ").decode())) is None
             except (ValueError, RecursionError):
                 pass
-    p = _fresh(".jsonl")
-    p.write_bytes(b"\n".join(lines) + data.draw(st.sampled_from([b"\n", b""])))
-    try:
-        rows, bad, _ = read_jsonl(p)
+    content = b"\n".join(lines) + data.draw(st.sampled_from([b"\n", b""]))
+
+    def check(path):
+        rows, bad, _ = read_jsonl(path)
         assert len(rows) == valid
         assert len(bad) == sum(1 for ln in lines if ln.strip()) - valid
-    finally:
-        shutil.rmtree(p.parent, ignore_errors=True)
+
+    _check(check, "r.jsonl", content)
 
 
 # -- binary readers -------------------------------------------------------------------------------
@@ -222,9 +217,7 @@ def _wav_bytes() -> bytes:
 def test_wav_reader_on_mutated_files(data):
     from edgekws.audio import read_wav
 
-    p = _fresh(".wav")
-    p.write_bytes(_mutate_bytes(_wav_bytes(), data))
-    _ok_or_ours(read_wav, p)
+    _check(read_wav, "x.wav", _mutate_bytes(_wav_bytes(), data))
 
 
 @SETTINGS
@@ -236,9 +229,7 @@ def test_wav_reader_on_any_sample_rate(sr):
 
     b = bytearray(_wav_bytes())
     b[24:28] = struct.pack("<I", sr)
-    p = _fresh(".wav")
-    p.write_bytes(bytes(b))
-    _ok_or_ours(read_wav, p)
+    _check(read_wav, "x.wav", bytes(b))
 
 
 def _small_pack_bytes(**override) -> bytes:
@@ -256,9 +247,7 @@ def _small_pack_bytes(**override) -> bytes:
 def test_pack_reader_on_mutated_files(data):
     from edgekws.assets import load_pack
 
-    p = _fresh(".npz")
-    p.write_bytes(_mutate_bytes(_small_pack_bytes(), data))
-    _ok_or_ours(load_pack, p)
+    _check(load_pack, "p.npz", _mutate_bytes(_small_pack_bytes(), data))
 
 
 @SETTINGS
@@ -268,9 +257,7 @@ def test_pack_reader_on_mutated_files(data):
 def test_pack_reader_on_wrong_arrays(key, value):
     from edgekws.assets import load_pack
 
-    p = _fresh(".npz")
-    p.write_bytes(_small_pack_bytes(**{key: value}))
-    _ok_or_ours(load_pack, p)
+    _check(load_pack, "p.npz", _small_pack_bytes(**{key: value}))
 
 
 @pytest.fixture(scope="module")
@@ -327,14 +314,14 @@ def test_checkpoint_reader_on_mutated_payloads(shipped_payload, data):
         k = data.draw(st.sampled_from(sorted(d)))
         d[k] = _bad_value(kind, d[k])
         payload[where] = d
-    p = _fresh(".pt")
-    torch.save(payload, p)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
 
     def load(path):
         ck = load_checkpoint(path)
         ck.supernet()
 
-    _ok_or_ours(load, p)
+    _check(load, "ck.pt", buf.getvalue())
 
 
 @SETTINGS
@@ -343,10 +330,7 @@ def test_checkpoint_reader_on_damaged_bytes(data):
     from edgekws.assets import DEFAULT_CHECKPOINT
     from edgekws.checkpoint import load_checkpoint
 
-    raw = DEFAULT_CHECKPOINT.read_bytes()
-    p = _fresh(".pt")
-    p.write_bytes(_mutate_bytes(raw, data))
-    _ok_or_ours(load_checkpoint, p)
+    _check(load_checkpoint, "ck.pt", _mutate_bytes(DEFAULT_CHECKPOINT.read_bytes(), data))
 
 
 # -- corpus files ---------------------------------------------------------------------------------
@@ -379,10 +363,8 @@ def test_synth_partial_meta_on_arbitrary_bytes(blob):
     clips are made again); reading never fails."""
     from edgekws.synth import _read_partial_meta
 
-    p = _fresh(".csv")
-    p.write_bytes(blob)
-    try:
-        rows = _read_partial_meta(p)
+    def check(path):
+        rows = _read_partial_meta(path)
         assert all(len(r["sha256"]) == 64 for r in rows.values())
-    finally:
-        shutil.rmtree(p.parent, ignore_errors=True)
+
+    _check(check, "meta.partial.csv", blob)
