@@ -18,10 +18,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import torch
-from torch import nn
-
-from edgekws.extract import fold_bn
+from edgekws.costs import summarize
 from edgekws.models import PARAM_BUDGET, DEFAULT_INPUT, count_params, get_family
 from edgekws.spec import SubnetSpec
 
@@ -58,9 +55,13 @@ class Accounting:
         return d
 
 
-@torch.no_grad()
-def trace_costs(model: nn.Module, input_shape: tuple[int, int]) -> tuple[int, int]:
-    """(MACs, peak activation elements) of one batch-1 inference, from forward hooks."""
+def trace_costs(model, input_shape: tuple[int, int]) -> tuple[int, int]:
+    """(MACs, peak activation elements) of one batch-1 inference, from forward hooks on the real
+    torch model: the reference the cost table is checked against, and the fallback for a family
+    registered without one."""
+    import torch
+    from torch import nn
+
     macs = 0
     peak = 0
     held: list[int] = []  # residual streams alive across enclosing blocks
@@ -98,14 +99,17 @@ def trace_costs(model: nn.Module, input_shape: tuple[int, int]) -> tuple[int, in
             handles.append(m.register_forward_pre_hook(push))
             handles.append(m.register_forward_hook(pop))
     try:
-        model.eval()(torch.zeros(1, *input_shape))
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape))
     finally:
         for h in handles:
             h.remove()
     return macs, peak
 
 
-def _int8_size(model: nn.Module) -> int:
+def _int8_size(model) -> int:
+    from torch import nn
+
     total = 0
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -123,8 +127,24 @@ def _int8_size(model: nn.Module) -> int:
 
 def account(spec: SubnetSpec, num_classes: int = 12, input_shape: tuple[int, int] | None = None,
             family=None) -> Accounting:
-    """Costs of a subnet at a class count and input shape; `family` overrides the registered
-    definition (a checkpoint's own architecture arguments, `Checkpoint.family_def()`)."""
+    """Costs of a subnet at a class count and input shape, from the family's cost table (no torch);
+    `family` overrides the registered definition (a checkpoint's own architecture arguments,
+    `Checkpoint.family_def()`)."""
+    fam = family or get_family(spec.family)
+    shape = fam.input_shape or input_shape or DEFAULT_INPUT
+    if fam.ops is None:
+        return traced_account(spec, num_classes, shape, fam)
+    fam.space.validate(spec)
+    t = summarize(fam.ops(spec, fam.arch, num_classes, shape))
+    return Accounting(spec, t.params, t.params_deployed, t.macs, t.peak_activation_elems, 4 * t.params_deployed,
+                      t.size_int8_bytes)
+
+
+def traced_account(spec: SubnetSpec, num_classes: int = 12, input_shape: tuple[int, int] | None = None,
+                   family=None) -> Accounting:
+    """The same figures from the real torch model: built, BN folded, one traced forward."""
+    from edgekws.extract import fold_bn
+
     fam = family or get_family(spec.family)
     shape = fam.input_shape or input_shape or DEFAULT_INPUT
     net = fam.subnet(spec, num_classes, shape)

@@ -71,3 +71,31 @@ def test_info_cli_errors(tmp_path):
     bad.write_text("{oops")
     res = runner.invoke(app, ["info", "--spec", str(bad)])
     assert res.exit_code == 1 and "malformed spec JSON" in res.stderr and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("family", ["dscnn", "kwt", "dscnn_mlperf"])
+def test_cost_table_equals_the_traced_torch_model(family):
+    """The torch-free cost table (`edgekws.costs`, each family's `ops`) gives exactly what building
+    the real model, folding BN and tracing one forward gives — for the extremes and random specs,
+    at 12 and 35 classes."""
+    import numpy as np
+
+    from edgekws.accounting import traced_account
+
+    space = get_family(family).space
+    rng = np.random.default_rng(7)
+    for spec in [space.largest(), space.smallest(), *(space.sample(rng) for _ in range(6))]:
+        for classes in (12, 35):
+            assert account(spec, classes) == traced_account(spec, classes), (spec.name, classes)
+
+
+def test_info_does_not_import_torch():
+    """`edgekws info --family` reads sizes from the cost table: no torch import, no model built."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from typer.testing import CliRunner; from edgekws.cli import app; "
+            "r = CliRunner().invoke(app, ['info', '--family', 'dscnn', '--json']); "
+            "assert r.exit_code == 0, r.output; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"

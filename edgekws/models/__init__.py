@@ -1,26 +1,38 @@
 """Model families, registered timm-style: a name maps to a search space, an architecture, a
-supernet class and the static subnet class that extraction produces.
+supernet class, the static subnet class that extraction produces, and the family's graph as
+costed ops (`edgekws.costs`).
 
     create_supernet("dscnn", num_classes=12)      # the trainable supernet
     build_subnet(spec, num_classes=12)            # a plain model rebuilt from its spec alone
 
-Every family must keep its largest subnet within `PARAM_BUDGET` (250k trainable parameters, at
-12 classes on 49×40 log-mels); registration and creation refuse one that does not, unless
-`allow_over_budget=True` (for research).
+The registry itself is torch-free: model classes are named "module:Class" and imported when a
+model is first built, and sizes come from the cost table, so `edgekws info` and searches never
+import torch. Every family must keep its largest subnet within `PARAM_BUDGET` (250k trainable
+parameters, at 12 classes on 49×40 log-mels); registration and creation refuse one that does not,
+unless `allow_over_budget=True` (for research).
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from edgekws.errors import EdgeKWSError
-from edgekws.models.dscnn import DSCNN, DSCNNArch, DSCNNSupernet
-from edgekws.models.kwt import KWT, KWTArch, KWTSupernet
+from edgekws.models.dscnn_arch import DSCNNArch, dscnn_ops
+from edgekws.models.kwt_arch import KWTArch, kwt_ops
 from edgekws.spec import SearchSpace, SubnetSpec
 
 PARAM_BUDGET = 250_000
 DEFAULT_INPUT = (49, 40)
+
+
+def _resolve(cls: Callable | str) -> Callable:
+    """A class, or "module:Class" imported on first use (keeps torch out of the registry)."""
+    if not isinstance(cls, str):
+        return cls
+    module, _, name = cls.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
@@ -28,17 +40,26 @@ class Family:
     name: str
     space: SearchSpace
     arch: Any
-    supernet_cls: Callable
-    subnet_cls: Callable
+    supernet_cls: Callable | str
+    subnet_cls: Callable | str
     description: str
     input_shape: tuple[int, int] | None = None  # fixed input, for reference configurations
+    # (spec, arch, num_classes, input_shape) -> the deployed graph as costed ops; None: accounting
+    # builds the model and traces it (torch)
+    ops: Callable | None = None
 
     def supernet(self, num_classes: int = 12, input_shape: tuple[int, int] = DEFAULT_INPUT):
-        return self.supernet_cls(self.space, self.arch, num_classes, self.input_shape or input_shape)
+        return _resolve(self.supernet_cls)(self.space, self.arch, num_classes, self.input_shape or input_shape)
 
     def subnet(self, spec: SubnetSpec, num_classes: int = 12, input_shape: tuple[int, int] = DEFAULT_INPUT):
         self.space.validate(spec)
-        return self.subnet_cls(spec, self.arch, num_classes, self.input_shape or input_shape)
+        return _resolve(self.subnet_cls)(spec, self.arch, num_classes, self.input_shape or input_shape)
+
+    def params(self, spec: SubnetSpec, num_classes: int = 12, input_shape: tuple[int, int] = DEFAULT_INPUT) -> int:
+        """Trainable parameters of a subnet (from the cost table when the family has one)."""
+        if self.ops is not None:
+            return sum(o.params for o in self.ops(spec, self.arch, num_classes, self.input_shape or input_shape))
+        return count_params(self.subnet(spec, num_classes, input_shape))
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -49,7 +70,7 @@ def count_params(model) -> int:
 
 
 def _check_budget(fam: Family, num_classes: int, input_shape: tuple[int, int]) -> None:
-    n = count_params(fam.subnet(fam.space.largest(), num_classes, input_shape))
+    n = fam.params(fam.space.largest(), num_classes, input_shape)
     if n > PARAM_BUDGET:
         raise EdgeKWSError(
             f"family '{fam.name}': largest subnet has {n:,} parameters, over the {PARAM_BUDGET:,} budget "
@@ -95,9 +116,10 @@ register_family(Family(
         depths={"stage1": (1, 2), "stage2": (1, 2, 3), "stage3": (1, 2, 3)},
     ),
     arch=DSCNNArch(),
-    supernet_cls=DSCNNSupernet,
-    subnet_cls=DSCNN,
+    supernet_cls="edgekws.models.dscnn:DSCNNSupernet",
+    subnet_cls="edgekws.models.dscnn:DSCNN",
     description="depthwise-separable CNN (Hello Edge / MLPerf Tiny lineage), 3 elastic stages",
+    ops=dscnn_ops,
 ))
 
 register_family(Family(
@@ -108,9 +130,10 @@ register_family(Family(
         depths={"layers": (2, 3, 4, 5, 6)},
     ),
     arch=KWTArch(),
-    supernet_cls=KWTSupernet,
-    subnet_cls=KWT,
+    supernet_cls="edgekws.models.kwt:KWTSupernet",
+    subnet_cls="edgekws.models.kwt:KWT",
     description="keyword Transformer (frames as tokens), slimmable dim/heads/MLP, elastic layers",
+    ops=kwt_ops,
 ))
 
 # MLPerf Tiny's KWS reference DS-CNN, fixed (a one-point space), on its 49×10 MFCC input. It is
@@ -119,8 +142,9 @@ register_family(Family(
     name="dscnn_mlperf",
     space=SearchSpace("dscnn_mlperf", ("stem", "stage1"), ((64,), (64,)), ("stage1",), ((4,),), (1.0,)),
     arch=DSCNNArch(stage_strides=(1,), bias=True, dropout=0.2),
-    supernet_cls=DSCNNSupernet,
-    subnet_cls=DSCNN,
+    supernet_cls="edgekws.models.dscnn:DSCNNSupernet",
+    subnet_cls="edgekws.models.dscnn:DSCNN",
+    ops=dscnn_ops,
     description="MLPerf Tiny KWS reference DS-CNN (fixed; 49×10 MFCC input)",
     input_shape=(49, 10),
 ))

@@ -17,38 +17,15 @@ from a `SubnetSpec` alone. `DSCNNSupernet` holds the full-size weights.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from edgekws.models.dscnn_arch import DSCNNArch, block_plan
 from edgekws.ops import DynamicConv2d, DynamicDepthwiseConv2d, DynamicLinear, SwitchableBatchNorm2d
 from edgekws.spec import SearchSpace, SubnetSpec
 
 
-@dataclass(frozen=True)
-class DSCNNArch:
-    """Fixed (non-searchable) architecture choices of a DS-CNN family."""
-
-    stem_kernel: tuple[int, int] = (10, 4)  # (time, frequency), as in Hello Edge / MLPerf Tiny
-    stem_stride: tuple[int, int] = (2, 2)
-    stage_strides: tuple[int, ...] = (2, 2, 2)  # stride of the first block of each stage
-    bias: bool = False  # conv biases are redundant before BN; MLPerf's reference keeps them
-    dropout: float = 0.1
-
-    @property
-    def stem_padding(self) -> tuple[int, int]:
-        return ((self.stem_kernel[0] - 1) // 2, (self.stem_kernel[1] - 1) // 2)
-
-
-def _plan(spec: SubnetSpec, arch: DSCNNArch) -> list[tuple[int, int, int]]:
-    """(in_channels, out_channels, stride) of every active block."""
-    blocks, cin = [], spec.widths[0]
-    for width, depth, stride in zip(spec.widths[1:], spec.depths, arch.stage_strides):
-        for i in range(depth):
-            blocks.append((cin, width, stride if i == 0 else 1))
-            cin = width
-    return blocks
+_plan = block_plan  # (in, out, stride) of every active block
 
 
 def ds_block(in_channels: int, out_channels: int, stride: int, bias: bool) -> nn.Sequential:

@@ -17,20 +17,14 @@ recalibration.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgekws.models.kwt_arch import KWTArch
 from edgekws.ops import DynamicLayerNorm, DynamicLinear
 from edgekws.spec import SearchSpace, SubnetSpec
-
-
-@dataclass(frozen=True)
-class KWTArch:
-    head_dim: int = 16
-    dropout: float = 0.1
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, head_dim: int) -> torch.Tensor:
