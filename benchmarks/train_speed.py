@@ -2,7 +2,7 @@
 
     python benchmarks/train_speed.py --data-dir DIR [--steps 30] [--family dscnn]
 
-Every variant runs the real training step (`BatchMaker` → `sandwich_step` → AdamW) on the
+Every variant runs the real training step (`BatchMaker` → `train_step` → AdamW) on the
 corpus's cached training clips, in one run, so the ratios compare like with like. Variants:
 
 - `baseline`: the previous engine — 2 intra-op threads, batch made on the training thread,
@@ -70,7 +70,8 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
 
     from edgekws.features import FeatureConfig, LogMel
     from edgekws.models import count_params, create_supernet, get_family
-    from edgekws.train import BatchMaker, Dist, TrainConfig, allreduce_grads, param_groups, sandwich_step, training_spec
+    from edgekws.step import train_step, training_spec
+    from edgekws.train import BatchMaker, Dist, TrainConfig, allreduce_grads, param_groups
 
     torch.set_num_threads(v.get("threads", 2))
     cfg = TrainConfig(family=family, batch_size=v.get("batch", 128), num_random=v.get("num_random", 2),
@@ -135,9 +136,9 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
         tim: dict = {}
         if v.get("bf16"):
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                sandwich_step(net, batch, sandwich, cfg, dropout_for, timings=tim)
+                train_step(net, batch, sandwich, cfg, dropout_for, timings=tim)
         else:
-            sandwich_step(net, batch, sandwich, cfg, dropout_for, timings=tim)
+            train_step(net, batch, sandwich, cfg, dropout_for, timings=tim)
         t2 = time.perf_counter()
         allreduce_grads(model, d)
         opt.step()

@@ -306,6 +306,7 @@ def train_cmd(
     decay_weights_only: Annotated[bool, typer.Option(help="No weight decay on norm parameters and biases.")] = RECIPE.decay_weights_only,
     num_random: Annotated[int, typer.Option(callback=in_range(0, 16), help="Random subnets per step besides largest and smallest.")] = RECIPE.num_random,
     sampling: Annotated[str, typer.Option(help="Random subnets: per_stage (every spec of the space) or uniform (one width for all stages).")] = RECIPE.sampling,
+    sampler: Annotated[str, typer.Option(help="Subnets per step: sandwich (largest teaches smallest + random) or students (random subnets taught by --teacher).")] = RECIPE.sampler,
     small_width_bias: Annotated[float, typer.Option(callback=in_range(0, 8), help="Favour narrow widths when sampling: the i-th narrowest drawn ∝ (i+1)^-bias (0 = uniform).")] = RECIPE.small_width_bias,
     small_label_weight: Annotated[float, typer.Option(callback=in_range(0, 1), help="Hard-label share of the distilled subnets' loss (0 = KD only).")] = RECIPE.small_label_weight,
     spec_augment_scope: Annotated[str, typer.Option(help="SpecAugment for all subnets, or only the largest.")] = RECIPE.spec_augment_scope,
@@ -335,7 +336,7 @@ def train_cmd(
 
     cfg = TrainConfig(family=family, protocol=protocol, epochs=epochs, batch_size=batch_size, lr=lr,
                       warmup_epochs=warmup_epochs, weight_decay=weight_decay, decay_weights_only=decay_weights_only,
-                      num_random=num_random, sampling=sampling, small_width_bias=small_width_bias,
+                      num_random=num_random, sampling=sampling, sampler=sampler, small_width_bias=small_width_bias,
                       small_label_weight=small_label_weight, spec_augment_scope=spec_augment_scope,
                       channel_augment=channel_augment, kd=kd, adaptive_dropout=adaptive_dropout,
                       teacher=str(teacher) if teacher else "", teacher_temperature=teacher_temperature,

@@ -53,6 +53,10 @@ class TrainConfig:
     # stages, random depths: the first shipped supernet's policy, which leaves most mixed-width
     # specs untrained).
     sampling: str = "per_stage"
+    # Which subnets a step trains (`edgekws.step`): "sandwich" (largest, smallest, num_random
+    # random; the largest teaches the rest) or "students" (num_random random subnets taught by
+    # --teacher: fine-tuning small widths from a finished model). `fixed_spec` overrides both.
+    sampler: str = "sandwich"
     # Per-stage sampling favouring narrow widths: the i-th narrowest choice of a stage is drawn
     # with probability ∝ (i + 1) ** -small_width_bias (0 = uniform). Narrow weights are shared by
     # every subnet but only the narrow subnets are scored on them alone.

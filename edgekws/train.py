@@ -8,8 +8,9 @@ One optimizer step per batch (slimmable networks' sandwich rule):
    adaptive form: the larger of D_α− and D_α+, importance ratios clipped);
 3. gradients of all of them are summed and one AdamW step is taken.
 
-Random subnets take a random width multiplier for all stages and a random depth per stage (TODM's
-elastic depth). Switchable BNs then hold one set of statistics per width, but a width's
+Which subnets a step trains and what each learns from are `edgekws.step`'s samplers and loss
+terms; this module runs epochs, resume, the feature bank and ranks around `train_step`. Random
+subnets draw a width and a depth per stage (TODM's elastic depth; `sampling`). Switchable BNs then hold one set of statistics per width, but a width's
 statistics mix every depth it was trained at (width 0.25 at full depth scored 53.8 % as stored
 and 66.8 % recalibrated, measured). So BN calibration is a named, explicit step, as in
 once-for-all: the checkpoint carries 512 pinned *training* examples, every evaluated or exported
@@ -37,7 +38,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edgekws.augment import AugmentConfig, ChannelConfig, WaveAugment, channel_augment, spec_augment, speed_perturb
@@ -46,73 +46,14 @@ from edgekws.data import CachedSplit, SpeechCommands, load_split
 from edgekws.errors import EdgeKWSError
 from edgekws.features import FeatureConfig, LogMel
 from edgekws.fileio import ensure_writable_dir
-from edgekws.models import count_params, create_supernet, get_family
+from edgekws.models import create_supernet, get_family
 from edgekws.recipe import TrainConfig
 from edgekws.spec import SearchSpace, SubnetSpec
-
-
-# --------------------------------------------------------------------------------------------
-# Losses
-
-
-def kd_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """KL(teacher ‖ student) on temperature-softened distributions, × T² (Hinton et al.)."""
-    t = temperature
-    return F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True,
-                    reduction="batchmean") * t * t
-
-
-def alpha_divergence(student: torch.Tensor, teacher: torch.Tensor, alpha: float, clip: float) -> torch.Tensor:
-    """Per-sample D_α(p_teacher ‖ q_student) = Σ p·((q/p)^(1−α) − 1) / (α(α−1)), ratio clipped.
-
-    α → 1 gives KL(p‖q) (mean-seeking), α → 0 gives KL(q‖p) (mode-seeking); the limits are
-    taken explicitly.
-    """
-    log_p = F.log_softmax(teacher, -1)
-    log_q = F.log_softmax(student, -1)
-    p = log_p.exp()
-    if abs(alpha - 1.0) < 1e-6:
-        return (p * (log_p - log_q)).sum(-1)
-    if abs(alpha) < 1e-6:
-        return (log_q.exp() * (log_q - log_p)).sum(-1)
-    log_ratio = torch.clamp(log_q - log_p, max=math.log(clip))
-    return (p * (torch.exp((1.0 - alpha) * log_ratio) - 1.0)).sum(-1) / (alpha * (alpha - 1.0))
-
-
-def kd_alpha(student: torch.Tensor, teacher: torch.Tensor, alpha_min: float, alpha_max: float, clip: float) -> torch.Tensor:
-    """AlphaNet's adaptive alpha-divergence: per sample, the larger of D_α− and D_α+."""
-    return torch.maximum(alpha_divergence(student, teacher, alpha_min, clip),
-                         alpha_divergence(student, teacher, alpha_max, clip)).mean()
+from edgekws.step import SAMPLERS, SAMPLING_POLICIES, make_sampler, train_step
 
 
 # --------------------------------------------------------------------------------------------
 # Helpers
-
-
-def set_dropout(model: nn.Module, p: float) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = p
-
-
-SAMPLING_POLICIES = ("per_stage", "uniform")
-
-
-def training_spec(space: SearchSpace, rng: np.random.Generator, policy: str = "per_stage",
-                  width_bias: float = 0.0) -> SubnetSpec:
-    """A random subnet for the sandwich.
-
-    "per_stage": every width slot and depth slot drawn independently — the whole search space is
-    trained, so any spec a per-tier search picks is one training visited. "uniform": one width
-    multiplier for every stage and a random depth per stage (what the first supernet used)."""
-    if policy == "per_stage":
-        return space.sample(rng, width_bias)
-    if policy != "uniform":
-        raise EdgeKWSError(f"unknown sampling policy '{policy}' (valid: {', '.join(SAMPLING_POLICIES)})")
-    m = space.width_multipliers[rng.integers(len(space.width_multipliers))]
-    base = space.uniform(m)
-    depths = tuple(int(c[rng.integers(len(c))]) for c in space.depth_choices)
-    return SubnetSpec(space.family, base.widths, depths)
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
@@ -406,49 +347,6 @@ class BatchMaker:
         return {"feats": feats.contiguous(), "small": small.contiguous(), "y": self.targets[idx]}
 
 
-def sandwich_step(model: nn.Module, batch: dict, sandwich: list[SubnetSpec], cfg: TrainConfig,
-                  dropout_for: Callable[[SubnetSpec], float], teacher: nn.Module | None = None,
-                  timings: dict | None = None, small_first: bool = False) -> tuple[float, int]:
-    """Forward and backward every subnet of one sandwich step (gradients accumulate; the caller
-    steps the optimizer). The first spec learns from the labels, the rest from its detached
-    outputs. Returns (summed loss of the first spec, its correct count).
-
-    The first spec sees the fully augmented batch, the others `batch["small"]` (the same clips
-    without SpecAugment when the recipe keeps masks for the largest only); `small_first` gives
-    the first spec that input too — a twin trained alone at a small width gets what its
-    supernet counterpart gets."""
-    y = batch["y"]
-    soft, first_loss, correct = None, 0.0, 0
-    for k, spec in enumerate(sandwich):
-        t0 = time.perf_counter()
-        model.set_active(spec)
-        set_dropout(model, dropout_for(spec))
-        logits = model(batch["feats"] if k == 0 and not small_first else batch["small"])
-        if k == 0:
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            if teacher is not None:
-                with torch.no_grad():
-                    t_logits = teacher(batch["feats"])
-                loss = (1 - cfg.teacher_weight) * loss + cfg.teacher_weight * kd_kl(logits, t_logits, cfg.teacher_temperature)
-            soft = logits.detach()
-            first_loss = loss.item() * len(y)
-            correct = int((logits.argmax(1) == y).sum())
-        else:
-            if cfg.kd == "alpha":
-                loss = kd_alpha(logits, soft, cfg.alpha_min, cfg.alpha_max, cfg.alpha_clip)
-            else:
-                loss = kd_kl(logits, soft)
-            if cfg.small_label_weight:
-                ce = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-                loss = (1 - cfg.small_label_weight) * loss + cfg.small_label_weight * ce
-        t1 = time.perf_counter()
-        loss.backward()
-        if timings is not None:
-            timings["forward"] = timings.get("forward", 0.0) + t1 - t0
-            timings["backward"] = timings.get("backward", 0.0) + time.perf_counter() - t1
-    return first_loss, correct
-
-
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """AdamW groups: with `decay_weights_only`, norm affine parameters and biases get no decay."""
     if not cfg.decay_weights_only:
@@ -462,6 +360,8 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
 def check_config(cfg: TrainConfig) -> None:
     if cfg.kd not in ("kl", "alpha"):
         raise EdgeKWSError(f"--kd must be 'kl' or 'alpha' (got '{cfg.kd}')")
+    if cfg.sampler not in SAMPLERS or cfg.sampler == "fixed":
+        raise EdgeKWSError(f"--sampler must be sandwich or students (got '{cfg.sampler}')")
     if cfg.sampling not in SAMPLING_POLICIES:
         raise EdgeKWSError(f"--sampling must be one of {', '.join(SAMPLING_POLICIES)} (got '{cfg.sampling}')")
     if cfg.spec_augment_scope not in ("all", "largest"):
@@ -573,16 +473,13 @@ def train(
         log(f"resumed from {state_path} at epoch {start_epoch}")
 
     params_of: dict[SubnetSpec, int] = {}
-    largest_params = count_params(fam.subnet(space.largest(), len(labels), feat_cfg.shape))
+    largest_params = fam.params(space.largest(), len(labels), feat_cfg.shape)
 
     def dropout_for(spec: SubnetSpec) -> float:
         if not cfg.adaptive_dropout:
             return cfg.dropout_max
-        if spec not in params_of:
-            # building a model initialises weights from the global RNG; fork it so dropout masks
-            # (and so resumed runs) do not depend on which specs were counted before
-            with torch.random.fork_rng():
-                params_of[spec] = count_params(fam.subnet(spec, len(labels), feat_cfg.shape))
+        if spec not in params_of:  # from the cost table: no model built, no RNG drawn
+            params_of[spec] = fam.params(spec, len(labels), feat_cfg.shape)
         return cfg.dropout_max * params_of[spec] / largest_params
 
     calib = np.array(train_split.features[:CALIBRATION_EXAMPLES], dtype=np.float32)  # pinned order
@@ -590,6 +487,7 @@ def train(
     make_batch = BatchMaker(np.asarray(train_split.waves), train_split.targets, LogMel(feat_cfg, dtype=torch.float32),
                             wave_aug, cfg, d.rank)
 
+    sampler = make_sampler(cfg, space)
     small_twin = fixed is not None and fixed != space.largest()
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, cfg.epochs):
@@ -605,12 +503,8 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total_steps, warmup, cfg.lr)
             opt.zero_grad(set_to_none=True)
-            if fixed is not None:
-                sandwich = [fixed]
-            else:
-                sandwich = [space.largest(), space.smallest()] + [training_spec(space, spec_rng, cfg.sampling, cfg.small_width_bias)
-                                                                  for _ in range(cfg.num_random)]
-            loss_sum, correct = sandwich_step(model, batch, sandwich, cfg, dropout_for, teacher, small_first=small_twin)
+            loss_sum, correct = train_step(model, batch, sampler.draw(spec_rng), cfg, dropout_for, teacher,
+                                           small_first=small_twin, first_from_labels=sampler.first_from_labels)
             run_loss += loss_sum
             run_correct += correct
             run_seen += len(batch["y"])

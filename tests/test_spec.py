@@ -82,7 +82,7 @@ def test_per_stage_sampling_visits_mixed_widths_and_uniform_does_not():
     import numpy as np
 
     from edgekws.models import get_family
-    from edgekws.train import training_spec
+    from edgekws.step import training_spec
 
     space = get_family("dscnn").space
     uniform = {s.widths for s in space.width_multiplier_specs().values()}

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from edgekws.checkpoint import CheckpointError, load_checkpoint
 from edgekws.cli import app
 from edgekws.models import get_family
-from edgekws.train import TrainConfig, alpha_divergence, kd_alpha, kd_kl, train, training_spec
+from edgekws.step import alpha_divergence, kd_alpha, kd_kl, training_spec
+from edgekws.train import TrainConfig, train
 
 TINY = dict(epochs=2, batch_size=32, num_random=1)
 
@@ -299,3 +300,42 @@ def test_calibrate_needs_an_explicit_destination_and_never_shrinks_silently(trai
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["recalibrated"]["examples"] == had and doc["checkpoint"] == str(out)
+
+
+def test_samplers_and_loss_terms_compose():
+    """A step is a sampler (which subnets) and loss terms (what each learns from)."""
+    import numpy as np
+
+    from edgekws.errors import EdgeKWSError
+    from edgekws.step import FixedSpec, Sandwich, StudentsOnly, Targets, combine, loss_terms, make_sampler
+
+    space = get_family("dscnn").space
+    rng = np.random.default_rng(0)
+    sw = make_sampler(TrainConfig(num_random=3), space)
+    assert isinstance(sw, Sandwich) and sw.first_from_labels
+    drawn = sw.draw(rng)
+    assert drawn[:2] == [space.largest(), space.smallest()] and len(drawn) == 5
+    spec = space.uniform(0.5)
+    assert make_sampler(TrainConfig(fixed_spec=spec.to_dict()), space).draw(rng) == [spec]
+    assert isinstance(make_sampler(TrainConfig(fixed_spec=spec.to_dict()), space), FixedSpec)
+    with pytest.raises(EdgeKWSError, match="needs --teacher"):
+        make_sampler(TrainConfig(sampler="students"), space)
+    st = make_sampler(TrainConfig(sampler="students", teacher="t.pt", num_random=2), space)
+    assert isinstance(st, StudentsOnly) and not st.first_from_labels and len(st.draw(rng)) == 2
+
+    torch.manual_seed(0)
+    logits, soft, y = torch.randn(8, 12), torch.randn(8, 12), torch.randint(0, 12, (8,))
+    t = Targets(y, soft, None)
+    ce = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
+    cfg = TrainConfig(small_label_weight=0.5)
+    assert torch.allclose(combine(loss_terms(cfg, "student", False), logits, t), 0.5 * kd_kl(logits, soft) + 0.5 * ce)
+    assert torch.equal(combine(loss_terms(TrainConfig(), "student", False), logits, t), kd_kl(logits, soft))
+    assert torch.equal(combine(loss_terms(TrainConfig(), "first", False), logits, t), ce)
+
+
+def test_students_only_fine_tunes_from_a_teacher(trained, tiny_corpus, tmp_path):
+    out = tmp_path / "students.pt"
+    res = train(tiny_corpus, out, TrainConfig(**{**TINY, "epochs": 1}, sampler="students", teacher=str(trained)),
+                cache_dir=trained.parent / "cache", log=lambda m: None)
+    ck = load_checkpoint(res.checkpoint)
+    assert ck.train_config["sampler"] == "students" and ck.metrics["history"][0]["train_loss"] > 0
