@@ -506,7 +506,8 @@ def export_cmd(
     import time
     from dataclasses import asdict
 
-    from edgekws.export import FORMATS, PRECISIONS, GateError, Thresholds, export_subnet, parse_list
+    from edgekws.export import PRECISIONS, GateError, Thresholds, export_subnet, parse_list
+    from edgekws.export.formats import EXPORT_FORMATS
     from edgekws.info import load_spec_file
 
     if width is not None and spec_file is not None:
@@ -515,7 +516,7 @@ def export_cmd(
     try:
         with err.status("exporting", spinner="dots") if not as_json and err.is_terminal else _nothing() as status:
             res = export_subnet(spec=load_spec_file(spec_file) if spec_file else None, width=width, depth=depth,
-                                checkpoint=checkpoint, out=out_dir, formats=parse_list(formats, FORMATS, "format"),
+                                checkpoint=checkpoint, out=out_dir, formats=parse_list(formats, tuple(EXPORT_FORMATS), "format"),
                                 precisions=parse_list(precision, PRECISIONS, "precision"), calibration=calibration,
                                 pack_path=pack, force=force, thresholds=Thresholds(atol, min_agreement, max_drop),
                                 progress=(lambda stage: status.update(f"exporting: {stage}")) if status else None)

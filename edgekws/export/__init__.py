@@ -23,12 +23,14 @@ from typing import Callable
 
 import numpy as np
 
+from edgekws.artefacts import FORMATS, PRECISIONS
 from edgekws.errors import EdgeKWSError
+from edgekws.export.formats import EXPORT_FORMATS, Check, Job, Thresholds, ValidationReport
 from edgekws.fileio import atomic_dir, ensure_writable_dir, sha256_file, sweep_stale
 from edgekws.spec import SubnetSpec
 
-FORMATS = ("onnx", "tflite")
-PRECISIONS = ("float", "int8")
+__all__ = ["FORMATS", "PRECISIONS", "Check", "ExportResult", "GateError", "Thresholds", "ValidationReport",
+           "export_subnet", "parse_list"]
 
 
 class GateError(EdgeKWSError):
@@ -36,29 +38,12 @@ class GateError(EdgeKWSError):
     or not), the int8 schemes tried and the float reference accuracy, so the CLI can show the
     whole gate table rather than one line."""
 
-    def __init__(self, message: str, checks: list | None = None, attempts: list | None = None,
-                 pytorch_accuracy: float | None = None):
+    def __init__(self, message: str, report: ValidationReport, attempts: list | None = None):
         super().__init__(message)
-        self.checks = checks or []
+        self.report = report
+        self.checks = report.checks
         self.attempts = attempts or []
-        self.pytorch_accuracy = pytorch_accuracy
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    float_atol: float = 1e-4  # max |logit difference| of a float artefact vs PyTorch
-    int8_agreement: float = 0.98  # top-1 agreement of an int8 artefact with float PyTorch
-    int8_max_drop_pt: float = 1.0  # accuracy drop of an int8 artefact vs float PyTorch, points
-
-
-@dataclass
-class Check:
-    artefact: str
-    metric: str
-    value: float
-    threshold: float
-    passed: bool
-    note: str = ""
+        self.pytorch_accuracy = report.pytorch_float_accuracy
 
 
 @dataclass
@@ -104,14 +89,15 @@ def export_subnet(
     calibration: int | None = None,
     pack_path: Path | None = None,
     force: bool = False,
-    thresholds: Thresholds = Thresholds(),
+    thresholds: Thresholds | dict[str, Thresholds] | None = None,
     golden: int = 8,
     progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Extract `spec` (or the uniform `width`/`depth` subnet) from a supernet checkpoint,
     convert it to every requested format and precision, validate each artefact against float
     PyTorch on the pinned pack, and write the folder only if every gate passes. `progress` is
-    told each stage as it starts (exports take 5-15 s)."""
+    told each stage as it starts (exports take 5-15 s). `thresholds`: one set for every format,
+    one per format name, or None for each format's own defaults."""
     import torch
 
     say = progress or (lambda stage: None)
@@ -161,82 +147,57 @@ def export_subnet(
         ref = net(torch.from_numpy(pack.features)).numpy()
     ref_acc = float((ref.argmax(1) == pack.targets).mean())
 
-    from edgekws.export.runtimes import OnnxRunner, TFLiteRunner
+    unknown = [f for f in formats if f not in EXPORT_FORMATS]
+    if unknown:
+        raise EdgeKWSError(f"unknown format '{unknown[0]}' (valid: {', '.join(EXPORT_FORMATS)})")
+    per_format = {name: thresholds if isinstance(thresholds, Thresholds)
+                  else (thresholds or {}).get(name, EXPORT_FORMATS[name].thresholds) for name in formats}
+
+    def int8_gate(file: str, y: np.ndarray) -> list[Check]:
+        t = per_format[file.rsplit(".", 1)[1]]
+        agree = float((y.argmax(1) == ref.argmax(1)).mean())
+        drop = 100.0 * (ref_acc - float((y.argmax(1) == pack.targets).mean()))
+        return [Check(file, "top-1 agreement", round(agree, 4), t.int8_agreement, agree >= t.int8_agreement),
+                Check(file, "accuracy drop (pt)", round(drop, 2), t.int8_max_drop_pt, drop <= t.int8_max_drop_pt)]
+
+    def float_gate(file: str, y: np.ndarray) -> Check:
+        t = per_format[file.rsplit(".", 1)[1]]
+        diff = float(np.abs(y - ref).max())
+        return Check(file, "max abs diff", diff, t.float_atol, diff <= t.float_atol)
 
     checks: list[Check] = []
     files: dict[str, bytes] = {}
     quant: dict = {}
     outputs: dict[str, np.ndarray] = {"pytorch_float": ref}
-
-    def int8_checks(name: str, y: np.ndarray) -> list[Check]:
-        agree = float((y.argmax(1) == ref.argmax(1)).mean())
-        drop = 100.0 * (ref_acc - float((y.argmax(1) == pack.targets).mean()))
-        return [Check(name, "top-1 agreement", round(agree, 4), thresholds.int8_agreement, agree >= thresholds.int8_agreement),
-                Check(name, "accuracy drop (pt)", round(drop, 2), thresholds.int8_max_drop_pt, drop <= thresholds.int8_max_drop_pt)]
-
-    def float_check(name: str, y: np.ndarray) -> Check:
-        diff = float(np.abs(y - ref).max())
-        return Check(name, "max abs diff", diff, thresholds.float_atol, diff <= thresholds.float_atol)
-
     sweep_stale(Path(tempfile.gettempdir()), "edgekws-export-*")  # what killed exports left behind
     with tempfile.TemporaryDirectory(prefix="edgekws-export-") as work:
-        work = Path(work)
-        if "onnx" in formats:
-            from edgekws.export import onnx_format
+        job = Job(net, spec.family, shape, calib, calibration, pack.features, Path(work), int8_gate, float_gate)
+        for name in EXPORT_FORMATS:  # registry order (onnx, tflite, then any registered); float, then int8
+            if name not in formats:
+                continue
+            fmt = EXPORT_FORMATS[name]
+            for precision in PRECISIONS:
+                if precision not in precisions:
+                    continue
+                say(f"{name} {precision}")
+                art = fmt.build(precision, job)
+                files[art.file] = art.data
+                outputs[f"{name}_{precision}"] = art.outputs
+                checks.extend(art.checks)
+                if art.quantization is not None:
+                    quant[name] = art.quantization
 
-            say("ONNX float")
-            float_onnx = onnx_format.export_float(net, shape)
-            if "float" in precisions:
-                files["model_float.onnx"] = float_onnx
-                y = OnnxRunner(float_onnx)(pack.features)
-                outputs["onnx_float"] = y
-                checks.append(float_check("model_float.onnx", y))
-            if "int8" in precisions:
-                say("ONNX int8 (quantizing, gates per scheme)")
-                attempts = []
-                for choice in onnx_format.QUANT_CANDIDATES:
-                    q = onnx_format.quantize_int8(float_onnx, calib, choice, work)
-                    y = OnnxRunner(q)(pack.features)
-                    cks = int8_checks("model_int8.onnx", y)
-                    attempts.append({"choice": choice.name, "agreement": cks[0].value, "drop_pt": cks[1].value})
-                    if all(c.passed for c in cks):
-                        break
-                for c in cks:
-                    c.note = f"{choice.name} ({len(attempts)} tried)"
-                checks.extend(cks)
-                files["model_int8.onnx"] = q
-                outputs["onnx_int8"] = y
-                quant["onnx"] = {"scheme": asdict(choice), "attempts": attempts, "format": "QDQ", "per_channel": True,
-                                 "calibration_examples": calibration, **onnx_format.io_quantization(q)}
-        if "tflite" in formats:
-            from edgekws.export import tflite_format
-
-            if "float" in precisions:
-                say("TFLite float")
-                fb = tflite_format.convert_float(net, spec.family, shape)
-                files["model_float.tflite"] = fb
-                runner = TFLiteRunner(fb)
-                y = runner(pack.features)
-                outputs["tflite_float"] = y
-                checks.append(float_check("model_float.tflite", y))
-            if "int8" in precisions:
-                say("TFLite int8")
-                ib = tflite_format.convert_int8(net, spec.family, shape, calib)
-                files["model_int8.tflite"] = ib
-                runner = TFLiteRunner(ib)
-                y = runner(pack.features)
-                outputs["tflite_int8"] = y
-                checks.extend(int8_checks("model_int8.tflite", y))
-                quant["tflite"] = {"scheme": "full-integer int8 (TFLITE_BUILTINS_INT8), per-channel weights",
-                                   "calibration_examples": calibration, "runtime": runner.runtime,
-                                   "input": {"scale": runner.input_quant[0], "zero_point": runner.input_quant[1], "dtype": "int8"},
-                                   "output": {"scale": runner.output_quant[0], "zero_point": runner.output_quant[1], "dtype": "int8"}}
-
+    same = len({p for p in per_format.values()}) <= 1
+    report = ValidationReport(
+        len(pack), ref_acc,
+        {k.replace("_", " "): round(float((v.argmax(1) == pack.targets).mean()), 4) for k, v in outputs.items()},
+        asdict(next(iter(per_format.values()), Thresholds())) if same else {k: asdict(v) for k, v in per_format.items()},
+        checks)
     result = ExportResult(dest, spec, checks)
-    if not result.passed:
-        failed = "; ".join(f"{c.artefact} {c.metric} {c.value} vs {c.threshold}" for c in checks if not c.passed)
-        raise GateError(f"export of {spec.name} failed its gates ({failed}); nothing was written", checks,
-                        quant.get("onnx", {}).get("attempts", []), ref_acc)
+    if not report.passed:
+        failed = "; ".join(f"{c.artefact} {c.metric} {c.value} vs {c.threshold}" for c in report.failed())
+        raise GateError(f"export of {spec.name} failed its gates ({failed}); nothing was written", report,
+                        quant.get("onnx", {}).get("attempts", []))
     say("golden vectors and manifest")
 
     acc = account(spec, len(ck.labels), shape, family=ck.family_def())
@@ -262,14 +223,7 @@ def export_subnet(
             "bn": bn_note,
             "checkpoint": {"path": ck_path.name, "sha256": sha256_file(ck_path), "family": ck.family,
                            "test_metrics": ck.metrics.get("test", {})},
-            "validation": {
-                "pack_examples": len(pack),
-                "pytorch_float_accuracy": round(ref_acc, 4),
-                "accuracy": {k.replace("_", " "): round(float((v.argmax(1) == pack.targets).mean()), 4) for k, v in outputs.items()},
-                "thresholds": asdict(thresholds),
-                "checks": [asdict(c) for c in checks],
-                "passed": True,
-            },
+            "validation": report.to_dict(),
             "tools": tools,
         }
         manifest["files"] = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
@@ -283,7 +237,6 @@ def _write_golden(folder: Path, net, files: dict[str, bytes], pack, n: int, feat
     import torch
 
     from edgekws.audio import write_wav
-    from edgekws.export.runtimes import OnnxRunner, TFLiteRunner
     from edgekws.features import logmel_numpy
 
     folder.mkdir()
@@ -299,24 +252,5 @@ def _write_golden(folder: Path, net, files: dict[str, bytes], pack, n: int, feat
              "labels": [pack.labels[t] for t in pack.targets[:n]], "features": "features.npy (float32, n × frames × n_mels)",
              "expected": {}}
     for name, data in files.items():
-        stem = name.rsplit(".", 1)[0].replace("model_", "")
-        fmt = name.rsplit(".", 1)[1]
-        if fmt == "onnx":
-            np.save(folder / f"expected_onnx_{stem}.npy", OnnxRunner(data)(feats))
-            index["expected"][name] = f"expected_onnx_{stem}.npy (float32 logits)"
-        else:
-            r = TFLiteRunner(data)
-            if stem == "int8":
-                q_in = np.stack([r.quantize_input(x) for x in feats])
-                np.save(folder / "input_tflite_int8.npy", q_in)
-                np.save(folder / "expected_tflite_int8.npy", np.stack([r.raw(x) for x in q_in]))
-                index["expected"][name] = "input_tflite_int8.npy -> expected_tflite_int8.npy (raw int8)"
-                dist = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}.get(r.runtime, "tensorflow-cpu")
-                index["int8_note"] = (f"int8 outputs were produced by {dist} {tools.get(dist, '?')} and onnxruntime "
-                                      f"{tools.get('onnxruntime', '?')}; with the same runtime versions they are bit-exact on "
-                                      "x86 and aarch64 (measured: benchmarks/arm_parity.py); other versions may round int8 "
-                                      "differently by several steps (benchmarks/runtime_versions.py), so compare top-1 there")
-            else:
-                np.save(folder / "expected_tflite_float.npy", r(feats))
-                index["expected"][name] = "expected_tflite_float.npy (float32 logits)"
+        EXPORT_FORMATS[name.rsplit(".", 1)[1]].golden(name, data, feats, folder, index, tools)  # model_<p>.<format>
     (folder / "index.json").write_text(json.dumps(index, indent=2) + "\n")
