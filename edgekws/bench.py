@@ -156,16 +156,9 @@ def row_problem(row: object) -> str | None:
 def read_jsonl(path: Path) -> tuple[list[dict], list[str], bool]:
     """Every complete, well-formed row of a results file, a note per line that is not one
     ("line N: why"), and whether the file ends in a torn line (a crash mid-write)."""
-    from edgekws.fileio import first_line
+    from edgekws.fileio import first_line, read_bytes
 
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise EdgeKWSError(f"results file '{path}' does not exist") from None
-    except IsADirectoryError:
-        raise EdgeKWSError(f"results file '{path}' is a folder, not a file") from None
-    lines = data.split(b"\n")
+    lines = read_bytes(path, "results file").split(b"\n")
     torn = lines[-1] != b""
     rows, bad = [], []
     for n, raw in enumerate(lines, 1):

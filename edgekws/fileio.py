@@ -182,18 +182,22 @@ def first_line(exc: BaseException, limit: int = 160) -> str:
     return type(exc).__name__
 
 
-def read_text(path: Path, what: str) -> str:
-    """A UTF-8 text file, with one-line errors naming the file (missing, a folder, unreadable,
-    or not UTF-8 — with the offending byte's offset)."""
+def read_bytes(path: Path, what: str) -> bytes:
+    """A file's bytes, with one-line errors naming the file (missing, a folder, unreadable)."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise EdgeKWSError(f"{what} '{path}' does not exist") from None
     except IsADirectoryError:
         raise EdgeKWSError(f"{what} '{path}' is a folder, not a file") from None
     except OSError as exc:
         raise EdgeKWSError(f"cannot read {what} '{path}': {exc.strerror or first_line(exc)}") from None
+
+
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file (see `read_bytes`), or a one-line error with the offending byte's offset."""
+    data = read_bytes(path, what)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

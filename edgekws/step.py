@@ -89,18 +89,34 @@ def training_spec(space: SearchSpace, rng: np.random.Generator, policy: str = "p
 
 
 @dataclass(frozen=True)
-class Sandwich:
-    """Largest, smallest, then `num_random` random subnets drawn by `policy`."""
-
+class _RandomDraws:
     space: SearchSpace
-    num_random: int = 2
+    n: int = 2  # random subnets per step
     policy: str = "per_stage"
     width_bias: float = 0.0
+
+    def random(self, rng: np.random.Generator) -> list[SubnetSpec]:
+        return [training_spec(self.space, rng, self.policy, self.width_bias) for _ in range(self.n)]
+
+
+@dataclass(frozen=True)
+class Sandwich(_RandomDraws):
+    """Largest, smallest, then `n` random subnets drawn by `policy`."""
+
     first_from_labels = True  # the largest learns from the labels; the rest distil from it
 
     def draw(self, rng: np.random.Generator) -> list[SubnetSpec]:
-        return [self.space.largest(), self.space.smallest()] + [
-            training_spec(self.space, rng, self.policy, self.width_bias) for _ in range(self.num_random)]
+        return [self.space.largest(), self.space.smallest(), *self.random(rng)]
+
+
+@dataclass(frozen=True)
+class StudentsOnly(_RandomDraws):
+    """`n` random subnets per step, each taught by the external teacher (and the labels)."""
+
+    first_from_labels = False  # no subnet of the step teaches the others
+
+    def draw(self, rng: np.random.Generator) -> list[SubnetSpec]:
+        return self.random(rng)
 
 
 @dataclass(frozen=True)
@@ -112,20 +128,6 @@ class FixedSpec:
 
     def draw(self, rng: np.random.Generator) -> list[SubnetSpec]:
         return [self.spec]
-
-
-@dataclass(frozen=True)
-class StudentsOnly:
-    """`count` random subnets per step, each taught by the external teacher (and the labels)."""
-
-    space: SearchSpace
-    count: int = 2
-    policy: str = "per_stage"
-    width_bias: float = 0.0
-    first_from_labels = False  # no subnet of the step teaches the others
-
-    def draw(self, rng: np.random.Generator) -> list[SubnetSpec]:
-        return [training_spec(self.space, rng, self.policy, self.width_bias) for _ in range(self.count)]
 
 
 SAMPLERS = ("sandwich", "fixed", "students")

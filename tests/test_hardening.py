@@ -210,24 +210,29 @@ def test_damaged_training_state_is_one_line(tmp_path):
         load_state(state, TrainConfig(), net, opt)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="mounting a tiny tmpfs needs root")
-def test_disk_full_while_saving_a_checkpoint(tmp_path):
+@pytest.fixture()
+def tiny_disk(tmp_path):
+    """A 16-64 KiB tmpfs: a real full disk (needs root to mount)."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tiny tmpfs needs root")
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(mnt)]).returncode != 0:
+        pytest.skip("cannot mount tmpfs here")
+    yield mnt
+    subprocess.run(["umount", str(mnt)])
+
+
+def test_disk_full_while_saving_a_checkpoint(tiny_disk):
     import torch
 
     from edgekws.checkpoint import CheckpointError, save_torch
 
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)]).returncode != 0:
-        pytest.skip("cannot mount tmpfs here")
-    try:
-        (mnt / "ck.pt").write_bytes(b"previous")
-        with pytest.raises(CheckpointError, match="cannot write checkpoint .*no space left on device"):
-            save_torch({"w": torch.zeros(100_000)}, mnt / "ck.pt", "checkpoint")
-        assert (mnt / "ck.pt").read_bytes() == b"previous"  # the old file is untouched
-        assert [p.name for p in mnt.iterdir()] == ["ck.pt"]  # and no temp is left
-    finally:
-        subprocess.run(["umount", str(mnt)])
+    (tiny_disk / "ck.pt").write_bytes(b"previous")
+    with pytest.raises(CheckpointError, match="cannot write checkpoint .*no space left on device"):
+        save_torch({"w": torch.zeros(100_000)}, tiny_disk / "ck.pt", "checkpoint")
+    assert (tiny_disk / "ck.pt").read_bytes() == b"previous"  # the old file is untouched
+    assert [p.name for p in tiny_disk.iterdir()] == ["ck.pt"]  # and no temp is left
 
 
 @pytest.mark.tts
@@ -309,22 +314,14 @@ def test_host_target_describes_the_running_machine():
     assert t.memory_mb > 0
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="mounting a tiny tmpfs needs root")
-def test_write_errors_name_the_users_path_not_a_temp_name(tmp_path):
+def test_write_errors_name_the_users_path_not_a_temp_name(tiny_disk):
     from edgekws.fileio import atomic_dir, write_bytes_atomic
 
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mnt)]).returncode != 0:
-        pytest.skip("cannot mount tmpfs here")
-    try:
-        with pytest.raises(EdgeKWSError) as e:
-            write_bytes_atomic(mnt / "big.bin", b"x" * 100_000)
-        assert str(e.value) == f"cannot write '{mnt / 'big.bin'}': No space left on device"
-        with pytest.raises(EdgeKWSError) as e:
-            with atomic_dir(mnt / "export") as tmp:
-                (tmp / "model.tflite").write_bytes(b"x" * 100_000)
-        assert str(e.value) == f"cannot write '{mnt / 'export'}': No space left on device"
-        assert list(mnt.iterdir()) == []
-    finally:
-        subprocess.run(["umount", str(mnt)])
+    with pytest.raises(EdgeKWSError) as e:
+        write_bytes_atomic(tiny_disk / "big.bin", b"x" * 100_000)
+    assert str(e.value) == f"cannot write '{tiny_disk / 'big.bin'}': No space left on device"
+    with pytest.raises(EdgeKWSError) as e:
+        with atomic_dir(tiny_disk / "export") as tmp:
+            (tmp / "model.tflite").write_bytes(b"x" * 100_000)
+    assert str(e.value) == f"cannot write '{tiny_disk / 'export'}': No space left on device"
+    assert list(tiny_disk.iterdir()) == []
