@@ -339,3 +339,17 @@ def test_students_only_fine_tunes_from_a_teacher(trained, tiny_corpus, tmp_path)
                 cache_dir=trained.parent / "cache", log=lambda m: None)
     ck = load_checkpoint(res.checkpoint)
     assert ck.train_config["sampler"] == "students" and ck.metrics["history"][0]["train_loss"] > 0
+
+
+def test_under_torchrun_only_rank_0_reports(tiny_corpus, tmp_path, monkeypatch):
+    """Every rank runs the CLI under torchrun; only rank 0 prints the final table."""
+    out = tmp_path / "r1.pt"
+    args = ["train", "--data-dir", str(tiny_corpus), "--out", str(out), "--epochs", "1", "--batch-size", "32",
+            "--num-random", "1", "--cache-dir", str(tmp_path / "cache")]
+    monkeypatch.setenv("RANK", "1")  # WORLD_SIZE unset: trains alone, reports as rank 1 would
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "test accuracy" not in res.stdout and "wrote" not in res.stdout
+    monkeypatch.setenv("RANK", "0")
+    res = CliRunner().invoke(app, [*args[:4], str(tmp_path / "r0.pt"), *args[5:]])
+    assert res.exit_code == 0 and "test accuracy" in res.stdout and "wrote" in res.stdout
