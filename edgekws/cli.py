@@ -486,6 +486,8 @@ def export_cmd(
     spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Export exactly this spec (JSON).")] = None,
     depth: Annotated[Optional[int], typer.Option(callback=in_range(1, 64), help="Blocks per stage (default: the largest).")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="Supernet checkpoint (default: the shipped one).")] = None,
+    family: Annotated[Optional[str], typer.Option(help="Export an untrained reference of this family instead (seeded "
+                                                       "weights, synthetic inputs; e.g. dscnn_mlperf for latency).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder that receives <subnet-name>/.")] = Path("export"),
     formats: Annotated[str, typer.Option(help="Comma-separated: onnx,tflite.")] = "onnx,tflite",
     precision: Annotated[str, typer.Option(help="Comma-separated: int8,float.")] = "int8,float",
@@ -519,6 +521,7 @@ def export_cmd(
                                 checkpoint=checkpoint, out=out_dir, formats=parse_list(formats, tuple(EXPORT_FORMATS), "format"),
                                 precisions=parse_list(precision, PRECISIONS, "precision"), calibration=calibration,
                                 pack_path=pack, force=force, thresholds=Thresholds(atol, min_agreement, max_drop),
+                                family=family,
                                 progress=(lambda stage: status.update(f"exporting: {stage}")) if status else None)
     except GateError as exc:
         hint = ("try --precision float (no int8), a larger --calibration N (up to the checkpoint's set), "

@@ -70,3 +70,26 @@ def test_unknown_formats_list_the_registered_ones(torchscript, tmp_path):
 
     with pytest.raises(EdgeKWSError, match="valid: onnx, tflite, torchscript"):
         export_subnet(width=0.25, out=tmp_path, formats=("coreml",))
+
+
+def test_untrained_reference_of_the_mlperf_dscnn_exports_and_profiles(tmp_path):
+    """A latency reference needs no trained weights: `export --family dscnn_mlperf` writes the
+    MLPerf Tiny DS-CNN (23,756 parameters, 49×10 input) with seeded weights, marked untrained,
+    gated for conversion parity, and `profile` runs it."""
+    from typer.testing import CliRunner
+
+    from edgekws.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["export", "--family", "dscnn_mlperf", "--out", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    m = doc["manifest"]
+    assert m["checkpoint"]["untrained"] is True and m["accounting"]["params"] == 23_756
+    assert m["input"]["shape"] == [1, 49, 10]
+    assert all(c["passed"] for c in m["validation"]["checks"])
+    res = runner.invoke(app, ["profile", doc["out_dir"], "--target", "pi3", "--runs", "20", "--warmup", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    assert {r["precision"] for r in json.loads(res.stdout)["results"]} == {"float", "int8"}
+    res = runner.invoke(app, ["export", "--family", "dscnn_mlperf", "--checkpoint", "x.pt", "--out", str(tmp_path)])
+    assert res.exit_code == 1 and "takes no --checkpoint" in res.stderr

@@ -91,13 +91,18 @@ def export_subnet(
     force: bool = False,
     thresholds: Thresholds | dict[str, Thresholds] | None = None,
     golden: int = 8,
+    family: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Extract `spec` (or the uniform `width`/`depth` subnet) from a supernet checkpoint,
     convert it to every requested format and precision, validate each artefact against float
     PyTorch on the pinned pack, and write the folder only if every gate passes. `progress` is
     told each stage as it starts (exports take 5-15 s). `thresholds`: one set for every format,
-    one per format name, or None for each format's own defaults."""
+    one per format name, or None for each format's own defaults.
+
+    `family` without a checkpoint exports an **untrained reference** of that family (seeded
+    weights, synthetic inputs): a latency and memory reference such as MLPerf Tiny's DS-CNN,
+    marked untrained in the manifest, validated for conversion parity only."""
     import torch
 
     say = progress or (lambda stage: None)
@@ -108,15 +113,18 @@ def export_subnet(
     from edgekws.extract import calibration_batches, extract, fold_bn, has_batchnorm
     from edgekws.extract import recalibrate_bn as recalibrate
 
-    ck_path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
-    ck = load_checkpoint(ck_path)
+    if family is not None and (checkpoint is not None or pack_path is not None):
+        raise EdgeKWSError("an untrained reference (--family) takes no --checkpoint or --pack")
+    ck_path = None if family is not None else Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+    ck, pack = reference(family) if family is not None else (load_checkpoint(ck_path), None)
     if spec is None:
         spec = ck.space.uniform(1.0 if width is None else width, depth)
     else:
         if spec.family != ck.family:
-            raise EdgeKWSError(f"spec is for family '{spec.family}' but the checkpoint is '{ck.family}'")
+            raise EdgeKWSError(f"spec is for family '{spec.family}' but the checkpoint is '{ck.family}' "
+                               f"(export --family {spec.family} gives an untrained latency reference)")
         ck.space.validate(spec)
-    pack = load_pack(Path(pack_path) if pack_path else DEFAULT_PACK)
+    pack = pack or load_pack(Path(pack_path) if pack_path else DEFAULT_PACK)
     if tuple(pack.labels) != tuple(ck.labels):
         raise EdgeKWSError(f"pack labels {list(pack.labels)} differ from the checkpoint's {list(ck.labels)}")
     if ck.calibration is None:
@@ -145,6 +153,8 @@ def export_subnet(
     net = fold_bn(net)
     with torch.no_grad():
         ref = net(torch.from_numpy(pack.features)).numpy()
+    if ck_path is None:  # untrained: the "labels" of the synthetic inputs are the float model's answers
+        pack.targets = ref.argmax(1).astype(np.int64)
     ref_acc = float((ref.argmax(1) == pack.targets).mean())
 
     unknown = [f for f in formats if f not in EXPORT_FORMATS]
@@ -152,6 +162,10 @@ def export_subnet(
         raise EdgeKWSError(f"unknown format '{unknown[0]}' (valid: {', '.join(EXPORT_FORMATS)})")
     per_format = {name: thresholds if isinstance(thresholds, Thresholds)
                   else (thresholds or {}).get(name, EXPORT_FORMATS[name].thresholds) for name in formats}
+    if ck_path is None:  # untrained: no labels, so the drop gate would repeat the agreement gate
+        from dataclasses import replace
+
+        per_format = {k: replace(v, int8_max_drop_pt=100.0) for k, v in per_format.items()}
 
     def int8_gate(file: str, y: np.ndarray) -> list[Check]:
         t = per_format[file.rsplit(".", 1)[1]]
@@ -221,8 +235,11 @@ def export_subnet(
             "sizes_bytes": {name: len(data) for name, data in sorted(files.items())},
             "quantization": quant,
             "bn": bn_note,
-            "checkpoint": {"path": ck_path.name, "sha256": sha256_file(ck_path), "family": ck.family,
-                           "test_metrics": ck.metrics.get("test", {})},
+            "checkpoint": ({"path": ck_path.name, "sha256": sha256_file(ck_path), "family": ck.family,
+                            "test_metrics": ck.metrics.get("test", {})} if ck_path is not None else
+                           {"untrained": True, "family": ck.family, "seed": 0,
+                            "note": "seeded initial weights: a latency and memory reference, not a keyword spotter; "
+                                    "validated on synthetic inputs for conversion parity only"}),
             "validation": report.to_dict(),
             "tools": tools,
         }
@@ -230,6 +247,34 @@ def export_subnet(
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     result.manifest = manifest
     return result
+
+
+def reference(family: str, examples: int = 256, calibration: int = 512):
+    """An untrained checkpoint of `family` (seed 0) and a synthetic pack of its input shape: what
+    exports a latency reference that needs no trained weights (MLPerf Tiny's DS-CNN, 49×10)."""
+    import torch
+
+    from edgekws.assets import Pack
+    from edgekws.checkpoint import Checkpoint
+    from edgekws.data import get_protocol
+    from edgekws.features import FeatureConfig
+    from edgekws.models import DEFAULT_INPUT, get_family
+
+    fam = get_family(family)
+    shape = fam.input_shape or DEFAULT_INPUT
+    feats = FeatureConfig(n_mels=shape[1])
+    if feats.shape != tuple(shape):
+        raise EdgeKWSError(f"family '{family}' input {shape} has no matching feature config")
+    labels = tuple(get_protocol("12").labels)
+    torch.manual_seed(0)
+    state = fam.supernet(len(labels), shape).state_dict()
+    rng = np.random.default_rng(0)
+    calib = torch.from_numpy(rng.standard_normal((calibration, *shape)).astype(np.float32)).to(torch.float16)
+    ck = Checkpoint(family, fam.space, feats, labels, state, {"untrained": True, "seed": 0}, {}, calib)
+    x = rng.standard_normal((examples, *shape)).astype(np.float32)
+    pack = Pack(x, np.zeros(examples, np.int64), [f"synthetic_{i:04d}" for i in range(examples)], labels,
+                np.zeros((0, feats.clip_samples), np.int16))
+    return ck, pack
 
 
 def _write_golden(folder: Path, net, files: dict[str, bytes], pack, n: int, feat_cfg, tools: dict) -> None:
@@ -240,15 +285,19 @@ def _write_golden(folder: Path, net, files: dict[str, bytes], pack, n: int, feat
     from edgekws.features import logmel_numpy
 
     folder.mkdir()
-    n = min(n, len(pack.waves))
-    waves = pack.waves[:n]
-    feats = logmel_numpy(waves.astype(np.float32) / 32768.0, feat_cfg)
-    for i, w in enumerate(waves):
-        write_wav(folder / f"clip_{i:02d}.wav", w)
+    if len(pack.waves):
+        n = min(n, len(pack.waves))
+        waves = pack.waves[:n]
+        feats = logmel_numpy(waves.astype(np.float32) / 32768.0, feat_cfg)
+        for i, w in enumerate(waves):
+            write_wav(folder / f"clip_{i:02d}.wav", w)
+    else:  # an untrained reference: synthetic features, no audio
+        n = min(n, len(pack.features))
+        feats = np.ascontiguousarray(pack.features[:n], dtype=np.float32)
     np.save(folder / "features.npy", feats)
     with torch.no_grad():
         np.save(folder / "expected_pytorch_float.npy", net(torch.from_numpy(feats)).numpy())
-    index = {"clips": [f"clip_{i:02d}.wav" for i in range(n)], "keys": pack.keys[:n],
+    index = {"clips": [f"clip_{i:02d}.wav" for i in range(n)] if len(pack.waves) else [], "keys": pack.keys[:n],
              "labels": [pack.labels[t] for t in pack.targets[:n]], "features": "features.npy (float32, n × frames × n_mels)",
              "expected": {}}
     for name, data in files.items():
