@@ -24,6 +24,10 @@ from edgekws.models import get_family
 from edgekws.train import TrainConfig, train_local
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# Recipe fields that only a supernet's training uses: a twin (one spec, from the labels) is the same
+# whatever they are.
+SUPERNET_ONLY = {"num_random", "sampling", "sampler", "small_width_bias", "small_label_weight", "kd", "alpha_min",
+                 "alpha_max", "alpha_clip", "fixed_spec", "teacher", "teacher_temperature", "teacher_weight"}
 
 
 def main() -> None:
@@ -38,13 +42,21 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2, help="training processes (see edgekws train --procs)")
     ap.add_argument("--widths", type=float, nargs="*", default=None, help="only these widths (default: all four)")
     ap.add_argument("--twins-only", action="store_true", help="train the missing twins and stop (run the supernet beside)")
+    ap.add_argument("--twins-from", type=Path, default=None,
+                    help="take the twins' figures from an earlier results file instead of their checkpoints (a twin is "
+                         "one spec trained alone: the supernet-only knobs — random subnets, sampling, small-subnet "
+                         "losses — do not change it; the rest of the recipe must match, or this refuses)")
+    ap.add_argument("--tag", default="", help="suffix of the results file names (several supernets against the same twins)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     space = get_family(args.family).space
 
     twins = {}
+    recorded = json.loads(args.twins_from.read_text()) if args.twins_from else None
     for m, spec in space.width_multiplier_specs().items():
         if args.widths and m not in args.widths:
+            continue
+        if recorded is not None:
             continue
         path = args.work / f"twin_{m:g}_{args.epochs}ep.pt"
         if not path.exists():
@@ -64,6 +76,19 @@ def main() -> None:
         raise SystemExit(f"{args.supernet} was trained for {sup.train_config['epochs']} epochs, not {args.epochs}")
 
     rows = []
+    if recorded is not None:
+        twin_knobs = {k: v for k, v in TrainConfig(family=args.family, epochs=args.epochs).to_dict().items()
+                      if k not in SUPERNET_ONLY}
+        mismatch = {k: (recorded["recipe"].get(k), v) for k, v in twin_knobs.items()
+                    if k in recorded["recipe"] and recorded["recipe"][k] != v}
+        if mismatch or recorded["epochs"] != args.epochs:
+            raise SystemExit(f"{args.twins_from}: twins were trained with another recipe ({mismatch}) or epochs")
+        for r in recorded["rows"]:
+            if args.widths and r["width"] not in args.widths:
+                continue
+            sup_acc = sup.metrics["test"][f"width_{r['width']:g}"]["accuracy"]
+            rows.append({**r, "supernet": sup_acc, "delta_pt": round(100 * (sup_acc - r["twin"]), 2),
+                         "twin_from": str(args.twins_from.name)})
     for m, (spec, path) in twins.items():
         twin = load_checkpoint(path)
         sup_acc = sup.metrics["test"][f"width_{m:g}"]["accuracy"]
@@ -96,7 +121,7 @@ def main() -> None:
     lines.append(f"\nSupernet CPU time {result['supernet_cpu_s']:.0f} s vs twins' total {twins_cpu:.0f} s "
                  f"(ratio {result['cpu_ratio_supernet_over_twins']:.2f}); {args.epochs} epochs each.")
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"train_once_{args.family}_{args.epochs}ep"
+    stem = RESULTS / f"train_once_{args.family}_{args.epochs}ep{args.tag}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
