@@ -25,7 +25,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
-    num_random: int = 2  # random subnets per step besides the largest and the smallest
+    num_random: int = 3  # random subnets per step besides the largest and the smallest
     kd: str = "kl"  # in-place distillation loss: "kl" or "alpha" (TODM / AlphaNet)
     alpha_min: float = -1.0
     alpha_max: float = 1.0
@@ -63,7 +63,7 @@ class TrainConfig:
     small_width_bias: float = 0.0
     # Hard labels mixed into the distilled subnets' loss: (1 - w) · KD + w · CE(labels). Twins
     # trained alone on labels beat the supernet's narrow subnets (train_once).
-    small_label_weight: float = 0.0
+    small_label_weight: float = 0.5
     # Weight decay only on conv/linear weights (not on BN/LayerNorm affine parameters and biases).
     decay_weights_only: bool = True
     seed: int = 0
