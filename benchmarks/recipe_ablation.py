@@ -36,6 +36,9 @@ VARIANTS = {
     "small_label_weight=0.5": {"small_label_weight": 0.5},
     "small_width_bias=1": {"small_width_bias": 1.0},
     "num_random=3": {"num_random": 3},
+    "num_random=4": {"num_random": 4},
+    "small_label_weight=0.75": {"small_label_weight": 0.75},
+    "kd_only_small_subnets": {"small_label_weight": 0.0},
 }
 
 
@@ -78,6 +81,7 @@ def main() -> None:
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--tag", default="", help="suffix of the results file names (a second round at the same epochs)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     names = args.only or list(VARIANTS)
@@ -112,7 +116,7 @@ def main() -> None:
                      f"{r['delta_w1.0_pt']:+.2f} | {100 * r['mixed_mean']:.2f} % | {r['delta_mixed_mean_pt']:+.2f} | "
                      f"{r['train_seconds']:.0f} |")
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"recipe_ablation_{args.family}_{args.epochs}ep"
+    stem = RESULTS / f"recipe_ablation_{args.family}_{args.epochs}ep{args.tag}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
