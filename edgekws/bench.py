@@ -153,9 +153,9 @@ def row_problem(row: object) -> str | None:
     return None
 
 
-def read_jsonl(path: Path) -> tuple[list[dict], list[str], bool]:
-    """Every complete, well-formed row of a results file, a note per line that is not one
-    ("line N: why"), and whether the file ends in a torn line (a crash mid-write)."""
+def read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
+    """Every complete, well-formed row of a results file, and a note per line that is not one
+    ("line N: why"; a torn last line — a crash mid-write — says so)."""
     from edgekws.fileio import first_line, read_bytes
 
     lines = read_bytes(path, "results file").split(b"\n")
@@ -178,7 +178,7 @@ def read_jsonl(path: Path) -> tuple[list[dict], list[str], bool]:
             bad.append(f"{where}: {problem}")
         else:
             rows.append(row)
-    return rows, bad, torn
+    return rows, bad
 
 
 @dataclass
@@ -195,7 +195,7 @@ class ResultsFile:
     def done_keys(self) -> set[str]:
         if not self.path.exists():
             return set()
-        rows, _, _ = read_jsonl(self.path)
+        rows, _ = read_jsonl(self.path)
         return {r["key"] for r in rows if r["ok"]}
 
     def repair(self) -> None:
@@ -416,7 +416,7 @@ def compare_golden(folder: Path, runtime: str, precision: str, outputs: list | N
 def read_results(path: Path) -> tuple[list[dict], list[str]]:
     """The usable rows of a results file and a note per line skipped; an error only when no
     row is usable."""
-    rows, bad, _ = read_jsonl(path)
+    rows, bad = read_jsonl(path)
     if not rows:
         detail = f" ({len(bad)} unusable line(s); first: {bad[0]})" if bad else " (it is empty)"
         raise EdgeKWSError(f"{path}: no usable results rows{detail}")

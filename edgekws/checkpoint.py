@@ -159,9 +159,7 @@ def save_torch(obj, path: Path, what: str) -> None:
     try:
         with atomic_path(path) as tmp:
             torch.save(obj, tmp)
-    except (RuntimeError, OSError) as exc:
-        if isinstance(exc, EdgeKWSError):
-            raise
+    except (RuntimeError, OSError) as exc:  # atomic_path already turned disk-level OSErrors into one line
         reason = os.strerror(exc.errno) if getattr(exc, "errno", None) else first_line(exc)
         try:
             free = shutil.disk_usage(Path(path).parent).free

@@ -6,8 +6,10 @@ Heavy modules (torch, scipy, TensorFlow, onnxruntime) are imported inside comman
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -350,8 +352,6 @@ def train_cmd(
                           log=lambda m: bar.console.print(m, markup=False, highlight=False),
                           on_step=lambda i, n, info: bar.update(task, completed=i, total=n, **info),
                           threads_per_proc=threads or (1 if procs > 1 else None), val_every=val_every)
-    import os
-
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return
     if as_json:
@@ -516,7 +516,7 @@ def export_cmd(
         raise EdgeKWSError("give --width or --spec, not both")
     t0 = time.perf_counter()
     try:
-        with err.status("exporting", spinner="dots") if not as_json and err.is_terminal else _nothing() as status:
+        with err.status("exporting", spinner="dots") if not as_json and err.is_terminal else contextlib.nullcontext() as status:
             res = export_subnet(spec=load_spec_file(spec_file) if spec_file else None, width=width, depth=depth,
                                 checkpoint=checkpoint, out=out_dir, formats=parse_list(formats, tuple(EXPORT_FORMATS), "format"),
                                 precisions=parse_list(precision, PRECISIONS, "precision"), calibration=calibration,
@@ -547,16 +547,6 @@ def export_cmd(
                           v["pytorch_float_accuracy"]))
     sizes = ", ".join(f"{k} {b / 1024:.1f} KB" for k, b in res.manifest["sizes_bytes"].items())
     out.print(f"[green]✓[/] {escape(str(res.out_dir))}  ({sizes}; {seconds:.1f} s)", soft_wrap=True)
-
-
-class _nothing:
-    """A stand-in for a status display where there is no terminal to show one."""
-
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc) -> None:
-        return None
 
 
 def _gate_table(checks, title: str, pytorch_accuracy: float | None) -> Table:
@@ -626,7 +616,7 @@ def profile_cmd(
     for r in rep["results"]:
         ops = r.get("op_profile_ms")
         if ops:
-            out.print(f"{r['model']} per operator (ms/inference): " + ", ".join(f"{k} {v:.3f}" for k, v in list(ops.items())[:6]),
+            out.print(f"{escape(r['model'])} per operator (ms/inference): " + ", ".join(f"{k} {v:.3f}" for k, v in list(ops.items())[:6]),
                       soft_wrap=True)
     if rep["note"]:
         out.print(f"[yellow]note:[/] {escape(rep['note'])}", soft_wrap=True)
@@ -732,7 +722,7 @@ def bench_report(
     t = Table(Column("device", overflow="fold"), Column("model", no_wrap=True), Column("runtime", no_wrap=True),
               Column("thr", **num), Column("MACs", **num), Column("median ms", **num), Column("p95 ms", **num),
               Column("RAM KB", **num), Column("=x86", **num), Column("tries", **num), box=box.SIMPLE_HEAD,
-              title=f"{results}: {len(latest)} rows")
+              title=f"{escape(str(results))}: {len(latest)} rows")
     for r in sorted(latest.values(), key=lambda r: (r["device"], r["macs"], r["runtime"], r["precision"], r["threads"])):
         cells = [Text(r["device"]), Text(r["model"]), Text(f"{r['runtime']} {r['precision']}"), str(r["threads"]),
                  f"{r['macs'] / 1e6:.2f}M"]

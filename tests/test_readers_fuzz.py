@@ -184,7 +184,7 @@ def test_results_reader_keeps_every_valid_row(data, blob):
     content = b"\n".join(lines) + data.draw(st.sampled_from([b"\n", b""]))
 
     def check(path):
-        rows, bad, _ = read_jsonl(path)
+        rows, bad = read_jsonl(path)
         assert len(rows) == valid
         assert len(bad) == sum(1 for ln in lines if ln.strip()) - valid
 
