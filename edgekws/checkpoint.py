@@ -192,7 +192,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(f"{path}: checkpoint format '{fmt}' is not readable by this edgekws "
                               f"(reads {', '.join(sorted(READABLE_FORMATS))}); upgrade edgekws")
     try:
-        sampling = READABLE_FORMATS[fmt] or payload["sampling"]["policy"]
+        record = payload.get("sampling")
+        if READABLE_FORMATS[fmt] is None and not isinstance(record, dict):
+            raise CheckpointError(f"{path}: the sampling record must be a table, not {type(record).__name__}")
+        sampling = READABLE_FORMATS[fmt] or record["policy"]
         if not isinstance(sampling, str) or sampling not in SAMPLING_COVERAGE:
             raise CheckpointError(f"{path}: unknown sampling policy {sampling!r}")
         ck = Checkpoint(
@@ -209,7 +212,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         )
     except CheckpointError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError, EdgeKWSError) as exc:
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, EdgeKWSError) as exc:
         raise CheckpointError(f"{path}: checkpoint is missing or has a malformed field ({first_line(exc)})") from None
     _check_contents(path, ck)
     return ck

@@ -292,8 +292,6 @@ def test_checkpoint_reader_on_mutated_payloads(shipped_payload, data):
     the weights are put in the supernet), never deep inside an export."""
     import torch
 
-    from edgekws.checkpoint import load_checkpoint
-
     payload = dict(shipped_payload)
     kind = data.draw(CKPT_VALUES)
     where = data.draw(st.sampled_from(["top", "state_dict", "calibration", "space", "features"]))
@@ -314,6 +312,14 @@ def test_checkpoint_reader_on_mutated_payloads(shipped_payload, data):
         k = data.draw(st.sampled_from(sorted(d)))
         d[k] = _bad_value(kind, d[k])
         payload[where] = d
+    _check_payload(payload)
+
+
+def _check_payload(payload) -> None:
+    import torch
+
+    from edgekws.checkpoint import load_checkpoint
+
     buf = io.BytesIO()
     torch.save(payload, buf)
 
@@ -322,6 +328,16 @@ def test_checkpoint_reader_on_mutated_payloads(shipped_payload, data):
         ck.supernet()
 
     _check(load, "ck.pt", buf.getvalue())
+
+
+@pytest.mark.parametrize("kind", ["shape", "none", "string", "empty-dict", "list", "int-tensor"])
+def test_checkpoint_reader_on_every_top_level_field(shipped_payload, kind):
+    """Every top-level field replaced by every wrong type, exhaustively: the sampled test above
+    once missed `sampling` holding a tensor (an IndexError escaped the reader)."""
+    for key in sorted(shipped_payload):
+        payload = dict(shipped_payload)
+        payload[key] = _bad_value(kind, payload[key])
+        _check_payload(payload)
 
 
 @SETTINGS
