@@ -5,6 +5,9 @@
 - `pack.npz` — the pinned evaluation/calibration pack: the first N examples of the test split
   in the pinned order (features as float16, targets, keys), and the audio of the first few clips
   as int16 for golden vectors;
+- `val_pack.npz` — the same for the *validation* split, no audio: what the search's accuracy
+  oracle scores subnets on (choosing a subnet by its test accuracy would make the test accuracy
+  reported for the pick optimistic);
 - `MADE.json` — how they were made: command, seed, corpus size, training time, metrics.
 
 So `export` and its accuracy gates work on a fresh machine with no corpus.
@@ -23,6 +26,8 @@ from edgekws.fileio import atomic_path
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_CHECKPOINT = ASSETS / "dscnn_supernet.pt"
 DEFAULT_PACK = ASSETS / "pack.npz"
+VALIDATION_PACK = ASSETS / "val_pack.npz"
+PACK_SPLITS = ("testing", "validation")
 
 
 @dataclass
@@ -41,13 +46,15 @@ class Pack:
 
 
 def make_pack(data_dir: Path, dest: Path, n: int = 1000, n_audio: int = 24, protocol: str = "12", seed: int = 0,
-              cache_dir: Path | None = None) -> Pack:
+              cache_dir: Path | None = None, split_name: str = "testing") -> Pack:
     from edgekws.data import SpeechCommands, load_split
 
+    if split_name not in PACK_SPLITS:
+        raise EdgeKWSError(f"split '{split_name}' is not one a pack is made from (valid: {', '.join(PACK_SPLITS)})")
     ds = SpeechCommands.open(data_dir, protocol, seed)
-    split = load_split(ds, "testing", cache_dir=cache_dir)
+    split = load_split(ds, split_name, cache_dir=cache_dir)
     if n > len(split.targets):
-        raise EdgeKWSError(f"the testing split has {len(split.targets)} examples, fewer than {n}")
+        raise EdgeKWSError(f"the {split_name} split has {len(split.targets)} examples, fewer than {n}")
     pack = Pack(np.asarray(split.features[:n], dtype=np.float32), np.asarray(split.targets[:n]), split.keys[:n],
                 tuple(ds.protocol.labels), np.asarray(split.waves[:n_audio]))
     with atomic_path(Path(dest)) as tmp:

@@ -48,7 +48,8 @@ class Suite:
 
 
 SUITE_KEYS = {"name", "models", "runtimes", "precisions", "threads", "runs", "warmup", "check_outputs"}
-MODEL_KEYS = {"width", "depth", "spec", "export"}
+MODEL_KEYS = {"width", "depth", "spec", "export", "sample", "seed"}
+RECORD = "edgekws.bench/2"  # rows carry spec, export and checkpoint hashes (rows without `record` are /1)
 
 
 def load_suite(path: Path) -> Suite:
@@ -71,10 +72,14 @@ def load_suite(path: Path) -> Suite:
         if set(m) - MODEL_KEYS:
             raise EdgeKWSError(f"{path}: models[{i}] has unknown key(s) {', '.join(sorted(set(m) - MODEL_KEYS))} "
                                f"(valid: {', '.join(sorted(MODEL_KEYS))})")
-        if len({"width", "spec", "export"} & set(m)) != 1:
-            raise EdgeKWSError(f"{path}: models[{i}] needs exactly one of width, spec, export")
+        if len({"width", "spec", "export", "sample"} & set(m)) != 1:
+            raise EdgeKWSError(f"{path}: models[{i}] needs exactly one of width, spec, export, sample")
         if "width" in m:
             typed(m, "width", float, where, hi=1, positive=True, prefix=pre)
+        typed(m, "sample", int, where, default=None, lo=1, hi=4096, prefix=pre)
+        typed(m, "seed", int, where, default=0, lo=0, hi=2**31 - 1, prefix=pre)
+        if "seed" in m and "sample" not in m:
+            raise EdgeKWSError(f"{path}: models[{i}].seed only goes with sample")
         typed(m, "depth", int, where, default=None, lo=1, hi=64, prefix=pre)
         typed(m, "spec", str, where, default=None, prefix=pre)
         typed(m, "export", str, where, default=None, prefix=pre)
@@ -117,6 +122,9 @@ class Job:
     macs: int
     params: int
     int8_step: float | None = None  # for comparing answers: see int8_step()
+    spec: dict | None = None
+    model_sha256: str | None = None  # of the model file measured (from the export's manifest)
+    checkpoint_sha256: str | None = None
 
     def key(self, device: str) -> str:
         return f"{device}|{self.model}|{self.runtime}|{self.precision}|t{self.threads}"
@@ -239,25 +247,39 @@ def prepare_models(suite: Suite, suite_path: Path, cache: Path) -> list[tuple[st
     from edgekws.info import load_spec_file
     from edgekws.manifest import load_manifest
 
-    out = []
+    import numpy as np
+
+    from edgekws.checkpoint import load_checkpoint
+
+    out, seen = [], set()
     ck, ck_cache = None, cache / f"ckpt-{sha256_file(DEFAULT_CHECKPOINT)[:16]}"
     for m in suite.models:
         if "export" in m:
             folder = (suite_path.parent / m["export"]).resolve() if not Path(m["export"]).is_absolute() else Path(m["export"])
             if not (folder / "manifest.json").exists():
                 raise EdgeKWSError(f"{suite_path}: export '{m['export']}' has no manifest.json")
+            folders = [folder]
         else:
-            spec = load_spec_file(suite_path.parent / m["spec"]) if "spec" in m else None
-            from edgekws.checkpoint import load_checkpoint
-
-            if spec is None:
+            if "spec" in m:
+                specs = [load_spec_file(suite_path.parent / m["spec"])]
+            else:
                 ck = ck or load_checkpoint(DEFAULT_CHECKPOINT)
-                spec = ck.space.uniform(float(m["width"]), m.get("depth"))
-            folder = ck_cache / spec.name
-            if not (folder / "manifest.json").exists():
-                folder = export_subnet(spec=spec, out=ck_cache, force=True).out_dir
-        manifest = load_manifest(folder)
-        out.append((manifest["name"], folder, manifest))
+                if "sample" in m:  # subnets drawn from the trained space: rows a latency model can be fitted on
+                    rng = np.random.default_rng(m.get("seed", 0))
+                    specs = [ck.space.sample(rng) for _ in range(m["sample"])]
+                else:
+                    specs = [ck.space.uniform(float(m["width"]), m.get("depth"))]
+            folders = []
+            for spec in specs:
+                folder = ck_cache / spec.name
+                if not (folder / "manifest.json").exists():
+                    folder = export_subnet(spec=spec, out=ck_cache, force=True).out_dir
+                folders.append(folder)
+        for folder in folders:
+            manifest = load_manifest(folder)
+            if manifest["name"] not in seen:  # a sample may draw a spec twice, or one listed elsewhere
+                seen.add(manifest["name"])
+                out.append((manifest["name"], folder, manifest))
     return out
 
 
@@ -272,8 +294,11 @@ def run_suite(suite: Suite, models: list[tuple[str, Path, dict]], devices: list[
                 have = (folder / PRECISION_FILE[(rt, prec)]).exists()
                 step = int8_step(man, rt, prec) if have else None
                 for th in suite.threads:
-                    (jobs if have else absent).append(Job(name, folder, rt, prec, th, man["accounting"]["macs"],
-                                                          man["accounting"]["params"], step))
+                    ck = man.get("checkpoint") if isinstance(man.get("checkpoint"), dict) else {}
+                    (jobs if have else absent).append(Job(
+                        name, folder, rt, prec, th, man["accounting"]["macs"], man["accounting"]["params"], step,
+                        spec=man.get("spec"), model_sha256=(man.get("files") or {}).get(PRECISION_FILE[(rt, prec)]),
+                        checkpoint_sha256=ck.get("sha256")))
     done = results.done_keys() if resume else set()
     counts = {"ok": 0, "failed": 0, "skipped": 0}
     counts_lock = threading.Lock()
@@ -297,7 +322,8 @@ def run_suite(suite: Suite, models: list[tuple[str, Path, dict]], devices: list[
     def base_row(j: Job, dev: Device) -> dict:
         base = {"key": j.key(dev.name), "device": dev.name, "model": j.model, "runtime": j.runtime,
                 "precision": j.precision, "threads": j.threads, "macs": j.macs, "params": j.params,
-                "suite": suite.name, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                "suite": suite.name, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "record": RECORD, "spec": j.spec,
+                "model_sha256": j.model_sha256, "checkpoint_sha256": j.checkpoint_sha256}
         if dev.emulated:
             base.update(emulated=True, latency_meaningful=False, note=dev.note)
         return base

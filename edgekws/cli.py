@@ -223,8 +223,9 @@ def data_features(
 def data_pack(
     data_dir: DataDir,
     out_path: Annotated[Path, typer.Option("--out", "-o", help="The .npz to write.")],
-    examples: Annotated[int, typer.Option(callback=in_range(1, 1_000_000), help="Examples from the test split, in the pinned order.")] = 1000,
+    examples: Annotated[int, typer.Option(callback=in_range(1, 1_000_000), help="Examples from the split, in the pinned order.")] = 1000,
     audio: Annotated[int, typer.Option(callback=in_range(0, 1_000_000), help="How many of them also keep their audio (golden vectors).")] = 24,
+    split: Annotated[str, typer.Option(help="testing (gates, calibration, golden vectors) or validation (the search's accuracy oracle).")] = "testing",
     protocol: Protocol = "12",
     seed: Seed = 0,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
@@ -237,7 +238,7 @@ def data_pack(
 
     from edgekws.assets import make_pack
 
-    pack = make_pack(data_dir, out_path, examples, audio, protocol, seed, cache_dir)
+    pack = make_pack(data_dir, out_path, examples, audio, protocol, seed, cache_dir, split)
     counts = np.bincount(pack.targets, minlength=len(pack.labels))
     out.print(f"[green]✓[/] {out_path}: {len(pack)} examples ({', '.join(f'{l} {c}' for l, c in zip(pack.labels, counts))}), "
               f"{len(pack.waves)} with audio, {out_path.stat().st_size / 2**20:.1f} MiB", soft_wrap=True)
@@ -789,6 +790,10 @@ def qemu_setup(
         pk = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
         out.print(f"[green]✓[/] {dest}: Debian {info['release']} arm64, Python {info['python']}, {pk} "
                   f"(built {info['built']} in {info['seconds']} s)", soft_wrap=True, highlight=False)
+    from edgekws.estimate import build_plugin
+
+    plugin = build_plugin(force=force, log=lambda m: out.print(f"  {m}", highlight=False))
+    out.print(f"[green]✓[/] {plugin}: instruction-count plugin for estimated latency", soft_wrap=True, highlight=False)
 
 
 @qemu_app.command("check")
@@ -818,6 +823,170 @@ def qemu_check(
         return
     out.print(f"[green]✓[/] {found['machine']} ({cpu}, Debian {release}) Python {found['python']}: "
               + ", ".join(f"{k} {v}" for k, v in loaded.items()), highlight=False)
+
+
+costmodel_app = typer.Typer(help="Latency and memory models fitted on measured rows (for `search` and `release`).",
+                            no_args_is_help=True)
+app.add_typer(costmodel_app, name="costmodel")
+
+
+@costmodel_app.command("fit")
+@user_errors
+def costmodel_fit(
+    results: Annotated[Path, typer.Option(help="Bench results JSONL (from `edgekws bench`; a suite with `sample = 24` "
+                                               "gives enough subnets).")],
+    target: Annotated[str, typer.Option(help="Device tier: its runtime and threads select the rows.")] = "host_x86",
+    device: Annotated[Optional[str], typer.Option(help="Rows of this device (default: the target's device, or the only one).")] = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="Write the models here (JSON).")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Fit latency (median, p95) and model RAM per precision from bench rows; report the error on
+    held-out subnets.
+
+    Example: edgekws costmodel fit --results lab/pi4.jsonl --target pi4 --out pi4-costmodel.json
+    """
+    from edgekws.bench import read_jsonl
+    from edgekws.costmodel import save_models
+    from edgekws.costmodel import fit_bench_rows
+    from edgekws.targets import get_target
+
+    tgt = get_target(target)
+    rows, bad = read_jsonl(results)
+    for b in bad:
+        err.print(f"[yellow]note:[/] {escape(str(results))}: {escape(b)} (skipped)", soft_wrap=True)
+    if not rows:
+        raise EdgeKWSError(f"{results}: no usable rows")
+    models = fit_bench_rows(rows, tgt.runtime, tgt.threads, device or tgt.device,
+                            log=lambda m: err.print(escape(m), soft_wrap=True))
+    if out_path:
+        save_models(models, out_path, {"target": tgt.key, "results": str(results)})
+    if as_json:
+        print(json.dumps({k: m.to_dict() for k, m in models.items()}, indent=2))
+        return
+    t = Table("model", "rows", "subnets", "MAPE % (held out)", "p90 APE %", "within ±10 %", box=box.SIMPLE_HEAD,
+              title=f"cost models for {escape(tgt.name)} ({tgt.runtime}, {tgt.threads} thread(s))")
+    for k, m in models.items():
+        h = m.holdout
+        t.add_row(k, str(m.rows), str(m.specs), f"{h['mape_pct']:.1f}", f"{h['p90_ape_pct']:.1f}", f"{100 * h['within_10pct']:.0f} %")
+    out.print(t)
+    if out_path:
+        out.print(f"[green]✓[/] wrote {escape(str(out_path))}", soft_wrap=True)
+
+
+Trials = Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Search trials per tier (1-100000).")]
+Samples = Annotated[int, typer.Option(callback=in_range(4, 4096), help="Subnets measured for the latency models "
+                                                                        "besides the uniform widths (4-4096).")]
+BoardResults = Annotated[Optional[list[Path]], typer.Option("--results", help="Bench JSONL from the tiers' boards "
+                                                                                  "(a target's `device` picks its rows).")]
+
+
+def _runtimes(value: Optional[str]) -> tuple[str, ...] | None:
+    from edgekws.targets import RUNTIMES
+
+    if value is None:
+        return None
+    got = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not got or set(got) - set(RUNTIMES):
+        raise EdgeKWSError(f"--runtimes must list {' and/or '.join(RUNTIMES)} (got {value!r})")
+    return got
+
+
+@app.command("search")
+@user_errors
+def search_cmd(
+    target: Annotated[str, typer.Option(help="Device tier: a targets/*.toml name or path.")],
+    trials: Trials = 200,
+    seed: Seed = 0,
+    samples: Samples = 12,
+    runtimes: Annotated[Optional[str], typer.Option(help="Runtimes to choose from, e.g. litert,onnxruntime "
+                                                         "(default: the target's).")] = None,
+    results: BoardResults = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Supernet checkpoint (default: the shipped one).")] = None,
+    work: Annotated[Path, typer.Option(help="Measurements and exports, kept for the next run.")] = Path("release"),
+    as_json: AsJson = False,
+) -> None:
+    """The Pareto front (validation accuracy, latency, size) of the trained space under a tier's
+    budgets, and the pick. Seeded: the same inputs give the same front.
+
+    Example: edgekws search --target pi4 --trials 200
+    """
+    from edgekws.release import prepare
+    from edgekws.search import search
+    from edgekws.targets import get_target
+
+    tgt = get_target(target)
+    say = (lambda m: err.print(escape(m), soft_wrap=True, highlight=False))
+    ctx = prepare([tgt], work, checkpoint, results or [], samples, seed, _runtimes(runtimes), log=say)
+    pred = ctx.predictor(tgt)
+    res = search(ctx.oracle.ck.space, tgt, ctx.oracle.accuracy, pred, ctx.tier_runtimes[tgt.key], trials=trials, seed=seed,
+                 log=say)
+    ctx.oracle.flush()
+    doc = {**res.to_dict(), "latency_source": ctx.sources[tgt.key],
+           "latency_model": {f"{r}/{p}": m.to_dict() for (r, p), m in pred.latency.items()}}
+    if as_json:
+        print(json.dumps(doc, indent=2))
+    else:
+        b = tgt.budgets
+        t = Table("subnet", "precision", "runtime", "val. acc.", "latency ms", "p95 ms", "model KB", "RAM KB", box=box.SIMPLE_HEAD,
+                  title=f"Pareto front for {escape(tgt.name)} ({ctx.sources[tgt.key]} latency); budgets: p95 ≤ "
+                        f"{b.max_p95_latency_ms:g} ms, model ≤ {b.max_model_kb:g} KB, RAM ≤ {b.max_ram_kb:g} KB")
+        for e in res.front:
+            mark = "[bold]" if res.pick and e.key == res.pick.key else ""
+            t.add_row(f"{mark}{e.spec.name}", e.precision, e.runtime, f"{100 * e.accuracy:.2f}%", f"{e.latency_ms:.3f}",
+                      f"{e.latency_p95_ms:.3f}", f"{e.model_kb:.1f}", f"{e.ram_kb:,.0f}")
+        out.print(t)
+        out.print(f"{len({e.key for e in res.evaluations})} distinct subnets × precision evaluated in {res.seconds:.0f} s "
+                  f"({ctx.oracle.evaluated} scored by the supernet, the rest cached)", soft_wrap=True)
+        if res.pick:
+            p = res.pick
+            out.print(f"[green]pick:[/] {p.spec.name} {p.precision} on {p.runtime}: {100 * p.accuracy:.2f}% validation, "
+                      f"{p.latency_ms:.3f} ms ({escape(p.latency_source)})", soft_wrap=True)
+    if res.pick is None:
+        raise EdgeKWSError(f"no subnet of the space fits {tgt.key}'s budgets (see the front above for the closest)")
+
+
+@app.command("release")
+@user_errors
+def release_cmd(
+    targets: Annotated[list[str], typer.Option("--targets", "-t", help="Device tiers (names or .toml paths; repeatable).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Release folder (resumable: a finished tier is kept).")] = Path("release"),
+    trials: Trials = 200,
+    seed: Seed = 0,
+    samples: Samples = 12,
+    runtimes: Annotated[Optional[str], typer.Option(help="Runtimes to choose from (default: each target's).")] = None,
+    results: BoardResults = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Supernet checkpoint (default: the shipped one).")] = None,
+    force: Annotated[bool, typer.Option(help="Redo tiers released before.")] = False,
+) -> None:
+    """One verified model per device tier: search, export through the gates, verify on the board
+    or emulated CPU, and write index.json, REPORT.md and a Pareto plot per tier. Exits 1 when a
+    tier has no subnet that fits.
+
+    Example: edgekws release --targets pi3 --targets pi4 --targets pi5 --out release/
+    """
+    from edgekws.release import release
+    from edgekws.targets import get_target
+
+    tgts = [get_target(t) for t in targets]
+    if len({t.key for t in tgts}) != len(tgts):
+        raise EdgeKWSError("a target is listed twice")
+    index = release(tgts, out_dir, checkpoint, results or [], trials, seed, samples, _runtimes(runtimes), force=force,
+                    log=lambda m: err.print(escape(m), soft_wrap=True, highlight=False))
+    t = Table("tier", "pick", "precision", "val. acc.", "test acc.", "p95 ms", "latency", "model KB", "RAM KB", "status",
+              box=box.SIMPLE_HEAD, title=f"release in {escape(str(out_dir))}")
+    for key, tier in index["tiers"].items():
+        p, v = tier.get("pick"), tier.get("verified") or {}
+        if not p:
+            t.add_row(escape(key), "—", "", "", "", "", "", "", "", f"[red]{escape(tier['status'])}[/]")
+            continue
+        test = tier.get("test_accuracy")
+        t.add_row(escape(key), p["name"], p["precision"], f"{100 * p['accuracy']:.2f}%", "" if test is None else f"{100 * test:.2f}%",
+                  f"{v.get('latency_p95_ms')}", "estimated" if str(v.get("latency_source", "")).startswith("estimated") else "measured",
+                  f"{v.get('model_kb')}", f"{v.get('ram_kb')}", "[green]released[/]")
+    out.print(t)
+    out.print(f"report: {escape(str(out_dir / 'REPORT.md'))}", soft_wrap=True)
+    if index["failed"]:
+        raise EdgeKWSError(f"{len(index['failed'])} tier(s) without a release: {', '.join(index['failed'])}")
 
 
 def main() -> None:

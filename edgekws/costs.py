@@ -54,7 +54,8 @@ def conv2d_bn(cin: int, cout: int, hw: tuple[int, int], kernel: tuple[int, int],
     trained = weights + (cout if bias else 0) + (2 * cout if bn else 0)
     deployed_bias = bias or bn
     deployed = weights + (cout if deployed_bias else 0)
-    conv = Op("conv2d", cin * hw[0] * hw[1], out, macs=out * kernel[0] * kernel[1] * cin // groups, params=trained,
+    kind = "dwconv2d" if groups > 1 and groups == cin else "conv2d"  # their kernels cost differently per MAC
+    conv = Op(kind, cin * hw[0] * hw[1], out, macs=out * kernel[0] * kernel[1] * cin // groups, params=trained,
               params_deployed=deployed, int8_bytes=weights + 4 * cout + (4 * cout if deployed_bias else 0))
     ops = [conv] + ([Op("identity", out, out)] if bn else [])
     return ops, (h, w)

@@ -45,6 +45,19 @@ class SubnetSpec:
         """Readable and unique, e.g. `dscnn-w32.48.80.112-d2.3.3`."""
         return f"{self.family}-w{'.'.join(map(str, self.widths))}-d{'.'.join(map(str, self.depths))}"
 
+    @classmethod
+    def parse_name(cls, name: str) -> "SubnetSpec | None":
+        """The spec a `name` stands for (`dscnn-w32.48.80.112-d2.3.3`), or None if it is not one."""
+        parts = name.rsplit("-", 2)
+        if len(parts) != 3 or not parts[0] or parts[1][:1] != "w" or parts[2][:1] != "d":
+            return None
+        try:
+            widths = tuple(int(v) for v in parts[1][1:].split("."))
+            depths = tuple(int(v) for v in parts[2][1:].split("."))
+        except ValueError:
+            return None
+        return cls(parts[0], widths, depths)
+
     def to_dict(self) -> dict:
         return {"family": self.family, "widths": list(self.widths), "depths": list(self.depths)}
 

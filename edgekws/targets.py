@@ -36,6 +36,8 @@ class DeviceTarget:
     threads: int
     runtime: str
     budgets: Budgets
+    clock_ghz: float | None = None  # turns instruction counts into estimated latency (estimate.py)
+    device: str | None = None  # the tier's board (e.g. ssh://pi@pi4.lab): its bench rows are measured latency
 
 
 def host_facts() -> dict:
@@ -76,6 +78,8 @@ def load_target(path: Path) -> DeviceTarget:
     top = {name: typed(doc, name, typ, where, **rng) for name, typ, rng in (
         ("name", str, {}), ("cpu", str, {}), ("arch", str, {}), ("cores", int, {"lo": 1, "hi": 1024}),
         ("memory_mb", int, {"lo": 1}), ("threads", int, {"lo": 1}), ("runtime", str, {}))}
+    top["clock_ghz"] = typed(doc, "clock_ghz", float, where, default=None, positive=True, hi=10)
+    top["device"] = typed(doc, "device", str, where, default=None)
     b = doc.get("budgets")
     if not isinstance(b, dict):
         raise EdgeKWSError(f"{path}: missing table '[budgets]'")
