@@ -874,8 +874,16 @@ def costmodel_fit(
 
 
 Trials = Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Search trials per tier (1-100000).")]
-Samples = Annotated[int, typer.Option(callback=in_range(4, 4096), help="Subnets measured for the latency models "
-                                                                        "besides the uniform widths (4-4096).")]
+Samples = Annotated[int, typer.Option(callback=in_range(5, 4096), help="Subnets measured for the latency models "
+                                                                        "besides the uniform widths (5-4096).")]
+Precisions = Annotated[str, typer.Option(help="Precisions to choose from: float,int8, float or int8.")]
+
+
+def _precisions(value: str) -> tuple[str, ...]:
+    got = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    if not got or set(got) - {"float", "int8"}:
+        raise EdgeKWSError(f"--precisions must list float and/or int8 (got {value!r})")
+    return got
 BoardResults = Annotated[Optional[list[Path]], typer.Option("--results", help="Bench JSONL from the tiers' boards "
                                                                                   "(a target's `device` picks its rows).")]
 
@@ -900,6 +908,7 @@ def search_cmd(
     samples: Samples = 12,
     runtimes: Annotated[Optional[str], typer.Option(help="Runtimes to choose from, e.g. litert,onnxruntime "
                                                          "(default: the target's).")] = None,
+    precisions: Precisions = "float,int8",
     results: BoardResults = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="Supernet checkpoint (default: the shipped one).")] = None,
     work: Annotated[Path, typer.Option(help="Measurements and exports, kept for the next run.")] = Path("release"),
@@ -916,10 +925,11 @@ def search_cmd(
 
     tgt = get_target(target)
     say = (lambda m: err.print(escape(m), soft_wrap=True, highlight=False))
-    ctx = prepare([tgt], work, checkpoint, results or [], samples, seed, _runtimes(runtimes), log=say)
+    precs = _precisions(precisions)
+    ctx = prepare([tgt], work, checkpoint, results or [], samples, seed, _runtimes(runtimes), precs, log=say)
     pred = ctx.predictor(tgt)
-    res = search(ctx.oracle.ck.space, tgt, ctx.oracle.accuracy, pred, ctx.tier_runtimes[tgt.key], trials=trials, seed=seed,
-                 log=say)
+    res = search(ctx.oracle.ck.space, tgt, ctx.oracle.accuracy, pred, ctx.tier_runtimes[tgt.key], precs, trials=trials,
+                 seed=seed, log=say)
     ctx.oracle.flush()
     doc = {**res.to_dict(), "latency_source": ctx.sources[tgt.key],
            "latency_model": {f"{r}/{p}": m.to_dict() for (r, p), m in pred.latency.items()}}
@@ -954,6 +964,7 @@ def release_cmd(
     seed: Seed = 0,
     samples: Samples = 12,
     runtimes: Annotated[Optional[str], typer.Option(help="Runtimes to choose from (default: each target's).")] = None,
+    precisions: Precisions = "float,int8",
     results: BoardResults = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="Supernet checkpoint (default: the shipped one).")] = None,
     force: Annotated[bool, typer.Option(help="Redo tiers released before.")] = False,
@@ -970,8 +981,8 @@ def release_cmd(
     tgts = [get_target(t) for t in targets]
     if len({t.key for t in tgts}) != len(tgts):
         raise EdgeKWSError("a target is listed twice")
-    index = release(tgts, out_dir, checkpoint, results or [], trials, seed, samples, _runtimes(runtimes), force=force,
-                    log=lambda m: err.print(escape(m), soft_wrap=True, highlight=False))
+    index = release(tgts, out_dir, checkpoint, results or [], trials, seed, samples, _runtimes(runtimes),
+                    _precisions(precisions), force=force, log=lambda m: err.print(escape(m), soft_wrap=True, highlight=False))
     t = Table("tier", "pick", "precision", "val. acc.", "test acc.", "p95 ms", "latency", "model KB", "RAM KB", "status",
               box=box.SIMPLE_HEAD, title=f"release in {escape(str(out_dir))}")
     for key, tier in index["tiers"].items():

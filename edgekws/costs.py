@@ -54,7 +54,10 @@ def conv2d_bn(cin: int, cout: int, hw: tuple[int, int], kernel: tuple[int, int],
     trained = weights + (cout if bias else 0) + (2 * cout if bn else 0)
     deployed_bias = bias or bn
     deployed = weights + (cout if deployed_bias else 0)
-    kind = "dwconv2d" if groups > 1 and groups == cin else "conv2d"  # their kernels cost differently per MAC
+    # Three kinds, because their kernels cost differently per MAC (most of all in int8: a 1-channel
+    # stem convolution vectorises badly): depthwise, pointwise (1×1) and other dense convolutions.
+    kind = ("dwconv2d" if groups > 1 and groups == cin else "pwconv2d" if tuple(kernel) == (1, 1) and groups == 1
+            else "conv2d")
     conv = Op(kind, cin * hw[0] * hw[1], out, macs=out * kernel[0] * kernel[1] * cin // groups, params=trained,
               params_deployed=deployed, int8_bytes=weights + 4 * cout + (4 * cout if deployed_bias else 0))
     ops = [conv] + ([Op("identity", out, out)] if bn else [])

@@ -166,7 +166,7 @@ def verify(folder: Path, ev: Evaluation, target: DeviceTarget, source: str, work
                   threads=[target.threads if source == "board" else 1], runs=200 if source == "board" else 5,
                   warmup=20 if source == "board" else 1, check_outputs=True)
     manifest = load_manifest(folder)
-    results = ResultsFile(work / f"verify-{target.key}.jsonl", log=log)
+    results = ResultsFile(work / f"verify-{target.key}.jsonl", log=log)  # the tier's own folder
     run_suite(suite, [(manifest["name"], folder, manifest)], [dev], results, log=lambda m: log(f"  {m}"))
     from edgekws.bench import read_jsonl
 
@@ -407,7 +407,7 @@ def release(targets: list[DeviceTarget], out: Path, checkpoint: Path | None = No
         chosen, verified = None, None
         for ev in candidates[:3]:
             folder = export_cached(ev.spec, checkpoint, out / "_exports")
-            v = verify(folder, ev, t, sources[t.key], out, log)
+            v = verify(folder, ev, t, sources[t.key], tier_dir, log)
             problems = budget_problems(v, ev, t)
             if not problems:
                 chosen, verified = ev, v

@@ -6,10 +6,11 @@ counts under emulation — `Predictor` says which) and model size ↓. Decision 
 width and depth slot of the space the supernet was trained on, the precision (float / int8) and
 the runtime. Constraints: the tier's budgets (parameters, model KB, RAM KB, p95 latency).
 
-The optimiser is optuna's NSGA-II with `constraints_func` (a kept library rather than a
-hand-written GA): infeasible trials are ranked behind feasible ones by how far they overshoot,
+The optimiser is optuna's NSGA-II with constraints (`Trial.set_constraint`; a kept library rather
+than a hand-written GA): infeasible trials are ranked behind feasible ones by how far they overshoot,
 so the front converges inside the budgets. Seeded, and the oracle is deterministic, so a search
-is reproducible. The pick is the most accurate feasible trial (ties: lower latency, then smaller);
+is reproducible. The first trials are the uniform widths, so the pick is never worse than the best
+uniform subnet. The pick is the most accurate feasible trial (ties: lower latency, then smaller);
 a tier that nothing fits has no pick — the caller reports it and fails, never picks silently.
 """
 
@@ -130,11 +131,8 @@ def search(space: SearchSpace, target: DeviceTarget, accuracy: Callable[[SubnetS
     runtimes = tuple(runtimes or (target.runtime,))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    def constraints(trial) -> list[float]:
-        return trial.user_attrs["constraints"]
-
     if sampler == "nsga2":
-        smp = optuna.samplers.NSGAIISampler(population_size=population, seed=seed, constraints_func=constraints)
+        smp = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
     elif sampler == "random":
         smp = optuna.samplers.RandomSampler(seed=seed)
     else:
@@ -154,13 +152,22 @@ def search(space: SearchSpace, target: DeviceTarget, accuracy: Callable[[SubnetS
         ev = seen.get(key) or evaluate(spec, runtime, precision, target, accuracy, predictor, num_classes, family)
         seen[key] = ev
         evaluations.append(ev)
-        trial.set_user_attr("constraints", [ev.violations.get(b, 0.0) for b in budgets])  # > 0: over budget
+        for b in budgets:  # > 0: over budget by that fraction (NSGA-II ranks infeasible trials by it)
+            trial.set_constraint(b, ev.violations.get(b, 0.0))
         if log and len(evaluations) % 25 == 0:
             best = pick(evaluations)
             log(f"{target.key}: {len(evaluations)}/{trials} trials, {sum(e.feasible for e in seen.values())} feasible, "
                 + (f"best {100 * best.accuracy:.1f}% at {best.latency_ms:.3f} ms" if best else "none feasible yet"))
         return ev.accuracy, ev.latency_ms, ev.model_kb
 
+    # The first trials are the shipped uniform widths (each runtime and precision): the search
+    # starts from what a release engineer would try by hand, so its pick is never worse than that.
+    for spec in space.width_multiplier_specs().values():
+        for runtime in runtimes:
+            for precision in precisions:
+                study.enqueue_trial({**{f"w_{n}": w for n, w in zip(space.width_names, spec.widths)},
+                                     **{f"d_{n}": d for n, d in zip(space.depth_names, spec.depths)},
+                                     "runtime": runtime, "precision": precision})
     t0 = time.perf_counter()
     study.optimize(objective, n_trials=trials)
     return SearchResult(target.key, trials, seed, sampler, evaluations, pareto(evaluations), pick(evaluations),

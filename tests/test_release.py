@@ -1,0 +1,87 @@
+"""Release per tier, end to end on the real tools: instruction counts under qemu-user with the
+counting plugin, exports through the gates, the search, verification on emulated aarch64, the
+report — and a tier that nothing fits failing the run. Needs the arm64 sysroot and the plugin
+(`make arm`; `make test` builds both)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgekws.cli import app
+
+
+def _need_arm() -> None:
+    from edgekws.emulation import default_sysroot
+    from edgekws.estimate import plugin_path
+
+    missing = [str(p) for p in (default_sysroot() / "sysroot.json", plugin_path()) if not p.exists()]
+    if missing:
+        if os.environ.get("EDGEKWS_REQUIRE_ARM") == "1":
+            pytest.fail(f"missing {', '.join(missing)}: `make arm` should have built it")
+        pytest.skip(f"missing {', '.join(missing)}: run `make arm`")
+
+
+@pytest.fixture(scope="module")
+def small_export(tmp_path_factory) -> Path:
+    from edgekws.export import export_subnet
+
+    return export_subnet(width=0.25, out=tmp_path_factory.mktemp("exp"), formats=("tflite",)).out_dir
+
+
+def test_instruction_counts_repeat_and_follow_cpu_features(small_export):
+    from edgekws.estimate import count_instructions, estimate_ms
+
+    _need_arm()
+    model = small_export / "model_int8.tflite"
+    a = count_instructions(model, "litert", "cortex-a53")["instructions"]
+    b = count_instructions(model, "litert", "Cortex-A53")["instructions"]  # a target's spelling works too
+    assert abs(a - b) / a < 0.001  # fixed BLAS threads and hash seed: nothing spins on a timer
+    dot = count_instructions(model, "litert", "cortex-a76")["instructions"]
+    assert dot < 0.8 * a  # XNNPACK takes its dot-product int8 kernels on the A76
+    assert 0.01 < estimate_ms(a, "Cortex-A53", 1.4) < 10
+
+
+def test_unknown_cpu_is_one_line(small_export):
+    from edgekws.errors import EdgeKWSError
+    from edgekws.estimate import count_instructions
+
+    with pytest.raises(EdgeKWSError, match="no instruction-count estimate for CPU 'Cortex-M4'"):
+        count_instructions(small_export / "model_int8.tflite", "litert", "Cortex-M4")
+
+
+def test_release_two_tiers_one_impossible_then_resume(tmp_path):
+    _need_arm()
+    tight = tmp_path / "tight.toml"
+    tight.write_text('name = "[b]too tight[/b]"\ncpu = "Cortex-A72"\narch = "aarch64"\ncores = 4\nmemory_mb = 512\n'
+                     'threads = 1\nclock_ghz = 1.8\nruntime = "litert"\n\n[budgets]\nmax_params = 250000\n'
+                     'max_model_kb = 256\nmax_ram_kb = 32768\nmax_p95_latency_ms = 0.01\n')
+    out = tmp_path / "rel"
+    args = ["release", "--targets", "pi4", "--targets", str(tight), "--out", str(out), "--samples", "5", "--trials", "16",
+            "--precisions", "int8"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 1, res.output
+    assert "1 tier(s) without a release: tight" in res.stderr and "Traceback" not in res.output
+    index = json.loads((out / "index.json").read_text())
+    pi4, bad = index["tiers"]["pi4"], index["tiers"]["tight"]
+    assert pi4["status"] == "released" and bad["status"] == "no subnet fits" and index["failed"] == ["tight"]
+    assert pi4["latency_source"] == "estimated" and pi4["pick"]["precision"] == "int8"
+    v = pi4["verified"]
+    assert v["golden"]["top1_agree"] == v["golden"]["n"] > 0  # emulated Cortex-A72 answers as x86 did
+    assert v["latency_source"].startswith("estimated") and v["instructions"] > 0
+    assert v["latency_p95_ms"] <= 5.0 and v["model_kb"] <= 256
+    folder = out / pi4["folder"]
+    assert (folder / "manifest.json").exists() and (folder / "model_int8.tflite").exists()
+    assert (out / "pi4" / "pareto.png").stat().st_size > 10_000 and (out / "tight" / "pareto.png").exists()
+    report = (out / "REPORT.md").read_text()
+    assert "| pi4 | `" in report and "no subnet fits" in report and "[b]too tight[/b]" in report  # verbatim
+    assert pi4["search"]["pick"]["accuracy"] >= (pi4["uniform_best"] or {"accuracy": 0})["accuracy"]
+    rows_before = (out / "_rows.jsonl").read_bytes()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 1
+    assert "pi4: done before (released)" in again.stderr and "measured " not in again.stderr
+    assert (out / "_rows.jsonl").read_bytes() == rows_before  # nothing measured twice

@@ -1,0 +1,168 @@
+"""Cost models, the accuracy oracle and the multi-objective search (issue: release per tier).
+
+The search tests score subnets with the real accuracy oracle (the shipped supernet on the shipped
+validation pack) and a cost model with known coefficients, so what is checked is the search's
+own logic: budgets as constraints, the pick, the front, reproducibility, an empty tier.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgekws.costmodel import FEATURES, CostModel, fit, fit_bench_rows, row_spec, spec_features
+from edgekws.errors import EdgeKWSError
+from edgekws.models import get_family
+from edgekws.spec import SubnetSpec
+from edgekws.targets import Budgets, DeviceTarget
+
+SPACE = get_family("dscnn").space
+
+
+def _specs(n: int, seed: int = 0) -> list[SubnetSpec]:
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:
+        s = SPACE.sample(rng)
+        if s not in out:
+            out.append(s)
+    return out
+
+
+def test_dwconv_is_its_own_layer_type():
+    f = dict(zip(FEATURES, spec_features(SPACE.largest())))
+    assert f["dwconv2d_mmacs"] > 0 and f["pwconv2d_mmacs"] > f["conv2d_mmacs"] > 0  # pointwise; the stem
+    assert f["kernels"] == 1 + 2 * 8 + 2  # stem, 8 blocks of (dw, pw), pool, head
+
+
+def test_fit_recovers_a_linear_cost_and_reports_held_out_error():
+    truth = np.array([0.02, 2.0, 0.5, 1.5, 0.1, 0.0, 0.003, 0.2])
+    samples = [(s, float(spec_features(s) @ truth)) for s in _specs(30)]
+    m = fit(samples, "latency_ms", {"device": "test"})
+    assert m.holdout["mape_pct"] < 0.5 and m.holdout["within_10pct"] == 1.0 and m.specs == 30
+    probe = _specs(5, seed=9)
+    for s in probe:
+        assert m.predict(s) == pytest.approx(float(spec_features(s) @ truth), rel=1e-3)
+    again = CostModel.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert again.predict(probe[0]) == pytest.approx(m.predict(probe[0]))
+
+
+def test_fit_refuses_too_few_subnets():
+    with pytest.raises(EdgeKWSError, match="at least 9 different subnets, got 3"):
+        fit([(s, 1.0) for s in _specs(3)] * 4, "latency_ms", {})
+
+
+def test_cost_model_file_checked():
+    bad = CostModel("latency_ms", {}, [1.0] * len(FEATURES), 10, 10).to_dict()
+    bad["coef"][2] = -1.0
+    with pytest.raises(EdgeKWSError, match="non-negative"):
+        CostModel.from_dict(bad)
+    with pytest.raises(EdgeKWSError, match="not a cost model"):
+        CostModel.from_dict({"format": "x"})
+
+
+def test_rows_name_their_spec_old_and_new():
+    s = _specs(1)[0]
+    assert row_spec({"model": s.name}) == s
+    assert row_spec({"spec": s.to_dict(), "model": "anything"}) == s
+    assert row_spec({"model": "not-a-subnet"}) is None
+    assert SubnetSpec.parse_name("dscnn_mlperf-w64.64-d4") == SubnetSpec("dscnn_mlperf", (64, 64), (4,))
+
+
+def _row(spec, device="local", version="2.3.0", ms=1.0, precision="int8"):
+    return {"ok": True, "device": device, "runtime": "litert", "threads": 1, "precision": precision, "key": spec.name,
+            "model": spec.name, "spec": spec.to_dict(), "latency_ms": {"median": ms, "p95": 1.1 * ms},
+            "rss_kb": {"model_total": 4000 + ms}, "device_info": {"ai_edge_litert": version}}
+
+
+def test_bench_rows_one_device_newest_runtime_version():
+    specs = _specs(12)
+    truth = np.array([0.01, 1.0, 0.4, 1.0, 0.1, 0.0, 0.002, 0.1])
+    rows = [_row(s, ms=float(spec_features(s) @ truth)) for s in specs]
+    with pytest.raises(EdgeKWSError, match="2 devices"):
+        fit_bench_rows(rows + [_row(specs[0], device="ssh://pi")], "litert", 1)
+    notes = []
+    stale = [_row(s, version="2.1.0", ms=99.0) for s in specs[:4]]
+    models = fit_bench_rows(rows + stale, "litert", 1, log=notes.append)
+    assert any("4 row(s) measured with litert 2.1.0 skipped" in n for n in notes)
+    assert models["int8/latency_ms"].holdout["mape_pct"] < 1.0  # the stale 99 ms rows were not fitted
+    assert models["int8/latency_ms"].group["runtime_version"] == "2.3.0"
+    with pytest.raises(EdgeKWSError, match="no successful measured rows"):
+        fit_bench_rows(rows, "onnxruntime", 1)
+
+
+# -- search ---------------------------------------------------------------------------------------
+
+class KnownCosts:
+    """Latency linear in the features (float 2× slower than int8), RAM and size from accounting."""
+
+    coef = np.array([0.05, 0.6, 0.3, 1.2, 0.05, 0.0, 0.004, 0.1])
+
+    def predict(self, spec, runtime, precision):
+        from edgekws.accounting import account
+
+        ms = float(spec_features(spec) @ self.coef) * (2.0 if precision == "float" else 1.0)
+        acc = account(spec)
+        size = acc.size_int8_bytes if precision == "int8" else acc.size_float_bytes
+        return {"latency_ms": ms, "latency_p95_ms": 1.2 * ms, "ram_kb": 4000 + size / 1024, "model_kb": size / 1024,
+                "latency_source": "test cost model"}
+
+
+def _target(p95_ms: float, model_kb: float = 1024) -> DeviceTarget:
+    return DeviceTarget("tier", "a test tier", "Cortex-A72", "aarch64", 4, 2048, 1, "litert",
+                        Budgets(250_000, model_kb, 65536, p95_ms), clock_ghz=1.8)
+
+
+@pytest.fixture(scope="module")
+def oracle(tmp_path_factory):
+    from edgekws.assets import DEFAULT_CHECKPOINT
+    from edgekws.oracle import AccuracyOracle
+
+    return AccuracyOracle(DEFAULT_CHECKPOINT, cache_dir=tmp_path_factory.mktemp("oracle"))
+
+
+def test_oracle_scores_on_validation_pack_and_caches(oracle, tmp_path):
+    from edgekws.assets import DEFAULT_CHECKPOINT, load_pack
+    from edgekws.oracle import AccuracyOracle
+    from edgekws.train import evaluate_spec
+
+    spec = SPACE.uniform(0.5)
+    acc = oracle.accuracy(spec)
+    direct, _ = evaluate_spec(oracle.ck.supernet(), spec, load_pack(oracle.pack_path), oracle.ck.calibration_features())
+    assert acc == pytest.approx(direct, abs=1e-6) and 0.8 < acc <= 1.0
+    assert "validation" in oracle.source and oracle.pack_path.name == "val_pack.npz"
+    oracle.flush()
+    again = AccuracyOracle(DEFAULT_CHECKPOINT, cache_dir=oracle.cache_path.parent)
+    assert again.accuracy(spec) == acc and again.evaluated == 0  # answered from the cache
+    oracle.cache_path.write_bytes(b"\xff{not json")
+    rebuilt = AccuracyOracle(DEFAULT_CHECKPOINT, cache_dir=oracle.cache_path.parent)
+    assert rebuilt.cached(spec) is None
+
+
+def test_search_picks_inside_budgets_and_is_reproducible(oracle):
+    from edgekws.search import best_uniform, search
+
+    tgt = _target(p95_ms=1.0)
+    a = search(SPACE, tgt, oracle.accuracy, KnownCosts(), trials=32, seed=3, population=8)
+    b = search(SPACE, tgt, oracle.accuracy, KnownCosts(), trials=32, seed=3, population=8)
+    assert a.pick is not None and a.pick.feasible
+    assert a.pick.latency_p95_ms <= 1.0 and a.pick.params <= 250_000
+    assert [e.key for e in a.evaluations] == [e.key for e in b.evaluations]
+    assert a.pick.key == b.pick.key
+    # the pick is the most accurate feasible trial, and on the front
+    assert a.pick.accuracy == max(e.accuracy for e in a.evaluations if e.feasible)
+    assert a.pick.key in {e.key for e in a.front}
+    for e in a.front:  # the front holds no dominated point
+        assert not any(o.accuracy > e.accuracy and o.latency_ms < e.latency_ms and o.model_kb < e.model_kb for o in a.front)
+    ub, _ = best_uniform(SPACE, tgt, oracle.accuracy, KnownCosts())
+    assert ub is not None and ub.feasible and a.pick.accuracy >= ub.accuracy  # the search starts from them
+
+
+def test_search_with_impossible_budgets_has_no_pick(oracle):
+    from edgekws.search import search
+
+    res = search(SPACE, _target(p95_ms=0.001), oracle.accuracy, KnownCosts(), trials=8, seed=0, population=4)
+    assert res.pick is None and res.front == []
+    assert all(not e.feasible and "p95_latency_ms" in e.violations for e in res.evaluations)
