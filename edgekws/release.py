@@ -230,16 +230,23 @@ def plot_pareto(result: SearchResult, target: DeviceTarget, chosen: Evaluation |
         if pts:
             ax.scatter([e.latency_ms for e in pts], [100 * e.accuracy for e in pts], s=16, marker=marker, alpha=0.6,
                        label=f"within budgets, {prec}")
-    front = result.front
-    if front:
-        ax.plot([e.latency_ms for e in front], [100 * e.accuracy for e in front], "-", c="tab:green", lw=1.2,
-                label="Pareto front (accuracy, latency, size)")
-        for e in front[:: max(1, len(front) // 8)]:
+    # the line: the accuracy-latency staircase of feasible points (the 3-objective front, size
+    # included, zig-zags when drawn in two dimensions); its points are labelled
+    stair, best = [], -1.0
+    for e in sorted(good, key=lambda e: (e.latency_ms, -e.accuracy)):
+        if e.accuracy > best:
+            stair.append(e)
+            best = e.accuracy
+    if stair:
+        ax.step([e.latency_ms for e in stair], [100 * e.accuracy for e in stair], where="post", c="tab:green", lw=1.2,
+                label="best accuracy at each latency (within budgets)")
+        for e in stair[:: max(1, len(stair) // 8)]:
             ax.annotate(f"{e.spec.name.split('-', 1)[1]} {e.precision}", (e.latency_ms, 100 * e.accuracy), fontsize=6,
-                        xytext=(3, -8), textcoords="offset points")
-    if uniform:
-        ax.scatter([e.latency_ms for e in uniform], [100 * e.accuracy for e in uniform], marker="x", c="k", s=30,
-                   label="uniform widths (no search)")
+                        xytext=(3, -9), textcoords="offset points")
+    for ok, colour, what in ((True, "k", "uniform widths, within budgets"), (False, "0.6", "uniform widths, over a budget")):
+        pts = [e for e in uniform if e.feasible == ok]
+        if pts:
+            ax.scatter([e.latency_ms for e in pts], [100 * e.accuracy for e in pts], marker="x", c=colour, s=34, label=what)
     ax.axvline(target.budgets.max_p95_latency_ms, c="tab:red", ls="--", lw=1,
                label=f"p95 budget {target.budgets.max_p95_latency_ms:g} ms")
     if chosen:

@@ -166,3 +166,38 @@ def test_search_with_impossible_budgets_has_no_pick(oracle):
     res = search(SPACE, _target(p95_ms=0.001), oracle.accuracy, KnownCosts(), trials=8, seed=0, population=4)
     assert res.pick is None and res.front == []
     assert all(not e.feasible and "p95_latency_ms" in e.violations for e in res.evaluations)
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+
+def test_costmodel_fit_cli_and_its_bad_input(tmp_path):
+    from typer.testing import CliRunner
+
+    from cliutil import one_line_error
+    from edgekws.cli import app
+
+    specs = _specs(12)
+    truth = np.array([0.01, 1.0, 0.4, 1.0, 0.1, 0.0, 0.002, 0.1])
+    rows = [_row(s, ms=float(spec_features(s) @ truth)) for s in specs]
+    rows += [_row(s, ms=float(spec_features(s) @ truth) * 1.3, precision="float") for s in specs]
+    results = tmp_path / "r.jsonl"
+    results.write_text("".join(json.dumps({**r, "key": f"{r['key']}|{r['precision']}", "macs": 1}) + "\n" for r in rows)
+                       + '{"torn": ')
+    out = tmp_path / "m.json"
+    res = CliRunner().invoke(app, ["costmodel", "fit", "--results", str(results), "--target", "host_x86", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "int8/latency_ms" in res.stdout and "float/latency_p95_ms" in res.stdout and "torn" in res.stderr
+    doc = json.loads(out.read_text())
+    assert doc["models"]["int8/latency_ms"]["holdout"]["mape_pct"] < 1.0 and doc["target"] == "host_x86"
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    one_line_error(CliRunner().invoke(app, ["costmodel", "fit", "--results", str(empty)]), "no usable rows")
+    few = tmp_path / "few.jsonl"
+    few.write_text("".join(json.dumps({**r, "macs": 1}) + "\n" for r in rows[:5]))
+    one_line_error(CliRunner().invoke(app, ["costmodel", "fit", "--results", str(few), "--target", "pi5"]),
+                   "no successful measured rows for runtime onnxruntime")
+    one_line_error(CliRunner().invoke(app, ["costmodel", "fit", "--results", str(few)]), "at least 9 different subnets, got 5")
+    one_line_error(CliRunner().invoke(app, ["search", "--target", "host_x86", "--samples", "2"]), "--samples", "between 5")
+    one_line_error(CliRunner().invoke(app, ["release", "--targets", "pi4", "--precisions", "int4", "--out", str(tmp_path / "x")]),
+                   "--precisions must list float and/or int8")
+    assert not (tmp_path / "x").exists()  # a failed command leaves no empty folder behind
