@@ -168,12 +168,20 @@ def fit_bench_rows(rows: list[dict], runtime: str, threads: int, device: str | N
         usable = [r for r in usable if runtime_version(r) == newest]
         versions = [newest]
     models = {}
+    families = sorted({s.family for r in usable for s in [row_spec(r)] if s is not None})
+    if len(families) > 1:
+        raise EdgeKWSError(f"the rows measure {len(families)} families ({', '.join(families)}): a cost model is per "
+                           f"family; keep one family's rows per file")
     for precision in sorted({r["precision"] for r in usable}):
         samples = []
         for r in (r for r in usable if r["precision"] == precision):
             spec = row_spec(r)
-            if spec is None:
-                log(f"note: row '{r['key']}' names no spec this edgekws can read; skipped")
+            try:
+                if spec is None:
+                    raise EdgeKWSError("no readable spec")
+                spec_features(spec)
+            except EdgeKWSError as exc:
+                log(f"note: row '{r['key']}' skipped: {exc}")
                 continue
             samples.append((spec, r))
         group = {"device": device, "runtime": runtime, "runtime_version": versions[0], "precision": precision,

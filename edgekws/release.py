@@ -102,7 +102,18 @@ def build_predictor(target: DeviceTarget, source: str, rows: dict[str, dict], bo
     from edgekws.costmodel import row_spec
     from edgekws.estimate import qemu_cpu
 
+    from edgekws.models import get_family
+
     mine = [r for r in rows.values() if r["checkpoint_sha256"] == ck_sha]
+    target_family = next((r["spec"]["family"] for r in mine), None)
+
+    def _in_space(spec) -> bool:  # board rows may measure subnets of another space or family
+        try:
+            get_family(spec.family).space.validate(spec)
+            return True
+        except EdgeKWSError:
+            return False
+
     latency, p95, ram, size = {}, {}, {}, {}
     for rt in runtimes:
         for prec in precisions:
@@ -131,7 +142,8 @@ def build_predictor(target: DeviceTarget, source: str, rows: dict[str, dict], bo
             else:
                 b = [r for r in board_rows if r.get("device") == target.device and r.get("ok") and r.get("runtime") == rt
                      and r.get("precision") == prec and r.get("threads") == target.threads and not r.get("emulated")]
-                samples = [(s, r) for r in b for s in [row_spec(r)] if s is not None]
+                samples = [(s, r) for r in b for s in [row_spec(r)] if s is not None and s.family == target_family
+                           and _in_space(s)]
                 g = {"device": target.device, "runtime": rt, "precision": prec, "threads": target.threads}
                 latency[(rt, prec)] = fit([(s, r["latency_ms"]["median"]) for s, r in samples], "latency_ms", g)
                 p95[(rt, prec)] = fit([(s, r["latency_ms"]["p95"]) for s, r in samples], "latency_p95_ms", g)
@@ -219,7 +231,7 @@ def plot_pareto(result: SearchResult, target: DeviceTarget, chosen: Evaluation |
 
     from edgekws.fileio import atomic_path
 
-    evs = list({e.key: e for e in result.evaluations}.values())
+    evs = [e for e in {e.key: e for e in result.evaluations}.values() if "untrained" not in e.violations]
     fig, ax = plt.subplots(figsize=(9, 6), layout="constrained")
     bad = [e for e in evs if not e.feasible]
     good = [e for e in evs if e.feasible]
@@ -403,7 +415,8 @@ def release(targets: list[DeviceTarget], out: Path, checkpoint: Path | None = No
         t0 = time.perf_counter()
         pred = ctx.predictor(t)
         log(f"{t.key}: searching ({sources[t.key]} latency, runtimes {', '.join(tier_runtimes[t.key])})")
-        result = search(space, t, oracle.accuracy, pred, tier_runtimes[t.key], precisions, trials, seed, log=log)
+        result = search(space, t, oracle.accuracy, pred, tier_runtimes[t.key], precisions, trials, seed,
+                        trained=oracle.ck.trained, log=log)
         oracle.flush()
         ubest, uall = best_uniform(space, t, oracle.accuracy, pred, tier_runtimes[t.key], precisions)
         tier = {"format": FORMAT, "checkpoint_sha256": ck_sha, "target": _target_dict(t), "latency_source": sources[t.key],

@@ -62,13 +62,21 @@ class Evaluation:
 
 
 def evaluate(spec: SubnetSpec, runtime: str, precision: str, target: DeviceTarget, accuracy: Callable[[SubnetSpec], float],
-             predictor: Predictor, num_classes: int = 12, family=None) -> Evaluation:
+             predictor: Predictor, num_classes: int = 12, family=None,
+             trained: Callable[[SubnetSpec], bool] | None = None) -> Evaluation:
+    """One (spec, runtime, precision) against a tier. A spec training never visited (`trained`
+    says no, e.g. mixed widths in a supernet trained with one width per subnet) is infeasible
+    and not scored: its weights were never optimised as that subnet."""
     from edgekws.accounting import account
 
     acc = account(spec, num_classes, family=family)
     p = predictor.predict(spec, runtime, precision)
     b = target.budgets
     over = {}
+    if trained is not None and not trained(spec):
+        return Evaluation(spec, runtime, precision, 0.0, round(p["latency_ms"], 4), round(p["latency_p95_ms"], 4),
+                          round(p["model_kb"], 1), round(p["ram_kb"], 1), acc.params, p["latency_source"],
+                          {"untrained": 1.0})
     for name, value, limit in (("params", acc.params, b.max_params), ("model_kb", p["model_kb"], b.max_model_kb),
                                ("ram_kb", p["ram_kb"], b.max_ram_kb), ("p95_latency_ms", p["latency_p95_ms"], b.max_p95_latency_ms)):
         if value > limit:
@@ -119,7 +127,7 @@ class SearchResult:
 def search(space: SearchSpace, target: DeviceTarget, accuracy: Callable[[SubnetSpec], float], predictor: Predictor,
            runtimes: tuple[str, ...] | None = None, precisions: tuple[str, ...] = PRECISIONS, trials: int = 200,
            seed: int = 0, population: int = 24, sampler: str = "nsga2", num_classes: int = 12, family=None,
-           log: Callable[[str], None] | None = None) -> SearchResult:
+           trained: Callable[[SubnetSpec], bool] | None = None, log: Callable[[str], None] | None = None) -> SearchResult:
     """Run the multi-objective search for one tier. `sampler="random"` is the baseline the
     benchmark compares against (same evaluations, same constraints)."""
     import time
@@ -140,7 +148,7 @@ def search(space: SearchSpace, target: DeviceTarget, accuracy: Callable[[SubnetS
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"], sampler=smp)
     seen: dict[str, Evaluation] = {}
     evaluations: list[Evaluation] = []
-    budgets = ("params", "model_kb", "ram_kb", "p95_latency_ms")
+    budgets = ("params", "model_kb", "ram_kb", "p95_latency_ms", "untrained")
 
     def objective(trial) -> tuple[float, float, float]:
         widths = tuple(trial.suggest_categorical(f"w_{n}", list(c)) for n, c in zip(space.width_names, space.width_choices))
@@ -149,7 +157,7 @@ def search(space: SearchSpace, target: DeviceTarget, accuracy: Callable[[SubnetS
         precision = trial.suggest_categorical("precision", list(precisions))
         spec = SubnetSpec(space.family, widths, depths)
         key = f"{spec.name}|{runtime}|{precision}"
-        ev = seen.get(key) or evaluate(spec, runtime, precision, target, accuracy, predictor, num_classes, family)
+        ev = seen.get(key) or evaluate(spec, runtime, precision, target, accuracy, predictor, num_classes, family, trained)
         seen[key] = ev
         evaluations.append(ev)
         for b in budgets:  # > 0: over budget by that fraction (NSGA-II ranks infeasible trials by it)
