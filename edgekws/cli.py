@@ -837,6 +837,7 @@ def costmodel_fit(
                                                "gives enough subnets).")],
     target: Annotated[str, typer.Option(help="Device tier: its runtime and threads select the rows.")] = "host_x86",
     device: Annotated[Optional[str], typer.Option(help="Rows of this device (default: the target's device, or the only one).")] = None,
+    family: Annotated[Optional[str], typer.Option(help="Rows of this model family (default: the only one in the file).")] = None,
     out_path: Annotated[Optional[Path], typer.Option("--out", help="Write the models here (JSON).")] = None,
     as_json: AsJson = False,
 ) -> None:
@@ -857,7 +858,7 @@ def costmodel_fit(
     if not rows:
         raise EdgeKWSError(f"{results}: no usable rows")
     models = fit_bench_rows(rows, tgt.runtime, tgt.threads, device or tgt.device,
-                            log=lambda m: err.print(escape(m), soft_wrap=True))
+                            log=lambda m: err.print(escape(m), soft_wrap=True), family=family)
     if out_path:
         save_models(models, out_path, {"target": tgt.key, "results": str(results)})
     if as_json:

@@ -145,7 +145,7 @@ def runtime_version(row: dict) -> str:
 
 
 def fit_bench_rows(rows: list[dict], runtime: str, threads: int, device: str | None = None,
-                   log=print) -> dict[str, CostModel]:
+                   log=print, family: str | None = None) -> dict[str, CostModel]:
     """Latency (median and p95) and model RAM per precision from successful, non-emulated bench
     rows of one device, runtime and thread count, at the newest runtime version they hold."""
     usable = [r for r in rows if r.get("ok") and not r.get("emulated") and r.get("runtime") == runtime
@@ -169,9 +169,10 @@ def fit_bench_rows(rows: list[dict], runtime: str, threads: int, device: str | N
         versions = [newest]
     models = {}
     families = sorted({s.family for r in usable for s in [row_spec(r)] if s is not None})
-    if len(families) > 1:
+    if family is None and len(families) > 1:
         raise EdgeKWSError(f"the rows measure {len(families)} families ({', '.join(families)}): a cost model is per "
-                           f"family; keep one family's rows per file")
+                           f"family; choose one with --family")
+    family = family or (families[0] if families else None)
     for precision in sorted({r["precision"] for r in usable}):
         samples = []
         for r in (r for r in usable if r["precision"] == precision):
@@ -179,6 +180,8 @@ def fit_bench_rows(rows: list[dict], runtime: str, threads: int, device: str | N
             try:
                 if spec is None:
                     raise EdgeKWSError("no readable spec")
+                if spec.family != family:
+                    raise EdgeKWSError(f"family {spec.family}, not {family}")
                 spec_features(spec)
             except EdgeKWSError as exc:
                 log(f"note: row '{r['key']}' skipped: {exc}")

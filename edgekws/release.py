@@ -98,22 +98,19 @@ class TierPredictor:
 
 
 def build_predictor(target: DeviceTarget, source: str, rows: dict[str, dict], board_rows: list[dict],
-                    runtimes: tuple[str, ...], precisions: tuple[str, ...], ck_sha: str) -> TierPredictor:
-    from edgekws.costmodel import row_spec
+                    runtimes: tuple[str, ...], precisions: tuple[str, ...], ck_sha: str,
+                    log: Callable[[str], None] = print) -> TierPredictor:
+    from edgekws.accounting import account
+    from edgekws.costmodel import fit_bench_rows
     from edgekws.estimate import qemu_cpu
 
-    from edgekws.models import get_family
-
     mine = [r for r in rows.values() if r["checkpoint_sha256"] == ck_sha]
-    target_family = next((r["spec"]["family"] for r in mine), None)
-
-    def _in_space(spec) -> bool:  # board rows may measure subnets of another space or family
-        try:
-            get_family(spec.family).space.validate(spec)
-            return True
-        except EdgeKWSError:
-            return False
-
+    board = {}
+    if source == "board":  # one device, its newest runtime version, this family's specs (notes say what was skipped)
+        for rt in runtimes:
+            family = mine[0]["spec"]["family"] if mine else None
+            board.update({f"{rt}/{k}": m for k, m in fit_bench_rows(board_rows, rt, target.threads, target.device,
+                                                                    log, family).items()})
     latency, p95, ram, size = {}, {}, {}, {}
     for rt in runtimes:
         for prec in precisions:
@@ -122,8 +119,6 @@ def build_predictor(target: DeviceTarget, source: str, rows: dict[str, dict], bo
                 raise EdgeKWSError(f"no host rows for {rt} {prec}: nothing to fit model RAM and size on")
             group = {"device": "local", "runtime": rt, "precision": prec, "threads": host[0]["threads"]}
             ram[(rt, prec)] = fit([(SubnetSpec.from_dict(r["spec"]), r["ram_kb"] or float("nan")) for r in host], "ram_kb", group)
-            from edgekws.accounting import account
-
             acct = np.array([[1.0, getattr(account(SubnetSpec.from_dict(r["spec"])),
                                            "size_int8_bytes" if prec == "int8" else "size_float_bytes")] for r in host])
             coef, *_ = np.linalg.lstsq(acct, np.array([r["model_bytes"] for r in host], dtype=float), rcond=None)
@@ -140,13 +135,11 @@ def build_predictor(target: DeviceTarget, source: str, rows: dict[str, dict], bo
                 latency[(rt, prec)] = fit([(SubnetSpec.from_dict(r["spec"]), r["instructions"]) for r in counted],
                                           "instructions", g)
             else:
-                b = [r for r in board_rows if r.get("device") == target.device and r.get("ok") and r.get("runtime") == rt
-                     and r.get("precision") == prec and r.get("threads") == target.threads and not r.get("emulated")]
-                samples = [(s, r) for r in b for s in [row_spec(r)] if s is not None and s.family == target_family
-                           and _in_space(s)]
-                g = {"device": target.device, "runtime": rt, "precision": prec, "threads": target.threads}
-                latency[(rt, prec)] = fit([(s, r["latency_ms"]["median"]) for s, r in samples], "latency_ms", g)
-                p95[(rt, prec)] = fit([(s, r["latency_ms"]["p95"]) for s, r in samples], "latency_p95_ms", g)
+                if f"{rt}/{prec}/latency_ms" not in board:
+                    raise EdgeKWSError(f"the board rows of {target.device} have no {rt} {prec} rows at "
+                                       f"{target.threads} thread(s)")
+                latency[(rt, prec)] = board[f"{rt}/{prec}/latency_ms"]
+                p95[(rt, prec)] = board[f"{rt}/{prec}/latency_p95_ms"]
     return TierPredictor(target, source, latency, p95, ram, size)
 
 
@@ -342,10 +335,11 @@ class Context:
     tier_runtimes: dict[str, tuple[str, ...]]
     precisions: tuple[str, ...]
     work: Path
+    log: Callable[[str], None] = print
 
     def predictor(self, t: DeviceTarget) -> TierPredictor:
         return build_predictor(t, self.sources[t.key], self.rows, self.board_rows, self.tier_runtimes[t.key],
-                               self.precisions, self.oracle.checkpoint_sha256)
+                               self.precisions, self.oracle.checkpoint_sha256, self.log)
 
 
 def prepare(targets: list[DeviceTarget], work: Path, checkpoint: Path | None = None, board_results=(), samples: int = 12,
@@ -380,7 +374,7 @@ def prepare(targets: list[DeviceTarget], work: Path, checkpoint: Path | None = N
         + (f"instruction counts on {', '.join(sorted({c for c, _ in cpus}))}" if cpus else "no emulated CPUs"))
     rows = collect(specs, checkpoint, work / "_exports", RowLog(work / "_rows.jsonl"),
                    [(rt, th) for rt in all_rt for th in threads], cpus, precisions, log=log)
-    return Context(checkpoint, oracle, rows, board_rows, sources, tier_runtimes, tuple(precisions), work)
+    return Context(checkpoint, oracle, rows, board_rows, sources, tier_runtimes, tuple(precisions), work, log)
 
 
 def release(targets: list[DeviceTarget], out: Path, checkpoint: Path | None = None, board_results=(),

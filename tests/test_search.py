@@ -212,3 +212,33 @@ def test_search_never_picks_a_spec_training_did_not_visit(oracle):
     assert res.pick is not None and res.pick.spec.widths in uniform_widths
     assert all(e.spec.widths in uniform_widths for e in res.front)
     assert any("untrained" in e.violations for e in res.evaluations)
+
+
+def test_board_rows_drive_a_tiers_latency_model(tmp_path):
+    """A tier whose target names its board: that board's rows (not this host, not an estimate)
+    fit its latency model; rows of other devices, runtime versions and families are left out."""
+    from dataclasses import replace
+
+    from edgekws.release import build_predictor, latency_source
+    from edgekws.targets import get_target
+
+    pi4 = replace(get_target("pi4"), device="ssh://pi@pi4.lab")
+    specs = _specs(12)
+    truth = np.array([0.05, 2.0, 1.0, 3.0, 0.2, 0.0, 0.01, 0.5])
+    rows = [_row(s, device="ssh://pi@pi4.lab", ms=float(spec_features(s) @ truth)) for s in specs]
+    rows += [_row(s, device="ssh://pi@other", ms=50.0) for s in specs[:3]]
+    rows += [{**_row(specs[0], device="ssh://pi@pi4.lab", ms=80.0), "spec": None, "model": "dscnn_mlperf-w64.64-d4"}]
+    rows = [{**r, "threads": pi4.threads} for r in rows]
+    assert latency_source(pi4, rows) == "board" and latency_source(get_target("pi4"), rows) == "estimated"
+    assert latency_source(get_target("host_x86"), []) == "host"
+    host = {f"h{i}": {"kind": "host", "checkpoint_sha256": "c", "runtime": "litert", "precision": "int8", "threads": 1,
+                      "spec": s.to_dict(), "ram_kb": 4000.0 + i, "model_bytes": 30_000 + 1000 * i,
+                      "latency_ms": {"median": 0.1, "p95": 0.2}} for i, s in enumerate(specs)}
+    notes = []
+    pred = build_predictor(pi4, "board", host, rows, ("litert",), ("int8",), "c", log=notes.append)
+    assert any("dscnn_mlperf" in n and "skipped" in n for n in notes)
+    probe = _specs(3, seed=5)
+    for s in probe:
+        got = pred.predict(s, "litert", "int8")
+        assert got["latency_ms"] == pytest.approx(float(spec_features(s) @ truth), rel=0.01)
+        assert got["latency_source"].startswith("measured (board ssh://pi@pi4.lab)")
