@@ -352,3 +352,17 @@ def test_device_urls_and_bench_numbers_are_validated(tmp_path):
                              ("--backoff", "-1", "--backoff must be between 0 and 600")):
         res = runner.invoke(app, ["bench", "--suite", str(SUITE), "--device", "local", opt, val])
         assert res.exit_code == 1 and needle in res.stderr and "Traceback" not in res.output
+
+
+def test_suite_sample_models_are_checked(tmp_path):
+    from edgekws.bench import load_suite
+
+    ok = load_suite(Path(__file__).resolve().parent.parent / "benchmarks" / "suites" / "costmodel.toml")
+    assert {"sample": 24, "seed": 0} in ok.models
+    for body, needle in (("sample = 0", "between 1 and 4096"), ("width = 0.5\nseed = 3", "seed only goes with sample"),
+                         ("sample = 4\nwidth = 0.5", "exactly one of width, spec, export, sample"),
+                         ('sample = "many"', "must be an integer")):
+        p = tmp_path / "s.toml"
+        p.write_text(f"[[models]]\n{body}\n")
+        with pytest.raises(EdgeKWSError, match=needle):
+            load_suite(p)
