@@ -14,6 +14,9 @@ command -v ssh >/dev/null || need+=(openssh-client)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)  # the bench tests run a private sshd on 127.0.0.1
 command -v qemu-aarch64 >/dev/null || need+=(qemu-user)  # emulated aarch64 (`make arm`)
 [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+command -v gcc >/dev/null || need+=(gcc)  # the qemu instruction-count plugin (`make arm`)
+command -v curl >/dev/null || need+=(curl)  # its header, from Debian's qemu source archive
+command -v xz >/dev/null || need+=(xz-utils)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
