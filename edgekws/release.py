@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,7 @@ import numpy as np
 
 from edgekws.costmodel import CostModel, fit
 from edgekws.errors import EdgeKWSError
-from edgekws.search import Evaluation, SearchResult, best_uniform, evaluate, search
+from edgekws.search import Evaluation, SearchResult, best_uniform, search
 from edgekws.spec import SubnetSpec
 from edgekws.targets import DeviceTarget
 
@@ -383,7 +385,7 @@ def release(targets: list[DeviceTarget], out: Path, checkpoint: Path | None = No
             log: Callable[[str], None] = print) -> dict:
     """Release every tier; returns the index. A tier that nothing fits does not raise: its
     status says so, it is listed in `failed`, and the caller exits non-zero."""
-    from edgekws.fileio import ensure_writable_dir, write_bytes_atomic
+    from edgekws.fileio import ensure_writable_dir, replace_dir, write_bytes_atomic
     from edgekws.measure import export_cached
 
     ctx = prepare(targets, out, checkpoint, board_results, samples, seed, runtimes, precisions, pack, log)
@@ -434,10 +436,6 @@ def release(targets: list[DeviceTarget], out: Path, checkpoint: Path | None = No
             tier["pick"] = None
             failed.append(t.key)
         else:
-            from edgekws.fileio import replace_dir
-            import shutil
-            import tempfile
-
             src = export_cached(chosen.spec, checkpoint, out / "_exports")
             tmp = Path(tempfile.mkdtemp(prefix=".release-", dir=tier_dir))
             shutil.copytree(src, tmp / src.name)
