@@ -54,13 +54,19 @@ def test_unknown_cpu_is_one_line(small_export):
         count_instructions(small_export / "model_int8.tflite", "litert", "Cortex-M4")
 
 
-def test_release_two_tiers_one_impossible_then_resume(tmp_path):
+@pytest.fixture(scope="module")
+def release_dir(tmp_path_factory) -> Path:
+    """One release folder for this module: the tests share its exports and measurement rows."""
+    return tmp_path_factory.mktemp("release") / "rel"
+
+
+def test_release_two_tiers_one_impossible_then_resume(tmp_path, release_dir):
     _need_arm()
     tight = tmp_path / "tight.toml"
     tight.write_text('name = "[b]too tight[/b]"\ncpu = "Cortex-A72"\narch = "aarch64"\ncores = 4\nmemory_mb = 512\n'
                      'threads = 1\nclock_ghz = 1.8\nruntime = "litert"\n\n[budgets]\nmax_params = 250000\n'
                      'max_model_kb = 256\nmax_ram_kb = 32768\nmax_p95_latency_ms = 0.01\n')
-    out = tmp_path / "rel"
+    out = release_dir
     args = ["release", "--targets", "pi4", "--targets", str(tight), "--out", str(out), "--samples", "5", "--trials", "16",
             "--precisions", "int8"]
     res = CliRunner().invoke(app, args)
@@ -85,3 +91,31 @@ def test_release_two_tiers_one_impossible_then_resume(tmp_path):
     assert again.exit_code == 1
     assert "pi4: done before (released)" in again.stderr and "measured " not in again.stderr
     assert (out / "_rows.jsonl").read_bytes() == rows_before  # nothing measured twice
+
+
+def test_release_on_a_board_uses_its_rows_and_verifies_there(tmp_path, release_dir):
+    """The board path: bench rows from the tier's device fit its latency model, and the pick is
+    verified on that device. The "board" is this machine through the `local` device (the SSH
+    transport is the bench tests' business); its latency is then *measured*, not estimated."""
+    suite = tmp_path / "board.toml"
+    suite.write_text('name = "board"\nruns = 30\nwarmup = 3\nruntimes = ["litert"]\nprecisions = ["int8"]\n'
+                     'threads = [1]\n' + "".join(f"[[models]]\nwidth = {w}\n" for w in (0.25, 0.5, 0.75, 1.0))
+                     + "[[models]]\nsample = 5\nseed = 0\n")
+    rows = tmp_path / "board.jsonl"
+    res = CliRunner().invoke(app, ["bench", "--suite", str(suite), "--device", "local", "--results", str(rows),
+                                   "--cache-dir", str(release_dir / "_exports")])
+    assert res.exit_code == 0, res.output
+    target = tmp_path / "lab_board.toml"
+    target.write_text('name = "lab board"\ncpu = "auto"\narch = "auto"\ncores = "auto"\nmemory_mb = "auto"\n'
+                      'threads = 1\nruntime = "litert"\ndevice = "local"\n\n[budgets]\nmax_params = 250000\n'
+                      'max_model_kb = 256\nmax_ram_kb = 131072\nmax_p95_latency_ms = 50\n')
+    res = CliRunner().invoke(app, ["release", "--targets", str(target), "--results", str(rows), "--out", str(release_dir),
+                                   "--samples", "5", "--trials", "12", "--precisions", "int8"])
+    assert res.exit_code == 0, res.output
+    tier = json.loads((release_dir / "lab_board" / "release.json").read_text())
+    assert tier["status"] == "released" and tier["latency_source"] == "board"
+    assert tier["latency_model"]["litert/int8"]["group"]["device"] == "local"
+    assert tier["latency_model"]["litert/int8"]["specs"] >= 9
+    v = tier["verified"]
+    assert v["device"] == "local" and v["device_ok"] and v["latency_source"] == "measured (local)"
+    assert v["golden"]["top1_agree"] == v["golden"]["n"] > 0 and v["latency_p95_ms"] <= 50
