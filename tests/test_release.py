@@ -119,3 +119,19 @@ def test_release_on_a_board_uses_its_rows_and_verifies_there(tmp_path, release_d
     v = tier["verified"]
     assert v["device"] == "local" and v["device_ok"] and v["latency_source"] == "measured (local)"
     assert v["golden"]["top1_agree"] == v["golden"]["n"] > 0 and v["latency_p95_ms"] <= 50
+
+
+def test_search_cli_prints_the_front_and_pick(release_dir):
+    """`edgekws search` on one tier, reusing the release folder's measurements (nothing measured
+    again): the front as JSON, the pick inside the budgets, the same answer twice."""
+    _need_arm()
+    args = ["search", "--target", "pi4", "--work", str(release_dir), "--samples", "5", "--trials", "12",
+            "--precisions", "int8", "--json"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    doc = json.loads(first.stdout)
+    assert doc["latency_source"] == "estimated" and doc["pick"]["feasible"] and doc["front"]
+    assert doc["pick"]["latency_p95_ms"] <= 5.0 and doc["pick"]["model_kb"] <= 256
+    assert all(e["precision"] == "int8" for e in doc["front"])
+    again = json.loads(CliRunner().invoke(app, args).stdout)
+    assert again["pick"]["name"] == doc["pick"]["name"] and "measured " not in first.stderr
