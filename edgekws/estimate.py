@@ -21,6 +21,7 @@ Every figure from here is reported as *estimated*, with the source named.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -147,8 +148,6 @@ def _count_once(model: Path, runtime: str, cpu: str, runs: int, sysroot: Path, p
         except subprocess.TimeoutExpired:
             raise EdgeKWSError(f"counting {model.name} under qemu ({cpu}) took over {timeout:.0f} s") from None
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        import json
-
         result = json.loads(lines[-1]) if lines else {}
         if proc.returncode or not result.get("ok", True) or "latency_ms" not in result or not count_file.exists():
             why = result.get("error") or proc.stderr.strip()[-300:] or f"exit {proc.returncode}"

@@ -12,7 +12,6 @@ mixed in silently.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +41,16 @@ def sample_specs(space: SearchSpace, n: int, seed: int = 0) -> list[SubnetSpec]:
 
 @dataclass
 class RowLog:
-    """Measurement rows, one JSON object per line, keyed; a torn last line is set aside."""
+    """Measurement rows, one JSON object per line, keyed. Appends go through the bench's
+    `ResultsFile` (fsynced; a torn last line from a crash is set aside before the first append);
+    reading skips any line that is not one of our records, so its row is simply measured again."""
 
     path: Path
+
+    def __post_init__(self) -> None:
+        from edgekws.bench import ResultsFile
+
+        self._file = ResultsFile(self.path)
 
     def read(self) -> dict[str, dict]:
         if not self.path.exists():
@@ -54,27 +60,20 @@ class RowLog:
             try:
                 row = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-                continue  # a torn line from a crash: measured again
+                continue
             if isinstance(row, dict) and row.get("record") == RECORD and isinstance(row.get("key"), str):
                 rows[row["key"]] = row
         return rows
 
     def append(self, row: dict) -> None:
-        data = self.path.read_bytes() if self.path.exists() else b""
-        with open(self.path, "ab") as f:
-            if data and not data.endswith(b"\n"):
-                f.write(b"\n")  # never glue a row onto a torn one
-            f.write((json.dumps(row, sort_keys=True) + "\n").encode())
-            f.flush()
-            os.fsync(f.fileno())
+        self._file.append(row)
 
 
-def export_cached(spec: SubnetSpec, checkpoint: Path, cache: Path) -> Path:
+def export_cached(spec: SubnetSpec, checkpoint: Path, cache: Path, checkpoint_sha256: str) -> Path:
     """The spec's export folder under `cache` (the checkpoint's sha256 names it), made once."""
     from edgekws.export import export_subnet
-    from edgekws.fileio import sha256_file
 
-    folder = cache / f"ckpt-{sha256_file(checkpoint)[:16]}" / spec.name
+    folder = cache / f"ckpt-{checkpoint_sha256[:16]}" / spec.name
     if not (folder / "manifest.json").exists():
         export_subnet(spec=spec, checkpoint=checkpoint, out=folder.parent, force=True)
     return folder
@@ -101,13 +100,13 @@ def collect(specs: list[SubnetSpec], checkpoint: Path, cache: Path, rows: RowLog
                 todo.append(("host", spec, prec, rt, th))
             for cpu, rt in cpus:
                 todo.append(("insn", spec, prec, rt, cpu))
-    host_versions = versions()
+    host_versions = None  # imports both runtimes: only when something is measured here
     done = 0
     for kind, spec, prec, rt, where in todo:
         key = f"{kind}|{ck_sha[:16]}|{spec.name}|{rt}|{prec}|{where}"
         if key in have:
             continue
-        folder = export_cached(spec, checkpoint, cache)
+        folder = export_cached(spec, checkpoint, cache, ck_sha)
         manifest = load_manifest(folder)
         model = folder / PRECISION_FILE[(rt, prec)]
         base = {"record": RECORD, "key": key, "kind": kind, "spec": spec.to_dict(), "name": spec.name, "runtime": rt,
@@ -115,6 +114,7 @@ def collect(specs: list[SubnetSpec], checkpoint: Path, cache: Path, rows: RowLog
                 "model_bytes": model.stat().st_size, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         t = time.perf_counter()
         if kind == "host":
+            host_versions = host_versions or versions()
             r = run_runner([model], rt, where, runs, max(10, runs // 10), op_profile=False)["results"][0]
             if not r.get("ok", True) or "latency_ms" not in r:
                 raise EdgeKWSError(f"measuring {spec.name} {rt} {prec} here failed: {r.get('error')}")

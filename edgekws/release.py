@@ -28,7 +28,7 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -415,18 +415,18 @@ def release(targets: list[DeviceTarget], out: Path, checkpoint: Path | None = No
                         trained=oracle.ck.trained, log=log)
         oracle.flush()
         ubest, uall = best_uniform(space, t, oracle.accuracy, pred, tier_runtimes[t.key], precisions)
-        tier = {"format": FORMAT, "checkpoint_sha256": ck_sha, "target": _target_dict(t), "latency_source": sources[t.key],
+        tier = {"format": FORMAT, "checkpoint_sha256": ck_sha, "target": asdict(t), "latency_source": sources[t.key],
                 "latency_model": {f"{r}/{p}": m.to_dict() for (r, p), m in pred.latency.items()},
                 "ram_model": {f"{r}/{p}": m.to_dict() for (r, p), m in pred.ram.items()},
                 "search": result.to_dict(), "uniform_best": ubest.to_dict() if ubest else None, "notes": []}
         candidates = sorted((e for e in result.front), key=lambda e: (-e.accuracy, e.latency_ms))
         chosen, verified = None, None
         for ev in candidates[:3]:
-            folder = export_cached(ev.spec, checkpoint, out / "_exports")
+            folder = export_cached(ev.spec, checkpoint, out / "_exports", ck_sha)
             v = verify(folder, ev, t, sources[t.key], tier_dir, log)
             problems = budget_problems(v, ev, t)
             if not problems:
-                chosen, verified = ev, v
+                chosen, verified, src = ev, v, folder
                 break
             tier["notes"].append(f"{ev.spec.name} {ev.precision} predicted inside the budgets but failed verification: "
                                  f"{'; '.join(problems)}")
@@ -436,7 +436,6 @@ def release(targets: list[DeviceTarget], out: Path, checkpoint: Path | None = No
             tier["pick"] = None
             failed.append(t.key)
         else:
-            src = export_cached(chosen.spec, checkpoint, out / "_exports")
             tmp = Path(tempfile.mkdtemp(prefix=".release-", dir=tier_dir))
             shutil.copytree(src, tmp / src.name)
             replace_dir(tmp / src.name, tier_dir / src.name)
@@ -464,9 +463,3 @@ def _test_accuracy(folder: Path, runtime: str, precision: str) -> float | None:
     acc = (load_manifest(folder).get("validation") or {}).get("accuracy") or {}
     value = acc.get(f"{RUNTIME_FORMAT[runtime]} {precision}")
     return float(value) if isinstance(value, (int, float)) else None
-
-
-def _target_dict(t: DeviceTarget) -> dict:
-    from dataclasses import asdict
-
-    return asdict(t)
