@@ -384,3 +384,14 @@ def test_synth_partial_meta_on_arbitrary_bytes(blob):
         assert all(len(r["sha256"]) == 64 for r in rows.values())
 
     _check(check, "meta.partial.csv", blob)
+
+
+def test_checkpoint_with_one_zeroed_byte_is_one_error():
+    """A case the sampled test above drew on the v4 checkpoint: byte 6166 set to 0 makes torch's
+    weights-only unpickler raise TypeError ("unhashable type: 'dict'"), which escaped the reader."""
+    from edgekws.assets import DEFAULT_CHECKPOINT
+    from edgekws.checkpoint import load_checkpoint
+
+    raw = bytearray(DEFAULT_CHECKPOINT.read_bytes())
+    raw[6166] = 0
+    _check(load_checkpoint, "ck.pt", bytes(raw))  # the project's own error or a valid result, nothing else
