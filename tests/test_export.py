@@ -117,7 +117,7 @@ def test_torch_tflite_and_onnx_float_parity_per_family(family):
     x = np.random.default_rng(0).standard_normal((16, *shape)).astype(np.float32)
     with torch.no_grad():
         ref = net(torch.from_numpy(x)).numpy()
-    assert np.abs(TFLiteRunner(tflite_format.convert_float(net, family, shape))(x) - ref).max() <= 1e-4
+    assert np.abs(TFLiteRunner(tflite_format.convert_float(net, shape))(x) - ref).max() <= 1e-4
     assert np.abs(OnnxRunner(onnx_format.export_float(net, shape))(x) - ref).max() <= 1e-4
 
 

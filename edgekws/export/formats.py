@@ -117,10 +117,10 @@ class TFLiteFormat:
 
         file = model_file(self.name, precision)
         if precision == "float":
-            data = tflite_format.convert_float(job.net, job.family, job.shape)
+            data = tflite_format.convert_float(job.net, job.shape)
             y = TFLiteRunner(data)(job.features)
             return Artefact(file, data, y, [job.gate_float(file, y)])
-        data = tflite_format.convert_int8(job.net, job.family, job.shape, job.calib)
+        data = tflite_format.convert_int8(job.net, job.shape, job.calib)
         runner = TFLiteRunner(data)
         y = runner(job.features)
         quant = {"scheme": "full-integer int8 (TFLITE_BUILTINS_INT8), per-channel weights",
