@@ -320,6 +320,7 @@ def train_cmd(
     teacher_temperature: Annotated[float, typer.Option(callback=in_range(hi=100, positive=True), help="KD temperature.")] = RECIPE.teacher_temperature,
     teacher_weight: Annotated[float, typer.Option(callback=in_range(0, 1), help="Weight of the teacher's KD loss vs the labels.")] = RECIPE.teacher_weight,
     spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Train only this spec (no sandwich): a baseline twin.")] = None,
+    init: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False, help="Start from this checkpoint's weights (fine-tuning; same family, space and labels).")] = None,
     seed: Seed = 0,
     resume: Annotated[bool, typer.Option(help="Continue from the .state file of an interrupted run.")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
@@ -343,7 +344,7 @@ def train_cmd(
                       small_label_weight=small_label_weight, spec_augment_scope=spec_augment_scope,
                       channel_augment=channel_augment, kd=kd, adaptive_dropout=adaptive_dropout,
                       teacher=str(teacher) if teacher else "", teacher_temperature=teacher_temperature,
-                      teacher_weight=teacher_weight, seed=seed,
+                      teacher_weight=teacher_weight, seed=seed, init=str(init) if init else "",
                       fixed_spec=load_spec_file(spec_file).to_dict() if spec_file else None)
     with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"), TimeRemainingColumn(),

@@ -33,6 +33,9 @@ class TrainConfig:
     adaptive_dropout: bool = True
     dropout_max: float = 0.2
     teacher: str = ""  # path of a teacher checkpoint (its largest subnet teaches the largest)
+    # Path of a checkpoint whose weights (and BN statistics) start the run instead of a random
+    # init: fine-tuning a finished supernet, e.g. its narrow widths with `sampler="students"`.
+    init: str = ""
     teacher_temperature: float = 4.0
     teacher_weight: float = 0.5
     wave_augment: bool = True

@@ -374,6 +374,20 @@ def check_config(cfg: TrainConfig) -> None:
         raise EdgeKWSError("--epochs and --batch-size must be at least 1 and --num-random at least 0")
 
 
+def init_from(model: nn.Module, path: Path, family: str, space: SearchSpace, labels) -> None:
+    """Start from a finished checkpoint's weights: it must be the same family, search space and
+    labels, or the copied weights would mean something else (one line saying which differs)."""
+    ck = load_checkpoint(path)
+    for what, have, want in (("family", ck.family, family), ("search space", ck.space, space),
+                             ("labels", tuple(ck.labels), tuple(labels))):
+        if have != want:
+            raise EdgeKWSError(f"--init {path}: its {what} differs from this run's; it cannot start it")
+    try:
+        model.load_state_dict(ck.state_dict)
+    except RuntimeError as exc:
+        raise EdgeKWSError(f"--init {path}: its weights do not fit this run's model ({str(exc).splitlines()[0]})") from None
+
+
 def load_state(path: Path, cfg: TrainConfig, model: nn.Module, opt) -> tuple[int, list, float, float]:
     """Restore an interrupted run from its `.state` file → (epoch, history, seconds, CPU seconds).
     Anything wrong with the file — unreadable, another recipe, weights that do not fit — is one
@@ -446,6 +460,8 @@ def train(
     model = create_supernet(cfg.family, num_classes=len(labels), input_shape=feat_cfg.shape)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.init:
+        init_from(model, Path(cfg.init), cfg.family, space, labels)
     fixed = SubnetSpec.from_dict(cfg.fixed_spec) if cfg.fixed_spec else None
     if fixed is not None:
         space.validate(fixed)

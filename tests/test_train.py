@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from edgekws.checkpoint import CheckpointError, load_checkpoint
 from edgekws.cli import app
+from edgekws.errors import EdgeKWSError
 from edgekws.models import get_family
 from edgekws.step import alpha_divergence, kd_alpha, kd_kl, training_spec
 from edgekws.train import TrainConfig, train
@@ -339,6 +340,25 @@ def test_students_only_fine_tunes_from_a_teacher(trained, tiny_corpus, tmp_path)
                 cache_dir=trained.parent / "cache", log=lambda m: None)
     ck = load_checkpoint(res.checkpoint)
     assert ck.train_config["sampler"] == "students" and ck.metrics["history"][0]["train_loss"] > 0
+
+
+def test_init_starts_from_a_checkpoints_weights_and_refuses_another_family(trained, tiny_corpus, tmp_path):
+    """`--init` fine-tunes a finished supernet: with lr ~0 the run ends where it began (every
+    weight equal to the initial checkpoint's), and a checkpoint of another family is one line."""
+    out = tmp_path / "tuned.pt"
+    cfg = TrainConfig(**{**TINY, "epochs": 1}, sampler="students", teacher=str(trained), init=str(trained), lr=1e-12,
+                      weight_decay=0.0)
+    train(tiny_corpus, out, cfg, cache_dir=trained.parent / "cache", log=lambda m: None)
+    a, b = load_checkpoint(trained).state_dict, load_checkpoint(out).state_dict
+    weights = [k for k in a if "running" not in k and "num_batches" not in k]  # BN statistics are recalibrated
+    assert weights and all(torch.allclose(a[k], b[k], atol=1e-6) for k in weights)
+    assert load_checkpoint(out).train_config["init"] == str(trained)
+    kwt = TrainConfig(**{**TINY, "epochs": 1}, family="kwt", init=str(trained))
+    with pytest.raises(EdgeKWSError, match="its family differs"):
+        train(tiny_corpus, tmp_path / "k.pt", kwt, cache_dir=trained.parent / "cache", log=lambda m: None)
+    res = CliRunner().invoke(app, ["train", "--data-dir", str(tiny_corpus), "--out", str(tmp_path / "c.pt"),
+                                   "--family", "kwt", "--init", str(trained), "--epochs", "1"])
+    assert res.exit_code == 1 and "its family differs" in res.output and "Traceback" not in res.output
 
 
 def test_under_torchrun_only_rank_0_reports(tiny_corpus, tmp_path, monkeypatch):
