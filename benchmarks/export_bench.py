@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--widths", default="0.25,0.5,0.75,1.0")
     args = ap.parse_args()
     rows = []
-    for w in [float(x) for x in args.widths.split(",")]:
+    for w in [float(x) for x in args.channels.split(",")]:
         times, manifest = [], None
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as out:

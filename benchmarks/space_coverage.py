@@ -40,8 +40,8 @@ def main() -> None:
         model, calib, space = ck.supernet(), ck.calibration_features(), ck.space
         uniform = {f"{m:g}": s for m, s in space.width_multiplier_specs().items()}
         rng = np.random.default_rng(2026)
-        uniform_widths = {s.widths for s in uniform.values()}
-        mixed = [s for s in (space.sample(rng) for _ in range(args.specs)) if s.widths not in uniform_widths]
+        uniform_widths = {s.channels for s in uniform.values()}
+        mixed = [s for s in (space.sample(rng) for _ in range(args.specs)) if s.channels not in uniform_widths]
         u = {k: round(evaluate_spec(model, s, test, calib)[0], 4) for k, s in uniform.items()}
         m = {s.name: round(evaluate_spec(model, s, test, calib)[0], 4) for s in mixed}
         out["checkpoints"][str(path)] = {"sampling": ck.sampling, "epochs": ck.train_config.get("epochs"),

@@ -17,17 +17,21 @@ from pathlib import Path
 from edgekws.errors import EdgeKWSError
 from edgekws.features import FeatureConfig
 from edgekws.fileio import atomic_path, first_line
-from edgekws.spec import SearchSpace
+from edgekws.spec import SearchSpace, SubnetSpec
 
-FORMAT = "edgekws.supernet/3"
+FORMAT = "edgekws.supernet/4"
 # Formats this version reads. /1 (the first shipped supernet) predates the sampling record: its
 # random subnets shared one width multiplier across stages, so it reads as sampling "uniform".
 # /3 adds the family's architecture arguments (`arch`); /1 and /2 take them from the registry.
-READABLE_FORMATS = {"edgekws.supernet/1": "uniform", "edgekws.supernet/2": None, "edgekws.supernet/3": None}
+# /4 names channel counts `channels` (space: `channel_names`, `channel_choices`; a fixed spec:
+# `channels`) where /1–/3 said `widths`: "width" is only ever a multiplier now. An older edgekws
+# would misread those keys, hence the new version; /1–/3 read as before.
+READABLE_FORMATS = {"edgekws.supernet/1": "uniform", "edgekws.supernet/2": None, "edgekws.supernet/3": None,
+                    "edgekws.supernet/4": None}
 # What the training sampler visited, per policy (`Checkpoint.trained(spec)` answers per spec).
 SAMPLING_COVERAGE = {
-    "per_stage": "every spec of the search space (widths and depths drawn per stage)",
-    "uniform": "specs whose stages share one width multiplier (any depths); mixed widths untrained",
+    "per_stage": "every spec of the search space (channels and depths drawn per stage)",
+    "uniform": "specs whose stages share one width multiplier (any depths); mixed channel counts untrained",
     "fixed": "only the one spec it was trained as",
 }
 
@@ -83,9 +87,9 @@ class Checkpoint:
         if self.sampling == "per_stage":
             return True
         if self.sampling == "uniform":
-            return spec.widths in {s.widths for s in self.space.width_multiplier_specs().values()}
+            return spec.channels in {s.channels for s in self.space.width_multiplier_specs().values()}
         fixed = self.train_config.get("fixed_spec")
-        return fixed is not None and tuple(fixed["widths"]) == spec.widths and tuple(fixed["depths"]) == spec.depths
+        return fixed is not None and SubnetSpec.from_dict(fixed) == spec
 
     @property
     def num_classes(self) -> int:

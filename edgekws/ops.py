@@ -2,8 +2,8 @@
 
 Following once-for-all, each op holds the weights of the widest subnet and, for the active
 subnet, uses the leading slice (`weight[:out, :in]`): the first channels are shared by every
-width, which is what makes a width-0.25 subnet a sub-tensor of the width-1.0 one. Input widths
-are read from the input tensor; output widths are set explicitly by the supernet's
+width, which is what makes a width-0.25 subnet a sub-tensor of the width-1.0 one. Input channel
+counts are read from the input tensor; output channels are set explicitly by the supernet's
 `set_active(spec)` — no globals, no flags read from inside the ops.
 
 Extraction (`edgekws.extract`) copies the active slices into ordinary `nn` layers, so an

@@ -151,11 +151,11 @@ def search(space: SearchSpace, target: DeviceTarget, accuracy: Callable[[SubnetS
     budgets = ("params", "model_kb", "ram_kb", "p95_latency_ms", "untrained")
 
     def objective(trial) -> tuple[float, float, float]:
-        widths = tuple(trial.suggest_categorical(f"w_{n}", list(c)) for n, c in zip(space.width_names, space.width_choices))
+        channels = tuple(trial.suggest_categorical(f"w_{n}", list(c)) for n, c in zip(space.channel_names, space.channel_choices))
         depths = tuple(trial.suggest_categorical(f"d_{n}", list(c)) for n, c in zip(space.depth_names, space.depth_choices))
         runtime = trial.suggest_categorical("runtime", list(runtimes))
         precision = trial.suggest_categorical("precision", list(precisions))
-        spec = SubnetSpec(space.family, widths, depths)
+        spec = SubnetSpec(space.family, channels, depths)
         key = f"{spec.name}|{runtime}|{precision}"
         ev = seen.get(key) or evaluate(spec, runtime, precision, target, accuracy, predictor, num_classes, family, trained)
         seen[key] = ev
@@ -173,7 +173,7 @@ def search(space: SearchSpace, target: DeviceTarget, accuracy: Callable[[SubnetS
     for spec in space.width_multiplier_specs().values():
         for runtime in runtimes:
             for precision in precisions:
-                study.enqueue_trial({**{f"w_{n}": w for n, w in zip(space.width_names, spec.widths)},
+                study.enqueue_trial({**{f"w_{n}": w for n, w in zip(space.channel_names, spec.channels)},
                                      **{f"d_{n}": d for n, d in zip(space.depth_names, spec.depths)},
                                      "runtime": runtime, "precision": precision})
     t0 = time.perf_counter()

@@ -1,13 +1,18 @@
 """`SubnetSpec` — the currency between training, extraction, export, profiling and search — and
 the `SearchSpace` that says which specs a supernet can run.
 
-A spec is a family name plus one channel count per *width slot* and one block count per *depth
-slot*. The slots are named by the family (dscnn: `stem`, `stage1..3` widths and `stage1..3`
-depths; kwt: `embed`, `mlp` widths and `layers` depth), so an error can say exactly which value is
-wrong and what would be right.
+A spec is a family name plus one channel count per *channel slot* and one block count per *depth
+slot*. The slots are named by the family (dscnn: `stem`, `stage1..3` channels and `stage1..3`
+depths; kwt: `embed`, `mlp` channels and `layers` depth), so an error can say exactly which value
+is wrong and what would be right.
 
-Width choices come from the family's width multipliers (0.25, 0.5, 0.75, 1.0) applied to each
-slot's largest width and rounded to the slot's channel grid (8 channels for convolutions, the
+One vocabulary: a *width* (`--width 0.5`, `width_multipliers`, `uniform(width)`) is always a
+multiplier of the largest subnet; *channels* (`SubnetSpec.channels`, `channel_choices`) are always
+counts. Specs and spaces written before that split (`"widths"`, `"width_names"`,
+`"width_choices"` for the counts) still read.
+
+Channel choices come from the family's width multipliers (0.25, 0.5, 0.75, 1.0) applied to each
+slot's largest channel count and rounded to the slot's channel grid (8 channels for convolutions, the
 16-dim head size for attention). `uniform(width=m)` for any other multiplier in (0, 1] snaps each
 slot to the nearest available channel count (ties go to the wider one), so 0.6 gives the 0.5
 subnet and 0.65 the 0.75 one.
@@ -33,17 +38,17 @@ class SubnetSpec:
     """Which subnet: family, channels per width slot, blocks per depth slot."""
 
     family: str
-    widths: tuple[int, ...]
+    channels: tuple[int, ...]
     depths: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        object.__setattr__(self, "channels", tuple(int(w) for w in self.channels))
         object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
 
     @property
     def name(self) -> str:
         """Readable and unique, e.g. `dscnn-w32.48.80.112-d2.3.3`."""
-        return f"{self.family}-w{'.'.join(map(str, self.widths))}-d{'.'.join(map(str, self.depths))}"
+        return f"{self.family}-w{'.'.join(map(str, self.channels))}-d{'.'.join(map(str, self.depths))}"
 
     @classmethod
     def parse_name(cls, name: str) -> "SubnetSpec | None":
@@ -52,27 +57,32 @@ class SubnetSpec:
         if len(parts) != 3 or not parts[0] or parts[1][:1] != "w" or parts[2][:1] != "d":
             return None
         try:
-            widths = tuple(int(v) for v in parts[1][1:].split("."))
+            channels = tuple(int(v) for v in parts[1][1:].split("."))
             depths = tuple(int(v) for v in parts[2][1:].split("."))
         except ValueError:
             return None
-        return cls(parts[0], widths, depths)
+        return cls(parts[0], channels, depths)
 
     def to_dict(self) -> dict:
-        return {"family": self.family, "widths": list(self.widths), "depths": list(self.depths)}
+        return {"family": self.family, "channels": list(self.channels), "depths": list(self.depths)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: object) -> "SubnetSpec":
-        if not isinstance(d, dict) or set(d) - {"family", "widths", "depths", "name"} or not {"family", "widths", "depths"} <= set(d):
-            raise SpecError('a spec is a JSON object {"family": str, "widths": [int, ...], "depths": [int, ...]}')
-        fam, widths, depths = d["family"], d["widths"], d["depths"]
+        """From `to_dict` output, or a spec written before the vocabulary split (`"widths"` for
+        the channel counts; not both keys)."""
+        shape = 'a spec is a JSON object {"family": str, "channels": [int, ...], "depths": [int, ...]}'
+        if isinstance(d, dict) and "widths" in d and "channels" not in d:
+            d = {("channels" if k == "widths" else k): v for k, v in d.items()}
+        if not isinstance(d, dict) or set(d) - {"family", "channels", "depths", "name"} or not {"family", "channels", "depths"} <= set(d):
+            raise SpecError(shape)
+        fam, channels, depths = d["family"], d["channels"], d["depths"]
         ok_list = lambda v: isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
-        if not isinstance(fam, str) or not ok_list(widths) or not ok_list(depths):
-            raise SpecError('a spec is a JSON object {"family": str, "widths": [int, ...], "depths": [int, ...]}')
-        return cls(fam, tuple(widths), tuple(depths))
+        if not isinstance(fam, str) or not ok_list(channels) or not ok_list(depths):
+            raise SpecError(shape)
+        return cls(fam, tuple(channels), tuple(depths))
 
     @classmethod
     def from_json(cls, text: str) -> "SubnetSpec":
@@ -95,26 +105,26 @@ class SearchSpace:
     """The specs one supernet can run. Choices are sorted ascending."""
 
     family: str
-    width_names: tuple[str, ...]
-    width_choices: tuple[tuple[int, ...], ...]
+    channel_names: tuple[str, ...]
+    channel_choices: tuple[tuple[int, ...], ...]
     depth_names: tuple[str, ...]
     depth_choices: tuple[tuple[int, ...], ...]
     width_multipliers: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
 
     @classmethod
-    def from_max(cls, family: str, widths: dict[str, tuple[int, int]], depths: dict[str, tuple[int, ...]],
+    def from_max(cls, family: str, channels: dict[str, tuple[int, int]], depths: dict[str, tuple[int, ...]],
                  multipliers: Sequence[float] = (0.25, 0.5, 0.75, 1.0)) -> "SearchSpace":
-        """Build from {slot: (max_width, divisor)} and {slot: depth choices}."""
-        wc = tuple(tuple(sorted({round_channels(m * mx, div) for m in multipliers})) for mx, div in widths.values())
-        return cls(family, tuple(widths), wc, tuple(depths), tuple(tuple(sorted(c)) for c in depths.values()),
+        """Build from {slot: (max_channels, divisor)} and {slot: depth choices}."""
+        wc = tuple(tuple(sorted({round_channels(m * mx, div) for m in multipliers})) for mx, div in channels.values())
+        return cls(family, tuple(channels), wc, tuple(depths), tuple(tuple(sorted(c)) for c in depths.values()),
                    tuple(multipliers))
 
     # -- canonical members
     def largest(self) -> SubnetSpec:
-        return SubnetSpec(self.family, tuple(c[-1] for c in self.width_choices), tuple(c[-1] for c in self.depth_choices))
+        return SubnetSpec(self.family, tuple(c[-1] for c in self.channel_choices), tuple(c[-1] for c in self.depth_choices))
 
     def smallest(self) -> SubnetSpec:
-        return SubnetSpec(self.family, tuple(c[0] for c in self.width_choices), tuple(c[0] for c in self.depth_choices))
+        return SubnetSpec(self.family, tuple(c[0] for c in self.channel_choices), tuple(c[0] for c in self.depth_choices))
 
     def uniform(self, width: float = 1.0, depth: int | None = None) -> SubnetSpec:
         """Every slot at `width` × its largest channels (snapped to the grid); depth per stage
@@ -122,10 +132,10 @@ class SearchSpace:
         if not isinstance(width, (int, float)) or not 0 < width <= 1:
             raise SpecError(f"width multiplier {width} is outside (0, 1]; the trained ones are "
                             f"{', '.join(map(str, self.width_multipliers))}")
-        widths = []
-        for c in self.width_choices:
+        channels = []
+        for c in self.channel_choices:
             target = width * c[-1]
-            widths.append(min(c, key=lambda w: (abs(w - target), -w)))
+            channels.append(min(c, key=lambda w: (abs(w - target), -w)))
         if depth is None:
             depths = tuple(c[-1] for c in self.depth_choices)
         else:
@@ -133,7 +143,7 @@ class SearchSpace:
             if depth not in valid:
                 raise SpecError(f"depth {depth} is not in the space (valid: {', '.join(map(str, valid))})")
             depths = tuple(max([d for d in c if d <= depth], default=c[0]) for c in self.depth_choices)
-        return SubnetSpec(self.family, tuple(widths), depths)
+        return SubnetSpec(self.family, tuple(channels), depths)
 
     def width_multiplier_specs(self) -> dict[float, SubnetSpec]:
         return {m: self.uniform(m) for m in self.width_multipliers}
@@ -152,14 +162,14 @@ class SearchSpace:
                 return int(c[rng.integers(len(c))])
         return SubnetSpec(
             self.family,
-            tuple(pick(c) for c in self.width_choices),
+            tuple(pick(c) for c in self.channel_choices),
             tuple(int(c[rng.integers(len(c))]) for c in self.depth_choices),
         )
 
     def mutate(self, spec: SubnetSpec, rng: np.random.Generator, prob: float = 0.2) -> SubnetSpec:
         """Resample each slot with probability `prob` (evolutionary search)."""
         self.validate(spec)
-        w = tuple(int(c[rng.integers(len(c))]) if rng.random() < prob else v for v, c in zip(spec.widths, self.width_choices))
+        w = tuple(int(c[rng.integers(len(c))]) if rng.random() < prob else v for v, c in zip(spec.channels, self.channel_choices))
         d = tuple(int(c[rng.integers(len(c))]) if rng.random() < prob else v for v, c in zip(spec.depths, self.depth_choices))
         return SubnetSpec(self.family, w, d)
 
@@ -167,13 +177,13 @@ class SearchSpace:
         """Each slot taken from one parent at random."""
         self.validate(a)
         self.validate(b)
-        w = tuple(x if rng.random() < 0.5 else y for x, y in zip(a.widths, b.widths))
+        w = tuple(x if rng.random() < 0.5 else y for x, y in zip(a.channels, b.channels))
         d = tuple(x if rng.random() < 0.5 else y for x, y in zip(a.depths, b.depths))
         return SubnetSpec(self.family, w, d)
 
     def size(self) -> int:
         n = 1
-        for c in (*self.width_choices, *self.depth_choices):
+        for c in (*self.channel_choices, *self.depth_choices):
             n *= len(c)
         return n
 
@@ -181,26 +191,26 @@ class SearchSpace:
     def validate(self, spec: SubnetSpec) -> SubnetSpec:
         if spec.family != self.family:
             raise SpecError(f"spec is for family '{spec.family}' but this space is '{self.family}'")
-        for kind, values, names, choices in (("widths", spec.widths, self.width_names, self.width_choices),
+        for kind, values, names, choices in (("channels", spec.channels, self.channel_names, self.channel_choices),
                                              ("depths", spec.depths, self.depth_names, self.depth_choices)):
             if len(values) != len(names):
                 raise SpecError(f"{self.family} specs have {len(names)} {kind} ({', '.join(names)}), got {len(values)}")
             for v, n, c in zip(values, names, choices):
                 if v not in c:
-                    what = "width" if kind == "widths" else "depth"
+                    what = "channels" if kind == "channels" else "depth"
                     raise SpecError(f"{what} {v} for '{n}' is not in the space (valid: {', '.join(map(str, c))})")
         return spec
 
     def describe(self) -> str:
-        w = "; ".join(f"{n} {list(c)}" for n, c in zip(self.width_names, self.width_choices))
+        w = "; ".join(f"{n} {list(c)}" for n, c in zip(self.channel_names, self.channel_choices))
         d = "; ".join(f"{n} {list(c)}" for n, c in zip(self.depth_names, self.depth_choices))
-        return f"widths: {w} | depths: {d}"
+        return f"channels: {w} | depths: {d}"
 
     def to_dict(self) -> dict:
         return {
             "family": self.family,
-            "width_names": list(self.width_names),
-            "width_choices": [list(c) for c in self.width_choices],
+            "channel_names": list(self.channel_names),
+            "channel_choices": [list(c) for c in self.channel_choices],
             "depth_names": list(self.depth_names),
             "depth_choices": [list(c) for c in self.depth_choices],
             "width_multipliers": list(self.width_multipliers),
@@ -225,10 +235,12 @@ class SearchSpace:
 
         if not isinstance(d, dict) or not isinstance(d.get("family"), str):
             raise SpecError("a search space is a table with a family name")
-        wn, dn = names(d.get("width_names")), names(d.get("depth_names"))
+        if "width_names" in d and "channel_names" not in d:  # written before the vocabulary split
+            d = {{"width_names": "channel_names", "width_choices": "channel_choices"}.get(k, k): v for k, v in d.items()}
+        wn, dn = names(d.get("channel_names")), names(d.get("depth_names"))
         mult = d.get("width_multipliers", (0.25, 0.5, 0.75, 1.0))
         if not isinstance(mult, (list, tuple)) or not mult or not all(
                 isinstance(m, (int, float)) and not isinstance(m, bool) and 0 < m <= 1 for m in mult):
             raise SpecError("search space width multipliers must be numbers in (0, 1]")
-        return cls(d["family"], wn, choices(d.get("width_choices"), len(wn)), dn, choices(d.get("depth_choices"), len(dn)),
+        return cls(d["family"], wn, choices(d.get("channel_choices"), len(wn)), dn, choices(d.get("depth_choices"), len(dn)),
                    tuple(float(m) for m in mult))

@@ -85,7 +85,7 @@ def training_spec(space: SearchSpace, rng: np.random.Generator, policy: str = "p
     m = space.width_multipliers[rng.integers(len(space.width_multipliers))]
     base = space.uniform(m)
     depths = tuple(int(c[rng.integers(len(c))]) for c in space.depth_choices)
-    return SubnetSpec(space.family, base.widths, depths)
+    return SubnetSpec(space.family, base.channels, depths)
 
 
 @dataclass(frozen=True)

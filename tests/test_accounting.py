@@ -55,7 +55,7 @@ def test_info_cli_table_and_json():
     assert "dscnn-w64.96.160.224-d2.3.3" in res.output and "239,212" in res.output and "✓" in res.output
     res = runner.invoke(app, ["info", "--family", "kwt", "--json"])
     data = json.loads(res.stdout)
-    assert data["space"]["width_names"] == ["embed", "mlp"]
+    assert data["space"]["channel_names"] == ["embed", "mlp"]
     assert all(r["within_budget"] for r in data["subnets"])
     assert len(data["subnets"]) == 20  # 4 widths × 5 depths
 

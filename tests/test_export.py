@@ -43,7 +43,7 @@ def test_export_layout_and_manifest(exported):
                  "frontend.json", "manifest.json", "golden/index.json", "golden/features.npy", "golden/clip_00.wav"):
         assert (exported / name).is_file(), name
     m = json.loads((exported / "manifest.json").read_text())
-    assert m["spec"] == {"family": "dscnn", "widths": [32, 48, 80, 112], "depths": [2, 3, 3]}
+    assert m["spec"] == {"family": "dscnn", "channels": [32, 48, 80, 112], "depths": [2, 3, 3]}
     assert m["validation"]["passed"] and all(c["passed"] for c in m["validation"]["checks"])
     assert len(m["validation"]["checks"]) == 6
     for rel, sha in m["files"].items():

@@ -113,7 +113,7 @@ def test_checkpoints_carry_their_architecture_and_class_count(tmp_path):
     loaded = load_checkpoint(path)
     assert loaded.arch == arch and loaded.family_def().arch.dropout == 0.3
     payload = torch.load(path, weights_only=True)
-    assert payload["format"] == "edgekws.supernet/3"
+    assert payload["format"] == "edgekws.supernet/4"
 
     res = CliRunner().invoke(app, ["info", "--checkpoint", str(path), "--json"])
     assert res.exit_code == 0, res.output

@@ -206,11 +206,11 @@ def test_costmodel_fit_cli_and_its_bad_input(tmp_path):
 def test_search_never_picks_a_spec_training_did_not_visit(oracle):
     from edgekws.search import search
 
-    uniform_widths = {s.widths for s in SPACE.width_multiplier_specs().values()}
+    uniform_widths = {s.channels for s in SPACE.width_multiplier_specs().values()}
     res = search(SPACE, _target(p95_ms=1.0), oracle.accuracy, KnownCosts(), trials=16, seed=1, population=6,
-                 trained=lambda s: s.widths in uniform_widths)  # a supernet trained with one width per subnet
-    assert res.pick is not None and res.pick.spec.widths in uniform_widths
-    assert all(e.spec.widths in uniform_widths for e in res.front)
+                 trained=lambda s: s.channels in uniform_widths)  # a supernet trained with one width per subnet
+    assert res.pick is not None and res.pick.spec.channels in uniform_widths
+    assert all(e.spec.channels in uniform_widths for e in res.front)
     assert any("untrained" in e.violations for e in res.evaluations)
 
 

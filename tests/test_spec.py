@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgekws.models import get_family, list_families
-from edgekws.spec import SpecError, SubnetSpec
+from edgekws.spec import SearchSpace, SpecError, SubnetSpec
 
 
 @pytest.mark.parametrize("family", list_families())
@@ -20,8 +20,8 @@ def test_canonical_members_are_valid(family):
 def test_uniform_widths_and_rounding():
     space = get_family("dscnn").space
     assert space.uniform(1.0) == space.largest()
-    assert space.uniform(0.25).widths == (16, 24, 40, 56)
-    assert space.uniform(0.5).widths == (32, 48, 80, 112)
+    assert space.uniform(0.25).channels == (16, 24, 40, 56)
+    assert space.uniform(0.5).channels == (32, 48, 80, 112)
     # other multipliers snap to the nearest trained width per slot (ties go wider)
     assert space.uniform(0.6) == space.uniform(0.5)
     assert space.uniform(0.65) == space.uniform(0.75)
@@ -35,11 +35,11 @@ def test_uniform_widths_and_rounding():
 
 def test_validation_errors_list_valid_choices():
     space = get_family("dscnn").space
-    with pytest.raises(SpecError, match=r"width 100 for 'stage2' is not in the space \(valid: 40, 80, 120, 160\)"):
+    with pytest.raises(SpecError, match=r"channels 100 for 'stage2' is not in the space \(valid: 40, 80, 120, 160\)"):
         space.validate(SubnetSpec("dscnn", (64, 96, 100, 224), (2, 3, 3)))
     with pytest.raises(SpecError, match="depth 4 for 'stage1'"):
         space.validate(SubnetSpec("dscnn", (64, 96, 160, 224), (4, 3, 3)))
-    with pytest.raises(SpecError, match=r"4 widths \(stem, stage1, stage2, stage3\), got 2"):
+    with pytest.raises(SpecError, match=r"4 channels \(stem, stage1, stage2, stage3\), got 2"):
         space.validate(SubnetSpec("dscnn", (64, 96), (2, 3, 3)))
     with pytest.raises(SpecError, match="family 'kwt'"):
         space.validate(get_family("kwt").space.largest())
@@ -70,8 +70,8 @@ def test_crossover_takes_slots_from_parents():
     space = get_family("dscnn").space
     a, b = space.largest(), space.smallest()
     child = space.crossover(a, b, np.random.default_rng(1))
-    for i, w in enumerate(child.widths):
-        assert w in (a.widths[i], b.widths[i])
+    for i, w in enumerate(child.channels):
+        assert w in (a.channels[i], b.channels[i])
 
 
 def test_name_is_readable():
@@ -85,10 +85,27 @@ def test_per_stage_sampling_visits_mixed_widths_and_uniform_does_not():
     from edgekws.step import training_spec
 
     space = get_family("dscnn").space
-    uniform = {s.widths for s in space.width_multiplier_specs().values()}
+    uniform = {s.channels for s in space.width_multiplier_specs().values()}
     rng = np.random.default_rng(0)
     per_stage = [training_spec(space, rng, "per_stage") for _ in range(400)]
-    assert sum(s.widths not in uniform for s in per_stage) > 300  # 252 of 256 width tuples are mixed
-    for slot, choices in enumerate(space.width_choices):
-        assert {s.widths[slot] for s in per_stage} == set(choices)
-    assert all(training_spec(space, rng, "uniform").widths in uniform for _ in range(100))
+    assert sum(s.channels not in uniform for s in per_stage) > 300  # 252 of 256 width tuples are mixed
+    for slot, choices in enumerate(space.channel_choices):
+        assert {s.channels[slot] for s in per_stage} == set(choices)
+    assert all(training_spec(space, rng, "uniform").channels in uniform for _ in range(100))
+
+
+def test_one_vocabulary_channels_are_counts_and_old_widths_keys_still_read():
+    """`channels` are counts, a width is a multiplier: specs and spaces write `channels` /
+    `channel_choices`; those written before (`widths`, `width_names`, `width_choices`) read the
+    same; a spec with both keys is refused rather than guessed."""
+    space = get_family("dscnn").space
+    spec = space.uniform(0.5)
+    assert spec.to_dict() == {"family": "dscnn", "channels": [32, 48, 80, 112], "depths": [2, 3, 3]}
+    assert SubnetSpec.from_dict({"family": "dscnn", "widths": [32, 48, 80, 112], "depths": [2, 3, 3]}) == spec
+    assert SubnetSpec.from_json(spec.to_json()) == spec
+    with pytest.raises(SpecError, match='"channels"'):
+        SubnetSpec.from_dict({"family": "dscnn", "widths": [32], "channels": [32], "depths": [2]})
+    d = space.to_dict()
+    assert "channel_choices" in d and "width_choices" not in d and d["width_multipliers"] == [0.25, 0.5, 0.75, 1.0]
+    old = {{"channel_names": "width_names", "channel_choices": "width_choices"}.get(k, k): v for k, v in d.items()}
+    assert SearchSpace.from_dict(old) == space == SearchSpace.from_dict(d)

@@ -70,7 +70,7 @@ class ToyNet(nn.Module):
                  input_shape: tuple[int, int] = (49, 40), layers: dict | None = None):
         super().__init__()
         self.spec = spec
-        dim = spec.widths[0]
+        dim = spec.channels[0]
         layers = layers or {"embed": nn.Linear(input_shape[1], dim),
                             "blocks": nn.Sequential(*(Highway(dim) for _ in range(spec.depths[0]))),
                             "head": nn.Linear(dim, num_classes)}
@@ -85,7 +85,7 @@ class ToySupernet(nn.Module):
                  input_shape: tuple[int, int] = (49, 40)):
         super().__init__()
         self.space, self.arch, self.num_classes, self.input_shape = space, arch, num_classes, input_shape
-        dim = space.width_choices[0][-1]
+        dim = space.channel_choices[0][-1]
         self.embed = DynamicLinear(input_shape[1], dim)
         self.blocks = nn.ModuleList(DynamicHighway(dim) for _ in range(max(space.depth_choices[0])))
         self.head = DynamicLinear(dim, num_classes)
@@ -94,7 +94,7 @@ class ToySupernet(nn.Module):
     def set_active(self, spec: SubnetSpec) -> None:
         self.space.validate(spec)
         self.active = spec
-        self.embed.active_out = spec.widths[0]
+        self.embed.active_out = spec.channels[0]
 
     def forward(self, x):
         x = F.relu(self.embed(x))
@@ -103,7 +103,7 @@ class ToySupernet(nn.Module):
         return self.head(x.mean(dim=1))
 
     def get_active_subnet(self) -> ToyNet:
-        dim = self.active.widths[0]
+        dim = self.active.channels[0]
         layers = {"embed": self.embed.to_static(self.input_shape[1]),
                   "blocks": nn.Sequential(*(b.to_static(dim) for b in self.blocks[: self.active.depths[0]])),
                   "head": self.head.to_static(dim)}
@@ -114,7 +114,7 @@ class ToySupernet(nn.Module):
 def toy_family():
     fam = register_family(Family(
         name=FAMILY,
-        space=SearchSpace.from_max(FAMILY, widths={"dim": (64, 16)}, depths={"layers": (1, 2)}),
+        space=SearchSpace.from_max(FAMILY, channels={"dim": (64, 16)}, depths={"layers": (1, 2)}),
         arch=ToyArch(), supernet_cls=ToySupernet, subnet_cls=ToyNet,
         description="toy slimmable highway MLP (a test's own family)"))
     yield fam

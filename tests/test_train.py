@@ -135,7 +135,7 @@ def test_uniform_sampling_shares_one_width_and_draws_depths():
     space = get_family("dscnn").space
     rng = np.random.default_rng(0)
     specs = [training_spec(space, rng, "uniform") for _ in range(50)]
-    assert all(s.widths in {u.widths for u in space.width_multiplier_specs().values()} for s in specs)
+    assert all(s.channels in {u.channels for u in space.width_multiplier_specs().values()} for s in specs)
     assert len({s.depths for s in specs}) > 5
 
 

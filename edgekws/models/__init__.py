@@ -112,7 +112,7 @@ register_family(Family(
     name="dscnn",
     space=SearchSpace.from_max(
         "dscnn",
-        widths={"stem": (64, 8), "stage1": (96, 8), "stage2": (160, 8), "stage3": (224, 8)},
+        channels={"stem": (64, 8), "stage1": (96, 8), "stage2": (160, 8), "stage3": (224, 8)},
         depths={"stage1": (1, 2), "stage2": (1, 2, 3), "stage3": (1, 2, 3)},
     ),
     arch=DSCNNArch(),
@@ -126,7 +126,7 @@ register_family(Family(
     name="kwt",
     space=SearchSpace.from_max(
         "kwt",
-        widths={"embed": (64, 16), "mlp": (128, 32)},
+        channels={"embed": (64, 16), "mlp": (128, 32)},
         depths={"layers": (2, 3, 4, 5, 6)},
     ),
     arch=KWTArch(),

@@ -49,7 +49,7 @@ class DSCNN(nn.Module):
         super().__init__()
         self.spec, self.arch = spec, arch
         if layers is None:
-            w0 = spec.widths[0]
+            w0 = spec.channels[0]
             plan = _plan(spec, arch)
             layers = {
                 "stem": nn.Sequential(
@@ -97,7 +97,7 @@ class DSCNNSupernet(nn.Module):
                  input_shape: tuple[int, int] = (49, 40)):
         super().__init__()
         self.space, self.arch, self.num_classes, self.input_shape = space, arch, num_classes, input_shape
-        wc = space.width_choices
+        wc = space.channel_choices
         self.stem_conv = DynamicConv2d(1, wc[0][-1], arch.stem_kernel, arch.stem_stride, arch.stem_padding, bias=arch.bias)
         self.stem_bn = SwitchableBatchNorm2d(wc[0])
         self.stages = nn.ModuleList()
@@ -113,8 +113,8 @@ class DSCNNSupernet(nn.Module):
     def set_active(self, spec: SubnetSpec) -> None:
         self.space.validate(spec)
         self.active = spec
-        self.stem_conv.active_out = spec.widths[0]
-        for stage, width in zip(self.stages, spec.widths[1:]):
+        self.stem_conv.active_out = spec.channels[0]
+        for stage, width in zip(self.stages, spec.channels[1:]):
             for block in stage:
                 block.pw.active_out = width
 
@@ -129,7 +129,7 @@ class DSCNNSupernet(nn.Module):
         """The active subnet as a plain `DSCNN`: each dynamic op's `to_static`, composed in the
         subnet's layout (see `edgekws.extract`)."""
         spec = self.active
-        w0 = spec.widths[0]
+        w0 = spec.channels[0]
         stem = nn.Sequential(self.stem_conv.to_static(1), self.stem_bn.to_static(w0), nn.ReLU())
         active = [b for stage, d in zip(self.stages, spec.depths) for b in stage[:d]]
         plan = _plan(spec, self.arch)

@@ -27,8 +27,8 @@ class DSCNNArch:
 
 def block_plan(spec: SubnetSpec, arch: DSCNNArch) -> list[tuple[int, int, int]]:
     """(in_channels, out_channels, stride) of every active block."""
-    blocks, cin = [], spec.widths[0]
-    for width, depth, stride in zip(spec.widths[1:], spec.depths, arch.stage_strides):
+    blocks, cin = [], spec.channels[0]
+    for width, depth, stride in zip(spec.channels[1:], spec.depths, arch.stage_strides):
         for i in range(depth):
             blocks.append((cin, width, stride if i == 0 else 1))
             cin = width
@@ -38,7 +38,7 @@ def block_plan(spec: SubnetSpec, arch: DSCNNArch) -> list[tuple[int, int, int]]:
 def dscnn_ops(spec: SubnetSpec, arch: DSCNNArch, num_classes: int, input_shape: tuple[int, int]) -> list[costs.Op]:
     """Stem conv (+BN, ReLU), depthwise-separable blocks (dw 3×3 +BN, ReLU, pw 1×1 +BN, ReLU),
     global average pool, dropout, linear head."""
-    w0 = spec.widths[0]
+    w0 = spec.channels[0]
     ops, hw = costs.conv2d_bn(1, w0, input_shape, arch.stem_kernel, arch.stem_stride, arch.stem_padding, bias=arch.bias)
     ops.append(costs.elementwise("relu", ops[-1].out_elems))
     channels = w0

@@ -88,7 +88,7 @@ class KWT(nn.Module):
         blocks, norm, head}."""
         super().__init__()
         self.spec, self.arch = spec, arch
-        dim, mlp_dim = spec.widths
+        dim, mlp_dim = spec.channels
         frames, n_mels = input_shape
         if layers is None:
             layers = {"embed": nn.Linear(n_mels, dim), "cls_token": nn.Parameter(torch.zeros(1, 1, dim)),
@@ -143,7 +143,7 @@ class KWTSupernet(nn.Module):
                  input_shape: tuple[int, int] = (49, 40)):
         super().__init__()
         self.space, self.arch, self.num_classes, self.input_shape = space, arch, num_classes, input_shape
-        dim, mlp_dim = (c[-1] for c in space.width_choices)
+        dim, mlp_dim = (c[-1] for c in space.channel_choices)
         frames, n_mels = input_shape
         self.embed = DynamicLinear(n_mels, dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -160,13 +160,13 @@ class KWTSupernet(nn.Module):
     def set_active(self, spec: SubnetSpec) -> None:
         self.space.validate(spec)
         self.active = spec
-        dim, mlp_dim = spec.widths
+        dim, mlp_dim = spec.channels
         self.embed.active_out = dim
         for block in self.blocks:
             block.set_active(dim, mlp_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dim = self.active.widths[0]
+        dim = self.active.channels[0]
         x = self.embed(x)
         x = torch.cat([self.cls_token[..., :dim].expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed[..., :dim]
         for block in self.blocks[: self.active.depths[0]]:
@@ -176,7 +176,7 @@ class KWTSupernet(nn.Module):
     def get_active_subnet(self) -> KWT:
         """The active subnet as a plain `KWT`: each dynamic op's `to_static`, composed."""
         spec = self.active
-        dim = spec.widths[0]
+        dim = spec.channels[0]
         blocks = nn.Sequential(*(b.to_static(dim) for b in self.blocks[: spec.depths[0]]))
         layers = {"embed": self.embed.to_static(self.input_shape[1]),
                   "cls_token": nn.Parameter(self.cls_token[..., :dim].detach().clone()),

@@ -18,7 +18,7 @@ class KWTArch:
 def kwt_ops(spec: SubnetSpec, arch: KWTArch, num_classes: int, input_shape: tuple[int, int]) -> list[costs.Op]:
     """Frame embedding, class token and positional embedding, pre-norm layers (LN, attention,
     LN, MLP with GELU, each inside a residual stream), final LN, dropout, head on the class token."""
-    dim, mlp = spec.widths
+    dim, mlp = spec.channels
     frames, n_mels = input_shape
     t = frames + 1
     ops = [costs.linear(n_mels, dim, frames), costs.free_parameter(dim), costs.free_parameter(t * dim)]
