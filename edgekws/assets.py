@@ -2,6 +2,7 @@
 
 `edgekws/assets/` holds
 - `dscnn_supernet.pt` — the default `dscnn` supernet (a normal checkpoint);
+- `kwt_supernet.pt` — the `kwt` supernet, picked with `--supernet kwt`;
 - `pack.npz` — the pinned evaluation/calibration pack: the first N examples of the test split
   in the pinned order (features as float16, targets, keys), and the audio of the first few clips
   as int16 for golden vectors;
@@ -25,9 +26,30 @@ from edgekws.fileio import atomic_path
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_CHECKPOINT = ASSETS / "dscnn_supernet.pt"
+# one trained supernet per family that ships; what `--supernet FAMILY` names
+SHIPPED_SUPERNETS = {"dscnn": DEFAULT_CHECKPOINT, "kwt": ASSETS / "kwt_supernet.pt"}
 DEFAULT_PACK = ASSETS / "pack.npz"
 VALIDATION_PACK = ASSETS / "val_pack.npz"
 PACK_SPLITS = ("testing", "validation")
+
+
+def shipped_checkpoint(family: str) -> Path:
+    """The shipped supernet of `family`; a family that ships none is one line naming those that do."""
+    path = SHIPPED_SUPERNETS.get(family)
+    if path is None or not path.is_file():
+        have = ", ".join(f for f, p in SHIPPED_SUPERNETS.items() if p.is_file())
+        raise EdgeKWSError(f"no shipped supernet for family '{family}' (shipped: {have}; "
+                           f"give --checkpoint for one you trained)")
+    return path
+
+
+def resolve_checkpoint(checkpoint: Path | None, supernet: str | None) -> Path:
+    """What `--checkpoint` / `--supernet` select: a user's file, a shipped family, or the default."""
+    if checkpoint is not None and supernet is not None:
+        raise EdgeKWSError("give --checkpoint or --supernet, not both")
+    if supernet is not None:
+        return shipped_checkpoint(supernet)
+    return Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
 
 
 @dataclass

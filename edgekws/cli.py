@@ -112,6 +112,8 @@ DataDir = Annotated[Path, typer.Option("--data-dir", "-d", help="A folder in the
 Protocol = Annotated[str, typer.Option(help="12 (10 keywords + unknown + silence) or 35 (all words).")]
 Seed = Annotated[int, typer.Option(help="Seed for every random choice (same seed, same result).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+Supernet = Annotated[Optional[str], typer.Option(help="Use the shipped supernet of this family (dscnn, kwt) "
+                                                      "instead of --checkpoint.")]
 
 
 def _print_version(value: bool) -> None:
@@ -408,6 +410,7 @@ def calibrate_cmd(
 def eval_cmd(
     data_dir: DataDir,
     checkpoint: Annotated[Optional[Path], typer.Option(help="A checkpoint written by `edgekws train` (default: the shipped dscnn supernet).")] = None,
+    supernet: Supernet = None,
     width: Annotated[Optional[list[float]], typer.Option(help="Width multiplier(s) to evaluate (default: all trained).")] = None,
     depth: Annotated[Optional[list[int]], typer.Option(callback=in_range(1, 64), help="Depth(s) per stage to evaluate (default: the largest).")] = None,
     spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Evaluate exactly this spec.")] = None,
@@ -420,15 +423,16 @@ def eval_cmd(
 
     Example: edgekws eval --data-dir data/synth --width 0.25 --width 1.0 --png confusion.png
     """
-    from edgekws.assets import DEFAULT_CHECKPOINT
+    from edgekws.assets import resolve_checkpoint
     from edgekws.evaluate import evaluate_checkpoint, plot_confusions
     from edgekws.info import load_spec_file
 
-    # the shipped checkpoint lives in the package, which is not the user's folder: its PNG goes to
+    # a shipped checkpoint lives in the package, which is not the user's folder: its PNG goes to
     # the working directory, a user checkpoint's beside it
-    png = png or (Path(f"{DEFAULT_CHECKPOINT.stem}_confusion_{split}.png") if checkpoint is None
+    shipped = checkpoint is None
+    checkpoint = resolve_checkpoint(checkpoint, supernet)
+    png = png or (Path(f"{checkpoint.stem}_confusion_{split}.png") if shipped
                   else checkpoint.with_name(f"{checkpoint.stem}_confusion_{split}.png"))
-    checkpoint = checkpoint or DEFAULT_CHECKPOINT
     rep = evaluate_checkpoint(checkpoint, data_dir, width, depth, load_spec_file(spec_file) if spec_file else None,
                               split, cache_dir)
     plot_confusions(rep, png)
@@ -488,6 +492,7 @@ def export_cmd(
     spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Export exactly this spec (JSON).")] = None,
     depth: Annotated[Optional[int], typer.Option(callback=in_range(1, 64), help="Blocks per stage (default: the largest).")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="Supernet checkpoint (default: the shipped one).")] = None,
+    supernet: Supernet = None,
     family: Annotated[Optional[str], typer.Option(help="Export an untrained reference of this family instead (seeded "
                                                        "weights, synthetic inputs; e.g. dscnn_mlperf for latency).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder that receives <subnet-name>/.")] = Path("export"),
@@ -510,12 +515,17 @@ def export_cmd(
     import time
     from dataclasses import asdict
 
+    from edgekws.assets import resolve_checkpoint
     from edgekws.export import PRECISIONS, GateError, Thresholds, export_subnet, parse_list
     from edgekws.export.formats import EXPORT_FORMATS
     from edgekws.info import load_spec_file
 
     if width is not None and spec_file is not None:
         raise EdgeKWSError("give --width or --spec, not both")
+    if supernet is not None:
+        if family is not None:
+            raise EdgeKWSError("give --supernet (a shipped trained supernet) or --family (an untrained reference), not both")
+        checkpoint = resolve_checkpoint(checkpoint, supernet)
     t0 = time.perf_counter()
     try:
         with err.status("exporting", spinner="dots") if not as_json and err.is_terminal else contextlib.nullcontext() as status:
@@ -913,6 +923,7 @@ def search_cmd(
     precisions: Precisions = "float,int8",
     results: BoardResults = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="Supernet checkpoint (default: the shipped one).")] = None,
+    supernet: Supernet = None,
     work: Annotated[Path, typer.Option(help="Measurements and exports, kept for the next run.")] = Path("release"),
     as_json: AsJson = False,
 ) -> None:
@@ -921,6 +932,7 @@ def search_cmd(
 
     Example: edgekws search --target pi4 --trials 200
     """
+    from edgekws.assets import resolve_checkpoint
     from edgekws.release import prepare
     from edgekws.search import search
     from edgekws.targets import get_target
@@ -928,7 +940,7 @@ def search_cmd(
     tgt = get_target(target)
     say = (lambda m: err.print(escape(m), soft_wrap=True, highlight=False))
     precs = _precisions(precisions)
-    ctx = prepare([tgt], work, checkpoint, results or [], samples, seed, _runtimes(runtimes), precs, log=say)
+    ctx = prepare([tgt], work, resolve_checkpoint(checkpoint, supernet), results or [], samples, seed, _runtimes(runtimes), precs, log=say)
     pred = ctx.predictor(tgt)
     res = search(ctx.oracle.ck.space, tgt, ctx.oracle.accuracy, pred, ctx.tier_runtimes[tgt.key], precs, trials=trials,
                  seed=seed, trained=ctx.oracle.ck.trained, log=say)
@@ -969,6 +981,7 @@ def release_cmd(
     precisions: Precisions = "float,int8",
     results: BoardResults = None,
     checkpoint: Annotated[Optional[Path], typer.Option(help="Supernet checkpoint (default: the shipped one).")] = None,
+    supernet: Supernet = None,
     force: Annotated[bool, typer.Option(help="Redo tiers released before.")] = False,
 ) -> None:
     """One verified model per device tier: search, export through the gates, verify on the board
@@ -977,13 +990,14 @@ def release_cmd(
 
     Example: edgekws release --targets pi3 --targets pi4 --targets pi5 --out release/
     """
+    from edgekws.assets import resolve_checkpoint
     from edgekws.release import release
     from edgekws.targets import get_target
 
     tgts = [get_target(t) for t in targets]
     if len({t.key for t in tgts}) != len(tgts):
         raise EdgeKWSError("a target is listed twice")
-    index = release(tgts, out_dir, checkpoint, results or [], trials, seed, samples, _runtimes(runtimes),
+    index = release(tgts, out_dir, resolve_checkpoint(checkpoint, supernet), results or [], trials, seed, samples, _runtimes(runtimes),
                     _precisions(precisions), force=force, log=lambda m: err.print(escape(m), soft_wrap=True, highlight=False))
     t = Table("tier", "pick", "precision", "val. acc.", "test acc.", "p95 ms", "latency", "model KB", "RAM KB", "status",
               box=box.SIMPLE_HEAD, title=f"release in {escape(str(out_dir))}")

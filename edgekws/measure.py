@@ -70,12 +70,14 @@ class RowLog:
 
 
 def export_cached(spec: SubnetSpec, checkpoint: Path, cache: Path, checkpoint_sha256: str) -> Path:
-    """The spec's export folder under `cache` (the checkpoint's sha256 names it), made once."""
+    """The spec's export folder under `cache` (the checkpoint's sha256 names it), made once. An
+    int8 artefact that fails its gates is left out of it (`refused` in its manifest): that spec
+    stays a float candidate, and its int8 is neither measured nor released."""
     from edgekws.export import export_subnet
 
     folder = cache / f"ckpt-{checkpoint_sha256[:16]}" / spec.name
     if not (folder / "manifest.json").exists():
-        export_subnet(spec=spec, checkpoint=checkpoint, out=folder.parent, force=True)
+        export_subnet(spec=spec, checkpoint=checkpoint, out=folder.parent, force=True, int8_optional=True)
     return folder
 
 
@@ -101,6 +103,7 @@ def collect(specs: list[SubnetSpec], checkpoint: Path, cache: Path, rows: RowLog
             for cpu, rt in cpus:
                 todo.append(("insn", spec, prec, rt, cpu))
     host_versions = None  # imports both runtimes: only when something is measured here
+    refused: set[tuple[str, str]] = set()
     done = 0
     for kind, spec, prec, rt, where in todo:
         key = f"{kind}|{ck_sha[:16]}|{spec.name}|{rt}|{prec}|{where}"
@@ -109,6 +112,11 @@ def collect(specs: list[SubnetSpec], checkpoint: Path, cache: Path, rows: RowLog
         folder = export_cached(spec, checkpoint, cache, ck_sha)
         manifest = load_manifest(folder)
         model = folder / PRECISION_FILE[(rt, prec)]
+        if model.name in manifest.get("refused", {}):
+            if (spec.name, model.name) not in refused:
+                refused.add((spec.name, model.name))
+                log(f"  {spec.name}: {model.name} failed its accuracy gates: not measured, never released")
+            continue
         base = {"record": RECORD, "key": key, "kind": kind, "spec": spec.to_dict(), "name": spec.name, "runtime": rt,
                 "precision": prec, "checkpoint_sha256": ck_sha, "model_sha256": manifest["files"][model.name],
                 "model_bytes": model.stat().st_size, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -118,7 +118,9 @@ def build_predictor(target: DeviceTarget, source: str, rows: dict[str, dict], bo
         for prec in precisions:
             host = [r for r in mine if r["kind"] == "host" and r["runtime"] == rt and r["precision"] == prec]
             if not host:
-                raise EdgeKWSError(f"no host rows for {rt} {prec}: nothing to fit model RAM and size on")
+                raise EdgeKWSError(f"no host rows for {rt} {prec}: nothing to fit model RAM and size on"
+                                   + (" (every measured subnet's int8 failed its accuracy gates: release with "
+                                      "--precisions float)" if prec == "int8" else ""))
             group = {"device": "local", "runtime": rt, "precision": prec, "threads": host[0]["threads"]}
             ram[(rt, prec)] = fit([(SubnetSpec.from_dict(r["spec"]), r["ram_kb"] or float("nan")) for r in host], "ram_kb", group)
             acct = np.array([[1.0, getattr(account(SubnetSpec.from_dict(r["spec"])),
@@ -385,7 +387,9 @@ def release(targets: list[DeviceTarget], out: Path, checkpoint: Path | None = No
             log: Callable[[str], None] = print) -> dict:
     """Release every tier; returns the index. A tier that nothing fits does not raise: its
     status says so, it is listed in `failed`, and the caller exits non-zero."""
+    from edgekws.artefacts import PRECISION_FILE
     from edgekws.fileio import ensure_writable_dir, replace_dir, write_bytes_atomic
+    from edgekws.manifest import load_manifest
     from edgekws.measure import export_cached
 
     ctx = prepare(targets, out, checkpoint, board_results, samples, seed, runtimes, precisions, pack, log)
@@ -420,9 +424,17 @@ def release(targets: list[DeviceTarget], out: Path, checkpoint: Path | None = No
                 "ram_model": {f"{r}/{p}": m.to_dict() for (r, p), m in pred.ram.items()},
                 "search": result.to_dict(), "uniform_best": ubest.to_dict() if ubest else None, "notes": []}
         candidates = sorted((e for e in result.front), key=lambda e: (-e.accuracy, e.latency_ms))
-        chosen, verified = None, None
-        for ev in candidates[:3]:
+        chosen, verified, tried = None, None, 0
+        for ev in candidates:
+            if tried == 3:  # three picks that failed on the device: the models are off, say so
+                break
             folder = export_cached(ev.spec, checkpoint, out / "_exports", ck_sha)
+            file = PRECISION_FILE[(ev.runtime, ev.precision)]
+            if file in load_manifest(folder).get("refused", {}):  # not a device failure: not counted
+                tier["notes"].append(f"{ev.spec.name} {ev.precision} skipped: its {file} failed the accuracy gates")
+                log(f"{t.key}: {tier['notes'][-1]}")
+                continue
+            tried += 1
             v = verify(folder, ev, t, sources[t.key], tier_dir, log)
             problems = budget_problems(v, ev, t)
             if not problems:

@@ -101,6 +101,40 @@ def test_failed_gate_leaves_nothing(tmp_path):
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_int8_that_fails_its_gates_is_refused_only_when_optional(tmp_path):
+    """The release's export: an int8 artefact below its gate is left out and said so in the
+    manifest, the float ones ship; the same export asked for by a user fails and writes nothing.
+    Then the release's measurement skips the refused int8 and measures the float."""
+    from edgekws.export import GateError
+    from edgekws.fileio import sha256_file
+    from edgekws.measure import RowLog, collect
+
+    impossible = Thresholds(int8_agreement=1.01)  # no artefact agrees more than always
+    with pytest.raises(GateError, match="model_int8.tflite top-1 agreement"):
+        export_subnet(width=0.25, out=tmp_path / "strict", formats=("tflite",), thresholds=impossible)
+    assert not (tmp_path / "strict").exists() or not any((tmp_path / "strict").iterdir())
+    sha = sha256_file(DEFAULT_CHECKPOINT)
+    cache = tmp_path / "cache"
+    res = export_subnet(width=0.25, out=cache / f"ckpt-{sha[:16]}", formats=("tflite",), thresholds=impossible,
+                        int8_optional=True)
+    names = {p.name for p in res.out_dir.iterdir()}
+    assert "model_float.tflite" in names and "model_int8.tflite" not in names
+    m = res.manifest
+    refused = m["refused"]["model_int8.tflite"]
+    assert refused["reason"] == "failed its accuracy gates" and refused["quantization"]["calibration_examples"] == 200
+    assert any(c["metric"] == "top-1 agreement" and not c["passed"] for c in refused["checks"])
+    assert m["validation"]["passed"] and "model_int8.tflite" not in m["files"] and "tflite int8" not in m["validation"]["accuracy"]
+    assert "golden/expected_tflite_int8.npy" not in m["files"]
+    logged = []
+    rows = collect([res.spec], DEFAULT_CHECKPOINT, cache, RowLog(tmp_path / "rows.jsonl"), [("litert", 1)], [],
+                   ("float", "int8"), runs=20, log=logged.append)
+    assert [r["precision"] for r in rows.values()] == ["float"]
+    assert any("model_int8.tflite failed its accuracy gates" in line for line in logged)
+    with pytest.raises(GateError):  # a failing float artefact is never optional
+        export_subnet(width=0.25, out=tmp_path / "f", formats=("tflite",), int8_optional=True,
+                      thresholds=Thresholds(float_atol=0.0, int8_agreement=1.01))
+
+
 @pytest.mark.parametrize("family", [f for f in list_families()])
 def test_torch_tflite_and_onnx_float_parity_per_family(family):
     from edgekws.export import onnx_format, tflite_format

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgekws.artefacts import FORMATS, PRECISIONS
+from edgekws.artefacts import FORMATS, PRECISIONS, model_file
 from edgekws.errors import EdgeKWSError
 from edgekws.export.formats import EXPORT_FORMATS, Check, Job, Thresholds, ValidationReport
 from edgekws.fileio import atomic_dir, ensure_writable_dir, sha256_file, sweep_stale
@@ -93,6 +93,7 @@ def export_subnet(
     golden: int = 8,
     family: str | None = None,
     progress: Callable[[str], None] | None = None,
+    int8_optional: bool = False,
 ) -> ExportResult:
     """Extract `spec` (or the uniform `width`/`depth` subnet) from a supernet checkpoint,
     convert it to every requested format and precision, validate each artefact against float
@@ -102,7 +103,12 @@ def export_subnet(
 
     `family` without a checkpoint exports an **untrained reference** of that family (seeded
     weights, synthetic inputs): a latency and memory reference such as MLPerf Tiny's DS-CNN,
-    marked untrained in the manifest, validated for conversion parity only."""
+    marked untrained in the manifest, validated for conversion parity only.
+
+    `int8_optional`: an int8 artefact that fails its gates is left out (the manifest's `refused`
+    says which and why) instead of failing the export, as long as every float artefact passes.
+    The release uses it: a subnet whose int8 is not accurate enough is still a float candidate,
+    and its int8 is never measured or shipped. A user's `export` asked for int8 and fails."""
     import torch
 
     say = progress or (lambda stage: None)
@@ -201,6 +207,19 @@ def export_subnet(
                 if art.quantization is not None:
                     quant[name] = art.quantization
 
+    refused: dict[str, dict] = {}
+    bad = {c.artefact for c in checks if not c.passed}
+    if int8_optional and bad and len(bad) < len(files) and all(a.split(".")[0].endswith("_int8") for a in bad):
+        for fmt_name in formats:
+            file = model_file(fmt_name, "int8")
+            if file in bad:
+                refused[file] = {"reason": "failed its accuracy gates",
+                                 "checks": [asdict(c) for c in checks if c.artefact == file],
+                                 "accuracy": round(float((outputs.pop(f"{fmt_name}_int8").argmax(1) == pack.targets).mean()), 4),
+                                 "quantization": quant.pop(fmt_name, None)}
+                files.pop(file)
+        checks = [c for c in checks if c.artefact not in refused]
+
     same = len({p for p in per_format.values()}) <= 1
     report = ValidationReport(
         len(pack), ref_acc,
@@ -241,6 +260,7 @@ def export_subnet(
                             "note": "seeded initial weights: a latency and memory reference, not a keyword spotter; "
                                     "validated on synthetic inputs for conversion parity only"}),
             "validation": report.to_dict(),
+            **({"refused": refused} if refused else {}),
             "tools": tools,
         }
         manifest["files"] = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
