@@ -41,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
-    for w in args.channels:
+    for w in args.widths:
         folder = next(iter(sorted(args.work.glob(f"w{w:g}/*/manifest.json"))), None)
         folder = folder.parent if folder else export_subnet(width=w, out=args.work / f"w{w:g}", force=True).out_dir
         for precision in ("float", "int8"):

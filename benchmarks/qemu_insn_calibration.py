@@ -40,7 +40,7 @@ def main() -> None:
         return found.parent if found else export_subnet(out=args.work / tag, force=True, **kw).out_dir
 
     models = [("dscnn_mlperf", folder_for("mlperf", family="dscnn_mlperf"))]
-    models += [(f"supernet w{w:g}", folder_for(f"w{w:g}", width=w)) for w in args.channels]
+    models += [(f"supernet w{w:g}", folder_for(f"w{w:g}", width=w)) for w in args.widths]
     rows = []
     for label, folder in models:
         macs = load_manifest(folder)["accounting"]["macs"]

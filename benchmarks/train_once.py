@@ -54,7 +54,7 @@ def main() -> None:
     twins = {}
     recorded = json.loads(args.twins_from.read_text()) if args.twins_from else None
     for m, spec in space.width_multiplier_specs().items():
-        if args.channels and m not in args.channels:
+        if args.widths and m not in args.widths:
             continue
         if recorded is not None:
             continue
@@ -84,7 +84,7 @@ def main() -> None:
         if mismatch or recorded["epochs"] != args.epochs:
             raise SystemExit(f"{args.twins_from}: twins were trained with another recipe ({mismatch}) or epochs")
         for r in recorded["rows"]:
-            if args.channels and r["width"] not in args.channels:
+            if args.widths and r["width"] not in args.widths:
                 continue
             sup_acc = sup.metrics["test"][f"width_{r['width']:g}"]["accuracy"]
             rows.append({**r, "supernet": sup_acc, "delta_pt": round(100 * (sup_acc - r["twin"]), 2),
