@@ -187,6 +187,17 @@ def test_kwt_exports_to_every_format(tmp_path):
     assert {p.name for p in res.out_dir.iterdir()} >= {"model_float.onnx", "model_int8.onnx", "model_float.tflite", "model_int8.tflite"}
 
 
+def test_export_the_shipped_kwt_supernet(tmp_path):
+    res = runner.invoke(app, ["export", "--supernet", "kwt", "--width", "0.25", "--formats", "tflite", "--precision",
+                              "float", "--out", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout)["manifest"]
+    assert m["family"] == "kwt" and m["checkpoint"]["path"] == "kwt_supernet.pt" and m["validation"]["passed"]
+    assert m["validation"]["pytorch_float_accuracy"] > 0.5  # a trained keyword spotter, not seeded weights
+    one_line_error(runner.invoke(app, ["export", "--supernet", "kwt", "--family", "dscnn", "--out", str(tmp_path)]),
+                   "--supernet", "--family", "not both")
+
+
 def test_bad_inputs(tmp_path, exported):
     out = str(tmp_path / "o")
     one_line_error(runner.invoke(app, ["export", "--width", "3", "--out", out]), "0.25, 0.5, 0.75, 1.0")

@@ -235,6 +235,22 @@ def test_eval_without_checkpoint_uses_the_shipped_supernet(tiny_corpus, tmp_path
     assert Path(rep["confusion_png"]).parent == Path(".") and (tmp_path / rep["confusion_png"]).exists()
 
 
+def test_supernet_option_evaluates_a_shipped_family(tiny_corpus, tmp_path, monkeypatch):
+    from cliutil import one_line_error
+
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["eval", "--supernet", "kwt", "--data-dir", str(tiny_corpus), "--width", "0.25",
+                                   "--json", "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert rep["checkpoint"].endswith("kwt_supernet.pt") and rep["results"][0]["name"].startswith("kwt-")
+    assert Path(rep["confusion_png"]).name == "kwt_supernet_confusion_testing.png"
+    one_line_error(CliRunner().invoke(app, ["eval", "--supernet", "cnn", "--data-dir", str(tiny_corpus)]),
+                   "no shipped supernet for family 'cnn'", "shipped: dscnn, kwt")
+    one_line_error(CliRunner().invoke(app, ["eval", "--supernet", "kwt", "--checkpoint", "x.pt", "--data-dir",
+                                            str(tiny_corpus)]), "give --checkpoint or --supernet, not both")
+
+
 def test_leave_one_engine_out_command(tiny_corpus, tmp_path):
     import csv
 
