@@ -942,7 +942,7 @@ def search_cmd(
     precs = _precisions(precisions)
     ctx = prepare([tgt], work, resolve_checkpoint(checkpoint, supernet), results or [], samples, seed, _runtimes(runtimes), precs, log=say)
     pred = ctx.predictor(tgt)
-    res = search(ctx.oracle.ck.space, tgt, ctx.oracle.accuracy, pred, ctx.tier_runtimes[tgt.key], precs, trials=trials,
+    res = search(ctx.oracle.ck.space, tgt, ctx.oracle.accuracy, pred, ctx.tier_runtimes[tgt.key], pred.precisions, trials=trials,
                  seed=seed, trained=ctx.oracle.ck.trained, log=say)
     ctx.oracle.flush()
     doc = {**res.to_dict(), "latency_source": ctx.sources[tgt.key],

@@ -28,7 +28,7 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -69,6 +69,8 @@ class TierPredictor:
     ram: dict[tuple[str, str], CostModel]
     size: dict[tuple[str, str], tuple[float, float]]  # file bytes = a + b × accounted bytes
     num_classes: int = 12
+    precisions: tuple[str, ...] = ("float", "int8")  # what the models cover: what the search may pick
+    notes: list[str] = field(default_factory=list)
 
     def model_kb(self, spec: SubnetSpec, runtime: str, precision: str) -> float:
         from edgekws.accounting import account
@@ -114,37 +116,57 @@ def build_predictor(target: DeviceTarget, source: str, rows: dict[str, dict], bo
             board.update({f"{rt}/{k}": m for k, m in fit_bench_rows(board_rows, rt, target.threads, target.device,
                                                                     log, family).items()})
     latency, p95, ram, size = {}, {}, {}, {}
-    for rt in runtimes:
-        for prec in precisions:
-            host = [r for r in mine if r["kind"] == "host" and r["runtime"] == rt and r["precision"] == prec]
-            if not host:
-                raise EdgeKWSError(f"no host rows for {rt} {prec}: nothing to fit model RAM and size on"
-                                   + (" (every measured subnet's int8 failed its accuracy gates: release with "
-                                      "--precisions float)" if prec == "int8" else ""))
-            group = {"device": "local", "runtime": rt, "precision": prec, "threads": host[0]["threads"]}
-            ram[(rt, prec)] = fit([(SubnetSpec.from_dict(r["spec"]), r["ram_kb"] or float("nan")) for r in host], "ram_kb", group)
-            acct = np.array([[1.0, getattr(account(SubnetSpec.from_dict(r["spec"])),
-                                           "size_int8_bytes" if prec == "int8" else "size_float_bytes")] for r in host])
-            coef, *_ = np.linalg.lstsq(acct, np.array([r["model_bytes"] for r in host], dtype=float), rcond=None)
-            size[(rt, prec)] = (float(coef[0]), float(coef[1]))
-            if source == "host":
-                samples = [(SubnetSpec.from_dict(r["spec"]), r) for r in host if r["threads"] == target.threads]
-                latency[(rt, prec)] = fit([(s, r["latency_ms"]["median"]) for s, r in samples], "latency_ms", group)
-                p95[(rt, prec)] = fit([(s, r["latency_ms"]["p95"]) for s, r in samples], "latency_p95_ms", group)
-            elif source == "estimated":
-                cpu = qemu_cpu(target.cpu)
-                counted = [r for r in mine if r["kind"] == "insn" and r["runtime"] == rt and r["precision"] == prec
-                           and r["cpu"] == cpu]
-                g = {"cpu": cpu, "runtime": rt, "precision": prec, "threads": 1}
-                latency[(rt, prec)] = fit([(SubnetSpec.from_dict(r["spec"]), r["instructions"]) for r in counted],
-                                          "instructions", g)
-            else:
-                if f"{rt}/{prec}/latency_ms" not in board:
-                    raise EdgeKWSError(f"the board rows of {target.device} have no {rt} {prec} rows at "
-                                       f"{target.threads} thread(s)")
-                latency[(rt, prec)] = board[f"{rt}/{prec}/latency_ms"]
-                p95[(rt, prec)] = board[f"{rt}/{prec}/latency_p95_ms"]
-    return TierPredictor(target, source, latency, p95, ram, size)
+
+    def fit_one(rt: str, prec: str) -> None:
+        host = [r for r in mine if r["kind"] == "host" and r["runtime"] == rt and r["precision"] == prec]
+        if not host:
+            raise EdgeKWSError(f"no host rows for {rt} {prec}: nothing to fit model RAM and size on"
+                               + (" (every measured subnet's int8 failed its accuracy gates: release with "
+                                  "--precisions float)" if prec == "int8" else ""))
+        group = {"device": "local", "runtime": rt, "precision": prec, "threads": host[0]["threads"]}
+        ram[(rt, prec)] = fit([(SubnetSpec.from_dict(r["spec"]), r["ram_kb"] or float("nan")) for r in host], "ram_kb", group)
+        acct = np.array([[1.0, getattr(account(SubnetSpec.from_dict(r["spec"])),
+                                       "size_int8_bytes" if prec == "int8" else "size_float_bytes")] for r in host])
+        coef, *_ = np.linalg.lstsq(acct, np.array([r["model_bytes"] for r in host], dtype=float), rcond=None)
+        size[(rt, prec)] = (float(coef[0]), float(coef[1]))
+        if source == "host":
+            samples = [(SubnetSpec.from_dict(r["spec"]), r) for r in host if r["threads"] == target.threads]
+            latency[(rt, prec)] = fit([(s, r["latency_ms"]["median"]) for s, r in samples], "latency_ms", group)
+            p95[(rt, prec)] = fit([(s, r["latency_ms"]["p95"]) for s, r in samples], "latency_p95_ms", group)
+        elif source == "estimated":
+            cpu = qemu_cpu(target.cpu)
+            counted = [r for r in mine if r["kind"] == "insn" and r["runtime"] == rt and r["precision"] == prec
+                       and r["cpu"] == cpu]
+            g = {"cpu": cpu, "runtime": rt, "precision": prec, "threads": 1}
+            latency[(rt, prec)] = fit([(SubnetSpec.from_dict(r["spec"]), r["instructions"]) for r in counted],
+                                      "instructions", g)
+        else:
+            if f"{rt}/{prec}/latency_ms" not in board:
+                raise EdgeKWSError(f"the board rows of {target.device} have no {rt} {prec} rows at "
+                                   f"{target.threads} thread(s)")
+            latency[(rt, prec)] = board[f"{rt}/{prec}/latency_ms"]
+            p95[(rt, prec)] = board[f"{rt}/{prec}/latency_p95_ms"]
+
+    usable, notes = list(precisions), []
+    for prec in precisions:
+        try:
+            for rt in runtimes:
+                fit_one(rt, prec)
+        except EdgeKWSError as exc:
+            # int8 refused by its gates on too many measured subnets leaves too few rows to fit:
+            # the tier is released in float rather than not at all (float never is refused).
+            # Any other reason to lack int8 rows (a board suite without int8) still says so.
+            measured = {p_: {r["name"] for r in mine if r["kind"] == "host" and r["precision"] == p_} for p_ in ("float", "int8")}
+            if prec != "int8" or len(usable) == 1 or not (measured["float"] - measured["int8"]):
+                raise
+            usable.remove(prec)
+            for d in (latency, p95, ram, size):
+                for k in [k for k in d if k[1] == prec]:
+                    del d[k]
+            notes.append(f"int8 left out of {target.key}'s search: {exc} (subnets whose int8 failed its accuracy "
+                         f"gates are not measured; --samples N measures more)")
+            log(f"{target.key}: {notes[-1]}")
+    return TierPredictor(target, source, latency, p95, ram, size, precisions=tuple(usable), notes=notes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,14 +437,14 @@ def release(targets: list[DeviceTarget], out: Path, checkpoint: Path | None = No
         t0 = time.perf_counter()
         pred = ctx.predictor(t)
         log(f"{t.key}: searching ({sources[t.key]} latency, runtimes {', '.join(tier_runtimes[t.key])})")
-        result = search(space, t, oracle.accuracy, pred, tier_runtimes[t.key], precisions, trials, seed,
+        result = search(space, t, oracle.accuracy, pred, tier_runtimes[t.key], pred.precisions, trials, seed,
                         trained=oracle.ck.trained, log=log)
         oracle.flush()
-        ubest, uall = best_uniform(space, t, oracle.accuracy, pred, tier_runtimes[t.key], precisions)
+        ubest, uall = best_uniform(space, t, oracle.accuracy, pred, tier_runtimes[t.key], pred.precisions)
         tier = {"format": FORMAT, "checkpoint_sha256": ck_sha, "target": asdict(t), "latency_source": sources[t.key],
                 "latency_model": {f"{r}/{p}": m.to_dict() for (r, p), m in pred.latency.items()},
                 "ram_model": {f"{r}/{p}": m.to_dict() for (r, p), m in pred.ram.items()},
-                "search": result.to_dict(), "uniform_best": ubest.to_dict() if ubest else None, "notes": []}
+                "search": result.to_dict(), "uniform_best": ubest.to_dict() if ubest else None, "notes": list(pred.notes)}
         candidates = sorted((e for e in result.front), key=lambda e: (-e.accuracy, e.latency_ms))
         chosen, verified, tried = None, None, 0
         for ev in candidates:

@@ -155,7 +155,7 @@ def test_torch_tflite_and_onnx_float_parity_per_family(family):
     assert np.abs(OnnxRunner(onnx_format.export_float(net, shape))(x) - ref).max() <= 1e-4
 
 
-def test_kwt_exports_to_every_format(tmp_path):
+def test_kwt_exports_to_every_format(tmp_path, caplog):
     """A kwt supernet (trained for 30 steps on part of the pack) through the whole export.
 
     The point is that the family converts to every format; the int8 gates are loosened because a
@@ -185,6 +185,8 @@ def test_kwt_exports_to_every_format(tmp_path):
     agreements = [c["value"] for c in res.manifest["validation"]["checks"] if c["metric"] == "top-1 agreement"]
     assert len(agreements) == 2 and all(0.7 <= a <= 1.0 for a in agreements)
     assert {p.name for p in res.out_dir.iterdir()} >= {"model_float.onnx", "model_int8.onnx", "model_float.tflite", "model_int8.tflite"}
+    # the ONNX quantizer's per-LayerNorm "Axis 1 is out-of-range" warnings are not the user's business
+    assert not [r for r in caplog.records if "out-of-range" in r.getMessage()]
 
 
 def test_export_the_shipped_kwt_supernet(tmp_path):

@@ -135,3 +135,40 @@ def test_search_cli_prints_the_front_and_pick(release_dir):
     assert all(e["precision"] == "int8" for e in doc["front"])
     again = json.loads(CliRunner().invoke(app, args).stdout)
     assert again["pick"]["name"] == doc["pick"]["name"] and "measured " not in first.stderr
+
+
+def test_a_tier_whose_int8_was_refused_too_often_is_searched_in_float():
+    """When int8 failed its gates on enough measured subnets that its cost models cannot be
+    fitted, the tier's predictor leaves int8 out with a note instead of failing the release;
+    with every subnet's int8 measured, both precisions stay."""
+    import numpy as np
+
+    from edgekws.accounting import account
+    from edgekws.measure import sample_specs
+    from edgekws.models import get_family
+    from edgekws.release import build_predictor
+    from edgekws.targets import get_target
+
+    specs = sample_specs(get_family("dscnn").space, 8, seed=0)
+    assert len(specs) == 12
+
+    def row(spec, prec):
+        a = account(spec)
+        ms = 1e-6 * a.macs * (1.5 if prec == "int8" else 1.0) + 0.01
+        return {"kind": "host", "checkpoint_sha256": "c" * 64, "name": spec.name, "spec": spec.to_dict(),
+                "runtime": "litert", "precision": prec, "threads": 1, "ram_kb": 4000 + a.params / 100,
+                "model_bytes": 2000 + (a.size_int8_bytes if prec == "int8" else a.size_float_bytes),
+                "latency_ms": {"median": ms, "p95": 1.1 * ms}}
+
+    target = get_target("host_x86")
+    # int8 rows for the first 7 specs only: 5 refused leave fewer than the 9 subnets a fit needs
+    rows = {f"{s.name}|{p}": row(s, p) for s in specs for p in ("float", "int8") if p == "float" or specs.index(s) < 7}
+    notes = []
+    pred = build_predictor(target, "host", rows, [], ("litert",), ("float", "int8"), "c" * 64, log=notes.append)
+    assert pred.precisions == ("float",) and ("litert", "int8") not in pred.latency
+    assert len(pred.notes) == 1 and "int8 left out of host_x86's search" in pred.notes[0] and notes == [f"host_x86: {pred.notes[0]}"]
+    assert np.isfinite(pred.predict(specs[0], "litert", "float")["latency_ms"])
+    full = {f"{s.name}|{p}": row(s, p) for s in specs for p in ("float", "int8")}
+    both = build_predictor(target, "host", full, [], ("litert",), ("float", "int8"), "c" * 64, log=notes.append)
+    assert both.precisions == ("float", "int8") and not both.notes
+

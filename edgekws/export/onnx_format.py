@@ -10,6 +10,7 @@ and the export keeps the first that passes the accuracy gate, recording the choi
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,9 +77,18 @@ def quantize_int8(float_model: bytes, calibration: np.ndarray, choice: QuantChoi
     dst = workdir / f"int8_{choice.name}.onnx"
     src.write_bytes(float_model)
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-    quantize_static(str(pre), str(dst), Reader(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
-                    reduce_range=choice.reduce_range, activation_type=getattr(QuantType, choice.activation),
-                    weight_type=getattr(QuantType, choice.weight))
+    # The quantizer warns on the root logger for every rank-1 weight it cannot quantize per
+    # channel (a Transformer's LayerNorm γ: 13 lines per kwt export, per scheme tried) and then
+    # quantizes it per tensor, which is right; those lines are silenced for the call, nothing else.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        quantize_static(str(pre), str(dst), Reader(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=choice.reduce_range, activation_type=getattr(QuantType, choice.activation),
+                        weight_type=getattr(QuantType, choice.weight))
+    finally:
+        root.setLevel(level)
     return dst.read_bytes()
 
 
