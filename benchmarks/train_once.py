@@ -43,7 +43,8 @@ def main() -> None:
     ap.add_argument("--widths", type=float, nargs="*", default=None, help="only these widths (default: all four)")
     ap.add_argument("--twins-only", action="store_true", help="train the missing twins and stop (run the supernet beside)")
     ap.add_argument("--twins-from", type=Path, default=None,
-                    help="take the twins' figures from an earlier results file instead of their checkpoints (a twin is "
+                    help="take the twins' figures from an earlier results file instead of their checkpoints; widths it lacks are "
+                         "trained (a twin is "
                          "one spec trained alone: the supernet-only knobs — random subnets, sampling, small-subnet "
                          "losses — do not change it; the rest of the recipe must match, or this refuses)")
     ap.add_argument("--tag", default="", help="suffix of the results file names (several supernets against the same twins)")
@@ -53,10 +54,11 @@ def main() -> None:
 
     twins = {}
     recorded = json.loads(args.twins_from.read_text()) if args.twins_from else None
+    recorded_widths = {r["width"] for r in recorded["rows"]} if recorded else set()
     for m, spec in space.width_multiplier_specs().items():
         if args.widths and m not in args.widths:
             continue
-        if recorded is not None:
+        if m in recorded_widths:  # a width the earlier file lacks is trained here, beside the recorded ones
             continue
         path = args.work / f"twin_{m:g}_{args.epochs}ep.pt"
         if not path.exists():
@@ -96,6 +98,7 @@ def main() -> None:
         rows.append({"width": m, "spec": spec.name, "supernet": sup_acc, "twin": twin_acc,
                      "delta_pt": round(100 * (sup_acc - twin_acc), 2),
                      "twin_cpu_s": twin.metrics["train_cpu_seconds"], "twin_wall_s": twin.metrics["train_seconds"]})
+    rows.sort(key=lambda r: r["width"])
     twins_cpu = sum(r["twin_cpu_s"] for r in rows)
     result = {
         "benchmark": "train_once",
