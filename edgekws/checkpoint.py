@@ -88,8 +88,31 @@ class Checkpoint:
             return True
         if self.sampling == "uniform":
             return spec.channels in {s.channels for s in self.space.width_multiplier_specs().values()}
+        return self.only_spec == spec
+
+    @property
+    def only_spec(self) -> SubnetSpec | None:
+        """The one spec a one-spec checkpoint holds (a twin, or a subnet fine-tuned by
+        `edgekws finetune`); None for a supernet."""
         fixed = self.train_config.get("fixed_spec")
-        return fixed is not None and SubnetSpec.from_dict(fixed) == spec
+        return SubnetSpec.from_dict(fixed) if self.sampling == "fixed" and fixed else None
+
+    def pick(self, spec: SubnetSpec | None = None, width: float | None = None, depth: int | None = None) -> SubnetSpec:
+        """The spec that `--spec` / `--width` / `--depth` ask for: that spec, else the uniform
+        `width` (1.0 by default) at `depth`. A one-spec checkpoint gives its own spec when none is
+        asked and refuses any other: its other "subnets" are weights no step ever trained alone."""
+        only = self.only_spec
+        if spec is None and width is None and depth is None and only is not None:
+            return only
+        if spec is None:
+            spec = self.space.uniform(1.0 if width is None else width, depth)
+        elif spec.family != self.family:
+            raise CheckpointError(f"spec is for family '{spec.family}' but the checkpoint is '{self.family}'")
+        self.space.validate(spec)
+        if only is not None and spec != only:
+            raise CheckpointError(f"this checkpoint holds one subnet, {only.name}, not {spec.name} (give no --width or "
+                                  f"--spec to use it)")
+        return spec
 
     @property
     def num_classes(self) -> int:

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgekws.errors import EdgeKWSError
-from edgekws.recipe import TrainConfig
+from edgekws.recipe import FINETUNE, TrainConfig
 
 RECIPE = TrainConfig()  # the default recipe: train options show and use its values
 
@@ -335,10 +335,7 @@ def train_cmd(
 
     Example: edgekws train --data-dir data/synth --out runs/dscnn.pt --epochs 150 --resume
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from edgekws.info import load_spec_file
-    from edgekws.train import train_local
 
     cfg = TrainConfig(family=family, protocol=protocol, epochs=epochs, batch_size=batch_size, lr=lr,
                       warmup_epochs=warmup_epochs, weight_decay=weight_decay, decay_weights_only=decay_weights_only,
@@ -348,6 +345,18 @@ def train_cmd(
                       teacher=str(teacher) if teacher else "", teacher_temperature=teacher_temperature,
                       teacher_weight=teacher_weight, seed=seed, init=str(init) if init else "",
                       fixed_spec=load_spec_file(spec_file).to_dict() if spec_file else None)
+    _train_and_report(cfg, data_dir, out_path, cache_dir, resume, threads, procs, val_every, as_json)
+
+
+def _train_and_report(cfg: TrainConfig, data_dir: Path, out_path: Path, cache_dir: Optional[Path], resume: bool,
+                      threads: Optional[int], procs: int, val_every: int, as_json: bool,
+                      before: Optional[dict] = None):
+    """Run `train_local` with a progress bar, then print the test accuracies (`before`: a row
+    label → accuracy the run started from, shown beside them)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from edgekws.train import train_local
+
     with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"), TimeRemainingColumn(),
                   console=err if as_json else out, transient=True) as bar:
@@ -360,15 +369,62 @@ def train_cmd(
         return
     if as_json:
         print(json.dumps({"checkpoint": str(res.checkpoint), "test": res.metrics.get("test", {}),
-                          "train_seconds": res.metrics["train_seconds"], "history": res.metrics.get("history", [])},
-                         indent=2))
+                          "train_seconds": res.metrics["train_seconds"], "history": res.metrics.get("history", []),
+                          **({"before": before} if before is not None else {})}, indent=2))
         return
-    t = Table("subnet", "name", "test accuracy", box=box.SIMPLE_HEAD)
+    t = Table("subnet", "name", *(["before"] if before is not None else []), "test accuracy", box=box.SIMPLE_HEAD)
     for key, r in res.metrics.get("test", {}).items():
-        t.add_row(key, r["name"], f"{100 * r['accuracy']:.2f}%")
+        was = [] if before is None else ["n/a" if before.get(key) is None else f"{100 * before[key]:.2f}%"]
+        t.add_row(key, escape(r["name"]), *was, f"{100 * r['accuracy']:.2f}%")
     out.print(t)
     out.print(f"[green]✓[/] wrote {escape(str(res.checkpoint))} ({res.metrics['train_seconds']:.0f} s of training)",
               soft_wrap=True)
+
+
+@app.command("finetune")
+@user_errors
+def finetune_cmd(
+    data_dir: DataDir,
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="One-spec checkpoint to write (a .state file beside it allows --resume).")],
+    width: Annotated[Optional[float], typer.Option(help="Width multiplier of the subnet (0.25, 0.5, 0.75, 1.0; others snap).")] = None,
+    depth: Annotated[Optional[int], typer.Option(callback=in_range(1, 64), help="Depth per stage (default: the largest).")] = None,
+    spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Fine-tune exactly this spec (JSON).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="The supernet to start from (default: the shipped dscnn one).")] = None,
+    supernet: Supernet = None,
+    teacher: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False, help="Teacher checkpoint (default: the supernet itself; its largest subnet teaches).")] = None,
+    epochs: Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Passes over the training split.")] = FINETUNE.epochs,
+    lr: Annotated[float, typer.Option(callback=in_range(hi=10, positive=True), help="AdamW peak learning rate (linear warm-up, cosine decay).")] = FINETUNE.lr,
+    warmup_epochs: Annotated[float, typer.Option(callback=in_range(0, 100_000), help="Epochs of linear learning-rate warm-up.")] = FINETUNE.warmup_epochs,
+    teacher_weight: Annotated[float, typer.Option(callback=in_range(0, 1), help="Weight of the teacher's KD loss vs the labels.")] = FINETUNE.teacher_weight,
+    seed: Annotated[Optional[int], typer.Option(help="Seed (default: the supernet's).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the .state file of an interrupted run.")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
+    threads: Annotated[Optional[int], typer.Option(callback=in_range(1, 1024), help="torch intra-op threads (default: torch's choice).")] = None,
+    procs: Annotated[int, typer.Option(callback=in_range(1, 64), help="Training processes on this machine (gradients all-reduced; --threads each).")] = 1,
+    val_every: Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Validate every N epochs (and after the last).")] = 5,
+    as_json: AsJson = False,
+) -> None:
+    """Polish one subnet for deployment: extracted from a supernet, trained alone a few epochs, taught by the supernet.
+
+    The supernet is untouched; the result is a one-spec checkpoint for eval and export
+    (`edgekws export --checkpoint OUT`).
+
+    Example: edgekws finetune --data-dir data/synth --width 0.25 --out runs/w025.pt
+    """
+    from edgekws.assets import resolve_checkpoint
+    from edgekws.checkpoint import load_checkpoint
+    from edgekws.finetune import finetune_config, source_accuracy
+    from edgekws.info import load_spec_file
+
+    if width is not None and spec_file is not None:
+        raise EdgeKWSError("give --width or --spec, not both")
+    source_path = resolve_checkpoint(checkpoint, supernet)
+    source = load_checkpoint(source_path)
+    spec = source.pick(load_spec_file(spec_file) if spec_file else None, width, depth)
+    cfg = finetune_config(source, source_path, spec, epochs=epochs, lr=lr, warmup_epochs=warmup_epochs,
+                          teacher=teacher, teacher_weight=teacher_weight, seed=seed)
+    _train_and_report(cfg, data_dir, out_path, cache_dir, resume, threads, procs, val_every, as_json,
+                      before={"fixed": source_accuracy(source, spec)})
 
 
 @app.command("calibrate")

@@ -74,3 +74,16 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class FinetuneDefaults:
+    """`edgekws finetune`'s knobs (the rest of its recipe is the source supernet's own)."""
+
+    epochs: int = 20
+    lr: float = 1e-3  # a third of the supernet's peak: the start is already a good model
+    warmup_epochs: float = 0.5
+    teacher_weight: float = 0.5
+
+
+FINETUNE = FinetuneDefaults()

@@ -45,7 +45,7 @@ from edgekws.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, sav
 from edgekws.data import CachedSplit, SpeechCommands, load_split
 from edgekws.errors import EdgeKWSError
 from edgekws.features import FeatureConfig, LogMel
-from edgekws.fileio import ensure_writable_dir
+from edgekws.fileio import ensure_writable_dir, sha256_file
 from edgekws.models import create_supernet, get_family
 from edgekws.recipe import TrainConfig
 from edgekws.spec import SearchSpace, SubnetSpec
@@ -374,6 +374,12 @@ def check_config(cfg: TrainConfig) -> None:
         raise EdgeKWSError("--epochs and --batch-size must be at least 1 and --num-random at least 0")
 
 
+def sources_sha256(cfg: TrainConfig) -> dict:
+    """sha256 of the checkpoints a run started from (`init`) and learnt from (`teacher`): their
+    paths alone do not say which file it was once the file is replaced."""
+    return {f"{k}_sha256": sha256_file(Path(getattr(cfg, k))) for k in ("init", "teacher") if getattr(cfg, k)}
+
+
 def init_from(model: nn.Module, path: Path, family: str, space: SearchSpace, labels) -> None:
     """Start from a finished checkpoint's weights: it must be the same family, search space and
     labels, or the copied weights would mean something else (one line saying which differs)."""
@@ -551,7 +557,8 @@ def train(
                      "train_examples": n, "rank_param_digests": check_in_step(model, d)}
     metrics.update(finalize(model, space, fixed, calib, test_split))
     ck = Checkpoint(cfg.family, space, feat_cfg, tuple(labels), model.state_dict(),
-                    train_config={**cfg.to_dict(), "data_dir": str(data_dir), "world_size": d.world}, metrics=metrics,
+                    train_config={**cfg.to_dict(), "data_dir": str(data_dir), "world_size": d.world,
+                                  **sources_sha256(cfg)}, metrics=metrics,
                     calibration=torch.from_numpy(calib).to(torch.float16),
                     sampling="fixed" if fixed is not None else cfg.sampling)
     if d.main:

@@ -123,13 +123,10 @@ def export_subnet(
         raise EdgeKWSError("an untrained reference (--family) takes no --checkpoint or --pack")
     ck_path = None if family is not None else Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
     ck, pack = reference(family) if family is not None else (load_checkpoint(ck_path), None)
-    if spec is None:
-        spec = ck.space.uniform(1.0 if width is None else width, depth)
-    else:
-        if spec.family != ck.family:
-            raise EdgeKWSError(f"spec is for family '{spec.family}' but the checkpoint is '{ck.family}' "
-                               f"(export --family {spec.family} gives an untrained latency reference)")
-        ck.space.validate(spec)
+    if spec is not None and spec.family != ck.family:
+        raise EdgeKWSError(f"spec is for family '{spec.family}' but the checkpoint is '{ck.family}' "
+                           f"(export --family {spec.family} gives an untrained latency reference)")
+    spec = ck.pick(spec, width, depth)
     pack = pack or load_pack(Path(pack_path) if pack_path else DEFAULT_PACK)
     if tuple(pack.labels) != tuple(ck.labels):
         raise EdgeKWSError(f"pack labels {list(pack.labels)} differ from the checkpoint's {list(ck.labels)}")
@@ -255,7 +252,8 @@ def export_subnet(
             "quantization": quant,
             "bn": bn_note,
             "checkpoint": ({"path": ck_path.name, "sha256": sha256_file(ck_path), "family": ck.family,
-                            "test_metrics": ck.metrics.get("test", {})} if ck_path is not None else
+                            "test_metrics": ck.metrics.get("test", {}), **one_spec_provenance(ck)}
+                           if ck_path is not None else
                            {"untrained": True, "family": ck.family, "seed": 0,
                             "note": "seeded initial weights: a latency and memory reference, not a keyword spotter; "
                                     "validated on synthetic inputs for conversion parity only"}),
@@ -267,6 +265,17 @@ def export_subnet(
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     result.manifest = manifest
     return result
+
+
+def one_spec_provenance(ck) -> dict:
+    """For a one-spec checkpoint (a twin, or `edgekws finetune`'s output): how it was trained and
+    from which files (name and sha256), so a manifest names the supernet a fine-tuned subnet
+    came from. Nothing for a supernet, whose manifests stay as they were."""
+    if ck.only_spec is None:
+        return {}
+    cfg = ck.train_config
+    src = {k: {"path": Path(cfg[k]).name, "sha256": cfg.get(f"{k}_sha256")} for k in ("init", "teacher") if cfg.get(k)}
+    return {"one_spec": {"epochs": cfg.get("epochs"), "lr": cfg.get("lr"), **src}}
 
 
 def reference(family: str, examples: int = 256, calibration: int = 512):
