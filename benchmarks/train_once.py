@@ -90,14 +90,16 @@ def main() -> None:
                 continue
             sup_acc = sup.metrics["test"][f"width_{r['width']:g}"]["accuracy"]
             rows.append({**r, "supernet": sup_acc, "delta_pt": round(100 * (sup_acc - r["twin"]), 2),
-                         "twin_from": str(args.twins_from.name)})
+                         "twin_from": str(args.twins_from.name),
+                         "twin_procs": r.get("twin_procs", recorded["recipe"].get("world_size", 1))})
     for m, (spec, path) in twins.items():
         twin = load_checkpoint(path)
         sup_acc = sup.metrics["test"][f"width_{m:g}"]["accuracy"]
         twin_acc = twin.metrics["test"]["fixed"]["accuracy"]
         rows.append({"width": m, "spec": spec.name, "supernet": sup_acc, "twin": twin_acc,
                      "delta_pt": round(100 * (sup_acc - twin_acc), 2),
-                     "twin_cpu_s": twin.metrics["train_cpu_seconds"], "twin_wall_s": twin.metrics["train_seconds"]})
+                     "twin_cpu_s": twin.metrics["train_cpu_seconds"], "twin_wall_s": twin.metrics["train_seconds"],
+                     "twin_procs": twin.metrics.get("world_size", 1)})
     rows.sort(key=lambda r: r["width"])
     twins_cpu = sum(r["twin_cpu_s"] for r in rows)
     result = {
@@ -117,12 +119,18 @@ def main() -> None:
     result["all_widths_at_least_twin"] = all(r["delta_pt"] >= 0 for r in rows)
     if len(rows) < 4:
         result["partial"] = f"twins trained for widths {[r['width'] for r in rows]} only; the CPU ratio covers those"
-    lines = ["| width | subnet | supernet | twin | Δ pt | twin CPU s |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| width | subnet | supernet | twin | Δ pt | twin CPU s | twin wall s | twin processes |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['width']:g} | `{r['spec']}` | {100 * r['supernet']:.2f} % | {100 * r['twin']:.2f} % "
-                     f"| {r['delta_pt']:+.2f} | {r['twin_cpu_s']:.0f} |")
+                     f"| {r['delta_pt']:+.2f} | {r['twin_cpu_s']:.0f} | {r['twin_wall_s']:.0f} | {r.get('twin_procs', 1)} |")
     lines.append(f"\nSupernet CPU time {result['supernet_cpu_s']:.0f} s vs twins' total {twins_cpu:.0f} s "
                  f"(ratio {result['cpu_ratio_supernet_over_twins']:.2f}); {args.epochs} epochs each.")
+    if len({r.get("twin_procs", 1) for r in rows}) > 1:
+        result["cpu_note"] = ("twins trained with different process counts: a run of N processes sums N ranks' CPU "
+                              "(each makes its own share of every batch and waits in the all-reduce), so its CPU "
+                              "seconds are not comparable with a one-process run's")
+        lines.append(f"Note: {result['cpu_note']}.")
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"train_once_{args.family}_{args.epochs}ep{args.tag}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
