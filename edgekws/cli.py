@@ -512,6 +512,7 @@ def loeo_cmd(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the views, the checkpoint and loeo.json.")],
     family: Annotated[str, typer.Option(help="Model family: dscnn or kwt.")] = "dscnn",
     epochs: Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Passes over the training split.")] = RECIPE.epochs,
+    channel_augment: Annotated[bool, typer.Option(help="Train with speed perturbation, VTLP, band limits and spectral tilt (what an unheard engine should need).")] = RECIPE.channel_augment,
     seed: Seed = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted training run (views that hold out the same engine are always reused).")] = False,
     force: Annotated[bool, typer.Option(help="Rebuild the views if they exist (replaced by rename).")] = False,
@@ -525,7 +526,7 @@ def loeo_cmd(
     """
     from edgekws.holdout import leave_one_engine_out
 
-    cfg = TrainConfig(family=family, seed=seed, epochs=epochs)
+    cfg = TrainConfig(family=family, seed=seed, epochs=epochs, channel_augment=channel_augment)
     rep = leave_one_engine_out(data_dir, engine, out_dir, cfg, cache_dir=cache_dir, threads=threads, resume=resume,
                                force=force, log=lambda m: err.print(m, markup=False, highlight=False))
     if as_json:

@@ -112,7 +112,12 @@ def leave_one_engine_out(corpus: Path, engine: str, out: Path, cfg, cache_dir: P
         counts = holdout_views(corpus, engine, views, force=force)
     ckpt = out / f"supernet_without_{engine}.pt"
     if resume and ckpt.exists():
-        test = load_checkpoint(ckpt).metrics.get("test", {})
+        done = load_checkpoint(ckpt)
+        differ = sorted(k for k, v in cfg.to_dict().items() if k in done.train_config and done.train_config[k] != v)
+        if differ:  # a finished run of another recipe is not this one's result
+            raise EdgeKWSError(f"{ckpt} was trained with other settings ({', '.join(differ)}); give another --out, "
+                               "or drop --resume to retrain it")
+        test = done.metrics.get("test", {})
     else:
         test = train(views / "train", ckpt, cfg, cache_dir=cache_dir, resume=resume, log=log, on_step=on_step,
                      threads=threads).metrics.get("test", {})

@@ -268,6 +268,14 @@ def test_leave_one_engine_out_command(tiny_corpus, tmp_path):
     assert [r["width"] for r in rep["rows"]] == ["0.25", "0.5", "0.75", "1"]
     assert all(0 <= r["heldout_accuracy"] <= 1 for r in rep["rows"])
     assert json.loads((tmp_path / "loeo" / "loeo.json").read_text())["engine"] == "flite"
+    assert rep["train_config"]["channel_augment"] is False
+    # --resume reuses the finished run only if it was trained with the same recipe
+    again = ["loeo", "--data-dir", str(tiny_corpus), "--engine", "flite", "--out", str(tmp_path / "loeo"),
+             "--epochs", "1", "--resume", "--cache-dir", str(tmp_path / "cache")]
+    res = CliRunner().invoke(app, [*again, "--channel-augment"])
+    assert res.exit_code == 1 and "other settings (channel_augment)" in res.stderr and "Traceback" not in res.output
+    res = CliRunner().invoke(app, [*again, "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["rows"] == rep["rows"]
     # views made for flite are not silently reused for another engine
     res = CliRunner().invoke(app, ["loeo", "--data-dir", str(tiny_corpus), "--engine", "espeak", "--out",
                                    str(tmp_path / "loeo"), "--epochs", "1"])
