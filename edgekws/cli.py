@@ -419,6 +419,9 @@ def finetune_cmd(
     if width is not None and spec_file is not None:
         raise EdgeKWSError("give --width or --spec, not both")
     source_path = resolve_checkpoint(checkpoint, supernet)
+    for what, path in (("supernet", source_path), ("teacher", teacher)):
+        if path is not None and Path(out_path).resolve() == Path(path).resolve():
+            raise EdgeKWSError(f"--out {out_path} is the {what} this run reads; give another path")
     source = load_checkpoint(source_path)
     spec = source.pick(load_spec_file(spec_file) if spec_file else None, width, depth)
     cfg = finetune_config(source, source_path, spec, epochs=epochs, lr=lr, warmup_epochs=warmup_epochs,

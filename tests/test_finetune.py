@@ -68,4 +68,6 @@ def test_finetune_refuses_what_the_source_never_trained(tiny_corpus, tmp_path):
     one_line_error(runner.invoke(app, [*base, "--checkpoint", str(uniform), "--spec", str(mixed)]), "never visited")
     one_line_error(runner.invoke(app, [*base, "--width", "0.5", "--spec", str(mixed)]), "not both")
     one_line_error(runner.invoke(app, [*base, "--supernet", "kwt", "--checkpoint", str(uniform)]), "not both")
-    assert not (tmp_path / "o.pt").exists()
+    one_line_error(runner.invoke(app, ["finetune", "--data-dir", str(tiny_corpus), "--checkpoint", str(uniform),
+                                       "--out", str(uniform)]), "is the supernet this run reads")
+    assert not (tmp_path / "o.pt").exists() and load_checkpoint(uniform).sampling == "uniform"
