@@ -114,6 +114,12 @@ Seed = Annotated[int, typer.Option(help="Seed for every random choice (same seed
 AsJson = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 Supernet = Annotated[Optional[str], typer.Option(help="Use the shipped supernet of this family (dscnn, kwt) "
                                                       "instead of --checkpoint.")]
+# options several commands share (train and finetune; the feature cache everywhere)
+Resume = Annotated[bool, typer.Option(help="Continue from the .state file of an interrupted run.")]
+CacheDir = Annotated[Optional[Path], typer.Option(help="Feature cache folder.")]
+Threads = Annotated[Optional[int], typer.Option(callback=in_range(1, 1024), help="torch intra-op threads (default: torch's choice).")]
+Procs = Annotated[int, typer.Option(callback=in_range(1, 64), help="Training processes on this machine (gradients all-reduced; --threads each).")]
+ValEvery = Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Validate every N epochs (and after the last).")]
 
 
 def _print_version(value: bool) -> None:
@@ -230,7 +236,7 @@ def data_pack(
     split: Annotated[str, typer.Option(help="testing (gates, calibration, golden vectors) or validation (the search's accuracy oracle).")] = "testing",
     protocol: Protocol = "12",
     seed: Seed = 0,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
+    cache_dir: CacheDir = None,
 ) -> None:
     """Write a pinned evaluation/calibration pack (what the package ships in edgekws/assets).
 
@@ -324,11 +330,11 @@ def train_cmd(
     spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Train only this spec (no sandwich): a baseline twin.")] = None,
     init: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False, help="Start from this checkpoint's weights (fine-tuning; same family, space and labels).")] = None,
     seed: Seed = 0,
-    resume: Annotated[bool, typer.Option(help="Continue from the .state file of an interrupted run.")] = False,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
-    threads: Annotated[Optional[int], typer.Option(callback=in_range(1, 1024), help="torch intra-op threads (default: torch's choice).")] = None,
-    procs: Annotated[int, typer.Option(callback=in_range(1, 64), help="Training processes on this machine (gradients all-reduced; --threads each).")] = 1,
-    val_every: Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Validate every N epochs (and after the last).")] = 5,
+    resume: Resume = False,
+    cache_dir: CacheDir = None,
+    threads: Threads = None,
+    procs: Procs = 1,
+    val_every: ValEvery = 5,
     as_json: AsJson = False,
 ) -> None:
     """Train a supernet once (sandwich rule, in-place distillation, elastic width and depth).
@@ -397,11 +403,11 @@ def finetune_cmd(
     warmup_epochs: Annotated[float, typer.Option(callback=in_range(0, 100_000), help="Epochs of linear learning-rate warm-up.")] = FINETUNE.warmup_epochs,
     teacher_weight: Annotated[float, typer.Option(callback=in_range(0, 1), help="Weight of the teacher's KD loss vs the labels.")] = FINETUNE.teacher_weight,
     seed: Annotated[Optional[int], typer.Option(help="Seed (default: the supernet's).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the .state file of an interrupted run.")] = False,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
-    threads: Annotated[Optional[int], typer.Option(callback=in_range(1, 1024), help="torch intra-op threads (default: torch's choice).")] = None,
-    procs: Annotated[int, typer.Option(callback=in_range(1, 64), help="Training processes on this machine (gradients all-reduced; --threads each).")] = 1,
-    val_every: Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Validate every N epochs (and after the last).")] = 5,
+    resume: Resume = False,
+    cache_dir: CacheDir = None,
+    threads: Threads = None,
+    procs: Procs = 1,
+    val_every: ValEvery = 5,
     as_json: AsJson = False,
 ) -> None:
     """Polish one subnet for deployment: extracted from a supernet, trained alone a few epochs, taught by the supernet.
@@ -438,7 +444,7 @@ def calibrate_cmd(
     out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the recalibrated checkpoint.")] = None,
     in_place: Annotated[bool, typer.Option(help="Replace the checkpoint itself (by rename) instead of --out.")] = False,
     allow_smaller: Annotated[bool, typer.Option(help="Accept a folder that gives fewer calibration examples than the checkpoint has.")] = False,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
+    cache_dir: CacheDir = None,
     as_json: AsJson = False,
 ) -> None:
     """Re-derive a checkpoint's calibration set, BN statistics and test metrics from a data folder.
@@ -475,7 +481,7 @@ def eval_cmd(
     spec_file: Annotated[Optional[Path], typer.Option("--spec", help="Evaluate exactly this spec.")] = None,
     split: Annotated[str, typer.Option(help="Which split of the folder.")] = "testing",
     png: Annotated[Optional[Path], typer.Option(help="Where to write the confusion-matrix PNG (default: beside the checkpoint).")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
+    cache_dir: CacheDir = None,
     as_json: AsJson = False,
 ) -> None:
     """Accuracy per width (and depth) on any Speech Commands folder, plus a confusion-matrix PNG.
@@ -519,7 +525,7 @@ def loeo_cmd(
     seed: Seed = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted training run (views that hold out the same engine are always reused).")] = False,
     force: Annotated[bool, typer.Option(help="Rebuild the views if they exist (replaced by rename).")] = False,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Feature cache folder.")] = None,
+    cache_dir: CacheDir = None,
     threads: Annotated[Optional[int], typer.Option(callback=in_range(1, 1024), help="torch intra-op threads.")] = None,
     as_json: AsJson = False,
 ) -> None:
