@@ -300,6 +300,13 @@ def info(
         from edgekws.checkpoint import SAMPLING_COVERAGE
 
         out.print(f"trained specs: {ck.sampling} — {SAMPLING_COVERAGE[ck.sampling]}", markup=False, highlight=False)
+        if ck.only_spec is not None:
+            out.print(f"the one subnet: {ck.only_spec.name}", markup=False, highlight=False)
+            for k, what in (("init", "started from"), ("teacher", "taught by")):
+                if cfg.get(k):
+                    sha = cfg.get(f"{k}_sha256")
+                    out.print(f"{what} {cfg[k]}" + (f" (sha256 {sha[:12]}…)" if sha else ""), soft_wrap=True,
+                              markup=False, highlight=False)
 
 
 @app.command("train")

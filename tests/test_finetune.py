@@ -52,6 +52,9 @@ def test_finetune_writes_a_one_spec_checkpoint_that_eval_and_export_read(tiny_co
     assert src["init"] == {"path": DEFAULT_CHECKPOINT.name, "sha256": sha256_file(DEFAULT_CHECKPOINT)} and src["epochs"] == 1
     one_line_error(runner.invoke(app, ["export", "--checkpoint", str(out), "--width", "1.0", "--out",
                                        str(tmp_path / "y")]), "holds one subnet", spec.name)
+    res = runner.invoke(app, ["info", "--checkpoint", str(out)])
+    assert res.exit_code == 0 and f"the one subnet: {spec.name}" in res.stdout
+    assert f"started from {DEFAULT_CHECKPOINT}" in res.stdout.replace("\n", "")
     one_line_error(runner.invoke(app, ["eval", "--checkpoint", str(out), "--data-dir", str(tiny_corpus),
                                        "--width", "0.5"]), "holds one subnet")
 
