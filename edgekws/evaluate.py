@@ -35,8 +35,8 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, widths: list[float] | 
     if spec is not None:
         runs = [("spec", "-", ck.pick(spec))]
     elif ck.only_spec is not None:  # a twin or a fine-tuned subnet: its one spec (others refused)
-        runs = [("spec" if widths is None and depths is None else f"{w:g}", "max" if dd is None else str(dd),
-                 ck.pick(None, w, dd)) for w in (widths or [None]) for dd in (depths or [None])]
+        runs = [("spec" if w is None else f"{w:g}", "max" if dd is None else str(dd), ck.pick(None, w, dd))
+                for w in (widths or [None]) for dd in (depths or [None])]
     else:
         ws = widths or list(space.width_multipliers)
         ds_ = depths or [None]

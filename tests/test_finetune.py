@@ -57,6 +57,9 @@ def test_finetune_writes_a_one_spec_checkpoint_that_eval_and_export_read(tiny_co
     assert f"started from {DEFAULT_CHECKPOINT}" in res.stdout.replace("\n", "")
     one_line_error(runner.invoke(app, ["eval", "--checkpoint", str(out), "--data-dir", str(tiny_corpus),
                                        "--width", "0.5"]), "holds one subnet")
+    # --depth alone: the one spec's depth is asked for, so a depth it lacks is refused, not a crash
+    one_line_error(runner.invoke(app, ["eval", "--checkpoint", str(out), "--data-dir", str(tiny_corpus),
+                                       "--depth", "2"]), "holds one subnet")
 
 
 def test_finetune_refuses_what_the_source_never_trained(tiny_corpus, tmp_path):
