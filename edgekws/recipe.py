@@ -64,6 +64,11 @@ class TrainConfig:
     # with probability ∝ (i + 1) ** -small_width_bias (0 = uniform). Narrow weights are shared by
     # every subnet but only the narrow subnets are scored on them alone.
     small_width_bias: float = 0.0
+    # Of the `num_random` subnets, how many are *width anchors*: a width multiplier below 1.0 at
+    # full depth, drawn uniformly (the specs `export --width` ships and `train_once` scores).
+    # Per-stage draws hit "every stage at 0.25, full depth" once in hundreds of steps, so the
+    # deployable narrow subnets are trained mostly through their neighbours.
+    width_anchors: int = 0
     # Hard labels mixed into the distilled subnets' loss: (1 - w) · KD + w · CE(labels). Twins
     # trained alone on labels beat the supernet's narrow subnets (train_once).
     small_label_weight: float = 0.5

@@ -95,8 +95,14 @@ class _RandomDraws:
     policy: str = "per_stage"
     width_bias: float = 0.0
 
+    anchors: int = 0  # of the n, drawn from the narrow width multipliers at full depth
+
     def random(self, rng: np.random.Generator) -> list[SubnetSpec]:
-        return [training_spec(self.space, rng, self.policy, self.width_bias) for _ in range(self.n)]
+        k = min(self.anchors, self.n)
+        narrow = [m for m in self.space.width_multipliers if m < 1.0]
+        anchors = [self.space.uniform(narrow[rng.integers(len(narrow))]) for _ in range(k)] if narrow else []
+        return anchors + [training_spec(self.space, rng, self.policy, self.width_bias)
+                          for _ in range(self.n - len(anchors))]
 
 
 @dataclass(frozen=True)
@@ -139,10 +145,10 @@ def make_sampler(cfg: TrainConfig, space: SearchSpace):
     if cfg.sampler == "students":
         if not cfg.teacher:
             raise EdgeKWSError("--sampler students needs --teacher (every subnet learns from it)")
-        return StudentsOnly(space, max(1, cfg.num_random), cfg.sampling, cfg.small_width_bias)
+        return StudentsOnly(space, max(1, cfg.num_random), cfg.sampling, cfg.small_width_bias, cfg.width_anchors)
     if cfg.sampler != "sandwich":
         raise EdgeKWSError(f"--sampler must be one of {', '.join(s for s in SAMPLERS if s != 'fixed')} (got '{cfg.sampler}')")
-    return Sandwich(space, cfg.num_random, cfg.sampling, cfg.small_width_bias)
+    return Sandwich(space, cfg.num_random, cfg.sampling, cfg.small_width_bias, cfg.width_anchors)
 
 
 # --------------------------------------------------------------------------------------------

@@ -370,6 +370,9 @@ def check_config(cfg: TrainConfig) -> None:
         raise EdgeKWSError(f"--small-label-weight must be in [0, 1] (got {cfg.small_label_weight})")
     if not 0 <= cfg.small_width_bias <= 8:
         raise EdgeKWSError(f"--small-width-bias must be in [0, 8] (got {cfg.small_width_bias})")
+    if not 0 <= cfg.width_anchors <= cfg.num_random:
+        raise EdgeKWSError(f"--width-anchors must be in [0, --num-random = {cfg.num_random}] (got {cfg.width_anchors}): "
+                           "anchors are some of the random subnets")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.num_random < 0:
         raise EdgeKWSError("--epochs and --batch-size must be at least 1 and --num-random at least 0")
 

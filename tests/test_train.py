@@ -347,6 +347,16 @@ def test_samplers_and_loss_terms_compose():
         make_sampler(TrainConfig(sampler="students"), space)
     st = make_sampler(TrainConfig(sampler="students", teacher="t.pt", num_random=2), space)
     assert isinstance(st, StudentsOnly) and not st.first_from_labels and len(st.draw(rng)) == 2
+    # width anchors: that many of the random subnets are narrow width multipliers at full depth
+    narrow = {space.uniform(m) for m in space.width_multipliers if m < 1.0}
+    anchored = make_sampler(TrainConfig(num_random=3, width_anchors=1), space)
+    draws = [anchored.draw(rng) for _ in range(60)]
+    assert all(len(d) == 5 and d[2] in narrow for d in draws)
+    assert {d[2] for d in draws} == narrow  # every narrow width is drawn
+    assert any(d[3] not in narrow for d in draws)  # the others stay per-stage draws
+    from edgekws.train import check_config
+    with pytest.raises(EdgeKWSError, match="--width-anchors must be in"):
+        check_config(TrainConfig(num_random=2, width_anchors=3))
 
     torch.manual_seed(0)
     logits, soft, y = torch.randn(8, 12), torch.randn(8, 12), torch.randint(0, 12, (8,))
