@@ -297,6 +297,9 @@ def info(
         out.print(f"checkpoint {checkpoint}: {len(ck.labels)} classes, trained {cfg.get('epochs')} epochs "
                   f"(kd {cfg.get('kd')}, seed {cfg.get('seed')}) in {ck.metrics.get('train_seconds', 0):.0f} s "
                   f"on {ck.metrics.get('train_examples', '?')} examples", soft_wrap=True, markup=False, highlight=False)
+        for m in ck.metrics.get("machines", []):
+            first, last = m["epochs"]
+            out.print(f"  epochs {first}–{last} on {m['cpu']}: {m['seconds']:.0f} s", markup=False, highlight=False)
         from edgekws.checkpoint import SAMPLING_COVERAGE
 
         out.print(f"trained specs: {ck.sampling} — {SAMPLING_COVERAGE[ck.sampling]}", markup=False, highlight=False)
@@ -384,7 +387,8 @@ def _train_and_report(cfg: TrainConfig, data_dir: Path, out_path: Path, cache_di
         return
     if as_json:
         print(json.dumps({"checkpoint": str(res.checkpoint), "test": res.metrics.get("test", {}),
-                          "train_seconds": res.metrics["train_seconds"], "history": res.metrics.get("history", []),
+                          "train_seconds": res.metrics["train_seconds"], "machines": res.metrics.get("machines", []),
+                          "history": res.metrics.get("history", []),
                           **({"before": before} if before is not None else {})}, indent=2))
         return
     t = Table("subnet", "name", *(["before"] if before is not None else []), "test accuracy", box=box.SIMPLE_HEAD)

@@ -49,6 +49,7 @@ from edgekws.fileio import ensure_writable_dir, sha256_file
 from edgekws.models import create_supernet, get_family
 from edgekws.recipe import TrainConfig
 from edgekws.spec import SearchSpace, SubnetSpec
+from edgekws.targets import host_facts
 from edgekws.step import SAMPLERS, SAMPLING_POLICIES, make_sampler, train_step
 
 
@@ -425,6 +426,25 @@ def load_state(path: Path, cfg: TrainConfig, model: nn.Module, opt) -> tuple[int
     return epoch, history, elapsed, cpu
 
 
+def machines_of(history: list[dict]) -> list[dict]:
+    """Which CPUs trained which epochs, in runs of consecutive epochs, with their wall seconds.
+
+    Wall time is only comparable on one kind of machine: the same run measured 31 s an epoch on
+    an AVX-512 EPYC and 66 s on an AVX2-only one, so a figure without its machine says little."""
+    runs: list[dict] = []
+    previous = 0.0
+    for row in history:
+        host = row.get("host", "unrecorded")
+        seconds = float(row.get("seconds", previous)) - previous
+        previous = float(row.get("seconds", previous))
+        if runs and runs[-1]["cpu"] == host and runs[-1]["epochs"][1] == row["epoch"] - 1:
+            runs[-1]["epochs"][1] = row["epoch"]
+            runs[-1]["seconds"] = round(runs[-1]["seconds"] + seconds, 1)
+        else:
+            runs.append({"cpu": host, "epochs": [row["epoch"], row["epoch"]], "seconds": round(seconds, 1)})
+    return runs
+
+
 @dataclass
 class TrainResult:
     checkpoint: Path
@@ -497,6 +517,7 @@ def train(
         start_epoch, history, elapsed, cpu_elapsed = load_state(state_path, cfg, model, opt)
         log(f"resumed from {state_path} at epoch {start_epoch}")
 
+    host = host_facts()["cpu"]  # per epoch row: a resumed run may continue on another machine
     params_of: dict[SubnetSpec, int] = {}
     largest_params = fam.params(space.largest(), len(labels), feat_cfg.shape)
 
@@ -544,7 +565,7 @@ def train(
         elapsed += time.perf_counter() - t0
         cpu_elapsed += time.process_time() - c0
         row = {"epoch": epoch + 1, "train_loss": round(run_loss / max(1, run_seen), 4),
-               "train_acc": round(run_correct / max(1, run_seen), 4), "seconds": round(elapsed, 1)}
+               "train_acc": round(run_correct / max(1, run_seen), 4), "seconds": round(elapsed, 1), "host": host}
         if val_split is not None and ((epoch + 1) % max(1, val_every) == 0 or epoch + 1 == cfg.epochs):
             for name, spec in (("largest", fixed or space.largest()), ("smallest", fixed or space.smallest())):
                 row[f"val_{name}"] = round(evaluate_spec(model, spec, val_split, calib)[0], 4)
@@ -557,7 +578,8 @@ def train(
 
     metrics: dict = {"history": history, "train_seconds": round(elapsed, 1),
                      "train_cpu_seconds": round(sum_over_ranks(cpu_elapsed, d), 1), "world_size": d.world,
-                     "train_examples": n, "rank_param_digests": check_in_step(model, d)}
+                     "train_examples": n, "rank_param_digests": check_in_step(model, d),
+                     "machines": machines_of(history)}
     metrics.update(finalize(model, space, fixed, calib, test_split))
     ck = Checkpoint(cfg.family, space, feat_cfg, tuple(labels), model.state_dict(),
                     train_config={**cfg.to_dict(), "data_dir": str(data_dir), "world_size": d.world,

@@ -76,6 +76,24 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_corpus, tmp_path, 
     a, b = load_checkpoint(trained).state_dict, load_checkpoint(out).state_dict
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not out.with_name("resumed.pt.state").exists()
+    # both halves ran here: one run of epochs on this machine's CPU, in the checkpoint's metrics
+    from edgekws.targets import host_facts
+
+    (machine,) = load_checkpoint(out).metrics["machines"]
+    assert machine["cpu"] == host_facts()["cpu"] and machine["epochs"] == [1, 2] and machine["seconds"] > 0
+
+
+def test_machines_of_splits_a_resumed_run_by_cpu():
+    """A run resumed on another kind of machine reports each machine's epochs and seconds (a
+    history written before hosts were recorded reads as 'unrecorded')."""
+    from edgekws.train import machines_of
+
+    history = [{"epoch": 1, "seconds": 30.0}, {"epoch": 2, "seconds": 61.0, "host": "A"},
+               {"epoch": 3, "seconds": 90.0, "host": "A"}, {"epoch": 4, "seconds": 156.0, "host": "B"}]
+    assert machines_of(history) == [{"cpu": "unrecorded", "epochs": [1, 1], "seconds": 30.0},
+                                    {"cpu": "A", "epochs": [2, 3], "seconds": 60.0},
+                                    {"cpu": "B", "epochs": [4, 4], "seconds": 66.0}]
+    assert machines_of([]) == []
 
 
 class _Evil:
