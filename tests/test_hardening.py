@@ -120,6 +120,8 @@ def test_failed_commands_leave_no_folder_they_created(tmp_path):
     (["train", "-d", "D", "-o", "x.pt", "--lr", "nan"], "--lr must be greater than 0 and at most 10 (got nan)"),
     (["train", "-d", "D", "-o", "x.pt", "--threads", "-1"], "--threads must be between 1 and 1024"),
     (["train", "-d", "D", "-o", "x.pt", "--small-label-weight", "2"], "--small-label-weight must be between 0 and 1"),
+    (["train", "-d", "D", "-o", "x.pt", "--num-random", "2", "--width-anchors", "3"],
+     "--width-anchors must be in [0, --num-random = 2] (got 3)"),
     (["data", "pack", "-d", "D", "-o", "p.npz", "--examples", "-1"], "--examples must be between 1 and 1000000"),
     (["data", "synth", "-o", "c", "--workers", "0"], "--workers must be between 1 and 256"),
     (["profile", "--width", "0.5", "--runs", "0"], "--runs must be between 1 and 100000"),
