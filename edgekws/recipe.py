@@ -66,8 +66,8 @@ class TrainConfig:
     small_width_bias: float = 0.0
     # Of the `num_random` subnets, how many are *width anchors*: a width multiplier below 1.0 at
     # full depth, drawn uniformly (the specs `export --width` ships and `train_once` scores).
-    # Per-stage draws hit "every stage at 0.25, full depth" once in hundreds of steps, so the
-    # deployable narrow subnets are trained mostly through their neighbours.
+    # Each is one spec of the 4,608 per-stage draws pick from (4 draws a step: ~17 visits in a
+    # 150-epoch run), so the deployable narrow subnets are trained mostly through their neighbours.
     width_anchors: int = 0
     # Hard labels mixed into the distilled subnets' loss: (1 - w) · KD + w · CE(labels). Twins
     # trained alone on labels beat the supernet's narrow subnets (train_once).
