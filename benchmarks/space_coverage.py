@@ -6,7 +6,7 @@ For each checkpoint: test accuracy (BN recalibrated on its calibration set, as d
 four uniform-width specs and of `--specs` random specs drawn per stage with one fixed seed (the
 same specs for every checkpoint), then the mean over the mixed ones whose widths are not
 uniform. A supernet trained with uniform-width sampling never ran those mixed specs; one
-trained per stage did. Writes benchmarks/results/space_coverage.json.
+trained per stage did. Writes benchmarks/results/space_coverage.json (or `--out`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, required=True)
     ap.add_argument("--specs", type=int, default=16)
     ap.add_argument("--cache-dir", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=RESULTS / "space_coverage.json",
+                    help="results file (default: benchmarks/results/space_coverage.json)")
     args = ap.parse_args()
     out = {"benchmark": "space_coverage", "date": time.strftime("%Y-%m-%d"), "checkpoints": {}}
     for path in args.checkpoints:
@@ -49,8 +51,10 @@ def main() -> None:
                                          "mixed_trained": sum(ck.trained(s) for s in mixed), "mixed_count": len(mixed)}
         print(f"{path}: sampling {ck.sampling}, uniform {u}, mixed mean {100 * np.mean(list(m.values())):.2f} % "
               f"over {len(mixed)} specs ({out['checkpoints'][str(path)]['mixed_trained']} of them visited in training)")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "space_coverage.json").write_text(json.dumps(out, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_text(json.dumps(out, indent=2) + "\n")
+    tmp.replace(args.out)
 
 
 if __name__ == "__main__":

@@ -95,14 +95,21 @@ class _RandomDraws:
     policy: str = "per_stage"
     width_bias: float = 0.0
 
-    anchors: int = 0  # of the n, drawn from the narrow width multipliers at full depth
+    anchors: int = 0  # of the n, narrow width multipliers at full depth
 
     def random(self, rng: np.random.Generator) -> list[SubnetSpec]:
-        k = min(self.anchors, self.n)
+        anchors = self.anchor_specs(rng)
+        return anchors + [training_spec(self.space, rng, self.policy, self.width_bias) for _ in range(self.n - len(anchors))]
+
+    def anchor_specs(self, rng: np.random.Generator) -> list[SubnetSpec]:
+        """`anchors` distinct narrow widths at full depth (all of them once `anchors` reaches their
+        count, as slimmable networks train every width every step; beyond it they repeat)."""
         narrow = [m for m in self.space.width_multipliers if m < 1.0]
-        anchors = [self.space.uniform(narrow[rng.integers(len(narrow))]) for _ in range(k)] if narrow else []
-        return anchors + [training_spec(self.space, rng, self.policy, self.width_bias)
-                          for _ in range(self.n - len(anchors))]
+        pool, picks = [], []
+        for _ in range(min(self.anchors, self.n) if narrow else 0):
+            pool = pool or list(narrow)
+            picks.append(self.space.uniform(pool.pop(int(rng.integers(len(pool))))))
+        return picks
 
 
 @dataclass(frozen=True)

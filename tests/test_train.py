@@ -372,6 +372,8 @@ def test_samplers_and_loss_terms_compose():
     assert all(len(d) == 5 and d[2] in narrow for d in draws)
     assert {d[2] for d in draws} == narrow  # every narrow width is drawn
     assert any(d[3] not in narrow for d in draws)  # the others stay per-stage draws
+    every = make_sampler(TrainConfig(num_random=4, width_anchors=3), space).draw(rng)
+    assert len(every) == 6 and set(every[2:5]) == narrow  # all three narrow widths, once each, then one per-stage draw
     from edgekws.train import check_config
     with pytest.raises(EdgeKWSError, match="--width-anchors must be in"):
         check_config(TrainConfig(num_random=2, width_anchors=3))
