@@ -83,6 +83,14 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_corpus, tmp_path, 
     assert machine["cpu"] == host_facts()["cpu"] and machine["epochs"] == [1, 2] and machine["seconds"] > 0
 
 
+def test_info_names_the_machine_that_trained_each_epoch(trained):
+    from edgekws.targets import host_facts
+
+    res = CliRunner().invoke(app, ["info", "--checkpoint", str(trained)])
+    assert res.exit_code == 0, res.output
+    assert f"epochs 1–2 on {host_facts()['cpu']}" in " ".join(res.output.split())
+
+
 def test_machines_of_splits_a_resumed_run_by_cpu():
     """A run resumed on another kind of machine reports each machine's epochs and seconds (a
     history written before hosts were recorded reads as 'unrecorded')."""
