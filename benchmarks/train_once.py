@@ -99,7 +99,8 @@ def main() -> None:
         rows.append({"width": m, "spec": spec.name, "supernet": sup_acc, "twin": twin_acc,
                      "delta_pt": round(100 * (sup_acc - twin_acc), 2),
                      "twin_cpu_s": twin.metrics["train_cpu_seconds"], "twin_wall_s": twin.metrics["train_seconds"],
-                     "twin_procs": twin.metrics.get("world_size", 1)})
+                     "twin_procs": twin.metrics.get("world_size", 1),
+                     "twin_machines": twin.metrics.get("machines", "unrecorded")})
     rows.sort(key=lambda r: r["width"])
     twins_cpu = sum(r["twin_cpu_s"] for r in rows)
     result = {
@@ -110,6 +111,8 @@ def main() -> None:
         "rows": rows,
         "supernet_cpu_s": sup.metrics["train_cpu_seconds"],
         "supernet_wall_s": sup.metrics["train_seconds"],
+        # which CPU trained which epochs (wall time differs ~2x between this workplace's machine kinds)
+        "supernet_machines": sup.metrics.get("machines", "unrecorded"),
         "twins_cpu_s": round(twins_cpu, 1),
         "cpu_ratio_supernet_over_twins": round(sup.metrics["train_cpu_seconds"] / twins_cpu, 3),
         "goal": "every subnet at least as good as its twin (delta_pt >= 0), at <= 0.4x the twins' total CPU time",
