@@ -217,6 +217,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--only", nargs="*", default=None, help="variants to run (default: all)")
+    ap.add_argument("--tag", default="", help="suffix of the results file name (e.g. another machine kind)")
     args = ap.parse_args()
     names = args.only or list(VARIANTS)
     if "baseline" not in names:
@@ -244,13 +245,17 @@ def main() -> None:
               flush=True)
     import torch
 
+    from edgekws.targets import host_facts
+
     out = {"benchmark": "train_speed", "family": args.family, "steps": args.steps, "warmup": args.warmup,
-           "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": sys.version.split()[0],
+           "cpu_count": os.cpu_count(), "cpu": host_facts()["cpu"], "torch": torch.__version__, "python": sys.version.split()[0],
            "date": time.strftime("%Y-%m-%d"), "variants": results,
            "note": "speedup = examples/s relative to baseline, measured in this one run"}
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"train_speed_{args.family}.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    path = RESULTS / f"train_speed_{args.family}{args.tag}.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(out, indent=2) + "\n")
+    tmp.replace(path)
     print(f"wrote {path}")
 
 
