@@ -518,6 +518,8 @@ def train(
         log(f"resumed from {state_path} at epoch {start_epoch}")
 
     host = host_facts()["cpu"]  # per epoch row: a resumed run may continue on another machine
+    if d.main:
+        log(f"training on {host}")
     params_of: dict[SubnetSpec, int] = {}
     largest_params = fam.params(space.largest(), len(labels), feat_cfg.shape)
 
@@ -571,7 +573,7 @@ def train(
                 row[f"val_{name}"] = round(evaluate_spec(model, spec, val_split, calib)[0], 4)
         history.append(row)
         if d.main:
-            log(" ".join(f"{k}={v}" for k, v in row.items()))
+            log(" ".join(f"{k}={v}" for k, v in row.items() if k != "host"))  # the host is said once, at the start
             save_torch({"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": opt.state_dict(),
                         "epoch": epoch + 1, "history": history, "elapsed": elapsed, "cpu_elapsed": cpu_elapsed},
                        state_path, "training state")
