@@ -64,8 +64,8 @@ class TrainConfig:
     # with probability ∝ (i + 1) ** -small_width_bias (0 = uniform). Narrow weights are shared by
     # every subnet but only the narrow subnets are scored on them alone.
     small_width_bias: float = 0.0
-    # Of the `num_random` subnets, how many are *width anchors*: a width multiplier below 1.0 at
-    # full depth, drawn uniformly (the specs `export --width` ships and `train_once` scores).
+    # Of the `num_random` subnets, how many are *width anchors*: distinct width multipliers below
+    # 1.0 at full depth, drawn at random (the specs `export --width` ships and `train_once` scores).
     # Each is one spec of the 4,608 per-stage draws pick from (4 draws a step: ~17 visits in a
     # 150-epoch run), so the deployable narrow subnets are trained mostly through their neighbours.
     width_anchors: int = 0

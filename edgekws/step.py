@@ -94,7 +94,6 @@ class _RandomDraws:
     n: int = 2  # random subnets per step
     policy: str = "per_stage"
     width_bias: float = 0.0
-
     anchors: int = 0  # of the n, narrow width multipliers at full depth
 
     def random(self, rng: np.random.Generator) -> list[SubnetSpec]:
