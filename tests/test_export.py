@@ -130,6 +130,12 @@ def test_int8_that_fails_its_gates_is_refused_only_when_optional(tmp_path):
                    ("float", "int8"), runs=20, log=logged.append)
     assert [r["precision"] for r in rows.values()] == ["float"]
     assert any("model_int8.tflite failed its accuracy gates" in line for line in logged)
+    # every ONNX scheme fails such a gate: the table reports the nearest miss, not the last one tried
+    with pytest.raises(GateError) as failed:
+        export_subnet(width=0.25, out=tmp_path / "onnx", formats=("onnx",), thresholds=impossible)
+    best = max(failed.value.attempts, key=lambda a: (a["drop_pt"] <= impossible.int8_max_drop_pt, a["agreement"], -a["drop_pt"]))
+    (agreement,) = [c for c in failed.value.checks if c.artefact == "model_int8.onnx" and c.metric == "top-1 agreement"]
+    assert len(failed.value.attempts) == 4 and agreement.value == best["agreement"] and best["choice"] in agreement.note
     with pytest.raises(GateError):  # a failing float artefact is never optional
         export_subnet(width=0.25, out=tmp_path / "f", formats=("tflite",), int8_optional=True,
                       thresholds=Thresholds(float_atol=0.0, int8_agreement=1.01))

@@ -85,14 +85,18 @@ class OnnxFormat:
         if precision == "float":
             y = OnnxRunner(float_onnx)(job.features)
             return Artefact(file, float_onnx, y, [job.gate_float(file, y)])
-        attempts = []
+        attempts, tried = [], []
         for choice in onnx_format.QUANT_CANDIDATES:  # signed first; the gate decides (CPU-dependent)
             q = onnx_format.quantize_int8(float_onnx, job.calib, choice, job.work)
             y = OnnxRunner(q)(job.features)
             cks = job.gate_int8(file, y)
             attempts.append({"choice": choice.name, "agreement": cks[0].value, "drop_pt": cks[1].value})
+            tried.append((choice, q, y, cks))
             if all(c.passed for c in cks):
                 break
+        # the first scheme that passes; if none does, the nearest miss (most checks passed, then
+        # highest agreement, then smallest drop) is the one reported — not merely the last tried
+        choice, q, y, cks = max(tried, key=lambda t: (sum(c.passed for c in t[3]), t[3][0].value, -t[3][1].value))
         for c in cks:
             c.note = f"{choice.name} ({len(attempts)} tried)"
         quant = {"scheme": asdict(choice), "attempts": attempts, "format": "QDQ", "per_channel": True,
