@@ -13,7 +13,6 @@ random (seed 0) and the whole training split. Writes benchmarks/results/bn_calib
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ def main() -> None:
 
     from edgekws.checkpoint import load_checkpoint
     from edgekws.data import SpeechCommands, load_split
-    from edgekws.extract import calibration_batches, extract, recalibrate_bn
+    from edgekws.fileio import write_json_atomic
     from edgekws.train import CALIBRATION_EXAMPLES, evaluate_spec
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -53,24 +52,15 @@ def main() -> None:
                  else {f"width {m:g}": s for m, s in ck.space.width_multiplier_specs().items()})
         for label, spec in specs.items():
             row = {"checkpoint": path.name, "subnet": label, "spec": spec.name,
-                   "as_stored": evaluate_spec(model, spec, test)[0]}
-            for name, feats in sets.items():
-                net = extract(model, spec)
-                recalibrate_bn(net, calibration_batches(feats))
-                net.eval()
-                with torch.no_grad():
-                    p = np.concatenate([net(torch.from_numpy(np.array(test.features[s:s + 512]))).argmax(1).numpy()
-                                        for s in range(0, len(test.features), 512)])
-                row[name] = float((p == test.targets).mean())
+                   "as_stored": evaluate_spec(model, spec, test)[0],
+                   **{name: evaluate_spec(model, spec, test, feats)[0] for name, feats in sets.items()}}
             rows.append(row)
             print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     out = {"benchmark": "bn_calibration", "date": time.strftime("%Y-%m-%d"), "test_examples": len(test.targets),
            "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     dest = RESULTS / "bn_calibration.json"
-    tmp = dest.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=1) + "\n")
-    tmp.replace(dest)
+    write_json_atomic(dest, out)
     print(f"wrote {dest}")
 
 

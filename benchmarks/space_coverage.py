@@ -23,6 +23,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main() -> None:
     from edgekws.checkpoint import load_checkpoint
+    from edgekws.fileio import write_text_atomic
     from edgekws.data import SpeechCommands, load_split
     from edgekws.train import evaluate_spec
 
@@ -52,9 +53,7 @@ def main() -> None:
         print(f"{path}: sampling {ck.sampling}, uniform {u}, mixed mean {100 * np.mean(list(m.values())):.2f} % "
               f"over {len(mixed)} specs ({out['checkpoints'][str(path)]['mixed_trained']} of them visited in training)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    tmp.replace(args.out)
+    write_text_atomic(args.out, json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -245,6 +245,7 @@ def main() -> None:
               flush=True)
     import torch
 
+    from edgekws.fileio import write_text_atomic
     from edgekws.targets import host_facts
 
     out = {"benchmark": "train_speed", "family": args.family, "steps": args.steps, "warmup": args.warmup,
@@ -253,9 +254,7 @@ def main() -> None:
            "note": "speedup = examples/s relative to baseline, measured in this one run"}
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"train_speed_{args.family}{args.tag}.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(out, indent=2) + "\n")
     print(f"wrote {path}")
 
 
