@@ -69,6 +69,12 @@ class TrainConfig:
     # Each is one spec of the 4,608 per-stage draws pick from (4 draws a step: ~17 visits in a
     # 150-epoch run), so the deployable narrow subnets are trained mostly through their neighbours.
     width_anchors: int = 0
+    # Depth of the width anchors: "full" (the exported specs themselves) or "per_stage" (the
+    # anchor's one width multiplier for every stage, each stage's depth drawn at random). Full-depth
+    # anchors cost the reduced-depth mixed specs (a depth-1 stage: -0.6 to -1.3 pt at 150 epochs,
+    # README Stage 3) because they take per-stage draws; drawn depths keep depth coverage while
+    # still training each narrow width across all stages together.
+    anchor_depth: str = "full"
     # Hard labels mixed into the distilled subnets' loss: (1 - w) · KD + w · CE(labels). Twins
     # trained alone on labels beat the supernet's narrow subnets (train_once).
     small_label_weight: float = 0.5

@@ -163,8 +163,12 @@ class SearchSpace:
         return SubnetSpec(
             self.family,
             tuple(pick(c) for c in self.channel_choices),
-            tuple(int(c[rng.integers(len(c))]) for c in self.depth_choices),
+            self.sample_depths(rng),
         )
+
+    def sample_depths(self, rng: np.random.Generator) -> tuple[int, ...]:
+        """Each stage's depth drawn uniformly from its choices."""
+        return tuple(int(c[rng.integers(len(c))]) for c in self.depth_choices)
 
     def mutate(self, spec: SubnetSpec, rng: np.random.Generator, prob: float = 0.2) -> SubnetSpec:
         """Resample each slot with probability `prob` (evolutionary search)."""

@@ -69,6 +69,7 @@ def kd_alpha(student: torch.Tensor, teacher: torch.Tensor, alpha_min: float, alp
 
 
 SAMPLING_POLICIES = ("per_stage", "uniform")
+ANCHOR_DEPTHS = ("full", "per_stage")  # width anchors: the exported specs, or depths drawn per stage
 
 
 def training_spec(space: SearchSpace, rng: np.random.Generator, policy: str = "per_stage",
@@ -83,9 +84,7 @@ def training_spec(space: SearchSpace, rng: np.random.Generator, policy: str = "p
     if policy != "uniform":
         raise EdgeKWSError(f"unknown sampling policy '{policy}' (valid: {', '.join(SAMPLING_POLICIES)})")
     m = space.width_multipliers[rng.integers(len(space.width_multipliers))]
-    base = space.uniform(m)
-    depths = tuple(int(c[rng.integers(len(c))]) for c in space.depth_choices)
-    return SubnetSpec(space.family, base.channels, depths)
+    return SubnetSpec(space.family, space.uniform(m).channels, space.sample_depths(rng))
 
 
 @dataclass(frozen=True)
@@ -94,20 +93,25 @@ class _RandomDraws:
     n: int = 2  # random subnets per step
     policy: str = "per_stage"
     width_bias: float = 0.0
-    anchors: int = 0  # of the n, narrow width multipliers at full depth
+    anchors: int = 0  # of the n, narrow width multipliers for every stage
+    anchor_depth: str = "full"  # their depth: "full" or "per_stage" (drawn per stage)
 
     def random(self, rng: np.random.Generator) -> list[SubnetSpec]:
         anchors = self.anchor_specs(rng)
         return anchors + [training_spec(self.space, rng, self.policy, self.width_bias) for _ in range(self.n - len(anchors))]
 
     def anchor_specs(self, rng: np.random.Generator) -> list[SubnetSpec]:
-        """`anchors` distinct narrow widths at full depth (all of them once `anchors` reaches their
-        count, as slimmable networks train every width every step; beyond it they repeat)."""
+        """`anchors` distinct narrow widths (all of them once `anchors` reaches their count, as
+        slimmable networks train every width every step; beyond it they repeat), at full depth or
+        with each stage's depth drawn (`anchor_depth`)."""
         narrow = [m for m in self.space.width_multipliers if m < 1.0]
         pool, picks = [], []
         for _ in range(min(self.anchors, self.n) if narrow else 0):
             pool = pool or list(narrow)
-            picks.append(self.space.uniform(pool.pop(int(rng.integers(len(pool))))))
+            spec = self.space.uniform(pool.pop(int(rng.integers(len(pool)))))
+            if self.anchor_depth == "per_stage":
+                spec = SubnetSpec(spec.family, spec.channels, self.space.sample_depths(rng))
+            picks.append(spec)
         return picks
 
 
@@ -151,10 +155,12 @@ def make_sampler(cfg: TrainConfig, space: SearchSpace):
     if cfg.sampler == "students":
         if not cfg.teacher:
             raise EdgeKWSError("--sampler students needs --teacher (every subnet learns from it)")
-        return StudentsOnly(space, max(1, cfg.num_random), cfg.sampling, cfg.small_width_bias, cfg.width_anchors)
+        return StudentsOnly(space, max(1, cfg.num_random), cfg.sampling, cfg.small_width_bias, cfg.width_anchors,
+                            cfg.anchor_depth)
     if cfg.sampler != "sandwich":
         raise EdgeKWSError(f"--sampler must be one of {', '.join(s for s in SAMPLERS if s != 'fixed')} (got '{cfg.sampler}')")
-    return Sandwich(space, cfg.num_random, cfg.sampling, cfg.small_width_bias, cfg.width_anchors)
+    return Sandwich(space, cfg.num_random, cfg.sampling, cfg.small_width_bias, cfg.width_anchors,
+                            cfg.anchor_depth)
 
 
 # --------------------------------------------------------------------------------------------

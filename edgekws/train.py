@@ -50,7 +50,7 @@ from edgekws.models import create_supernet, get_family
 from edgekws.recipe import TrainConfig
 from edgekws.spec import SearchSpace, SubnetSpec
 from edgekws.targets import host_facts
-from edgekws.step import SAMPLERS, SAMPLING_POLICIES, make_sampler, train_step
+from edgekws.step import ANCHOR_DEPTHS, SAMPLERS, SAMPLING_POLICIES, make_sampler, train_step
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,6 +374,8 @@ def check_config(cfg: TrainConfig) -> None:
     if not 0 <= cfg.width_anchors <= cfg.num_random:
         raise EdgeKWSError(f"--width-anchors must be in [0, --num-random = {cfg.num_random}] (got {cfg.width_anchors}): "
                            "anchors are some of the random subnets")
+    if cfg.anchor_depth not in ANCHOR_DEPTHS:
+        raise EdgeKWSError(f"--anchor-depth must be one of {', '.join(ANCHOR_DEPTHS)} (got '{cfg.anchor_depth}')")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.num_random < 0:
         raise EdgeKWSError("--epochs and --batch-size must be at least 1 and --num-random at least 0")
 

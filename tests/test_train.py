@@ -382,9 +382,17 @@ def test_samplers_and_loss_terms_compose():
     assert any(d[3] not in narrow for d in draws)  # the others stay per-stage draws
     every = make_sampler(TrainConfig(num_random=4, width_anchors=3), space).draw(rng)
     assert len(every) == 6 and set(every[2:5]) == narrow  # all three narrow widths, once each, then one per-stage draw
+    # anchors with drawn depths: still one narrow width for every stage, depths vary, full depth included
+    widths = {space.uniform(m).channels for m in space.width_multipliers if m < 1.0}
+    drawn = [make_sampler(TrainConfig(num_random=1, width_anchors=1, anchor_depth="per_stage"), space).draw(rng)[2]
+             for _ in range(200)]
+    assert all(d.channels in widths for d in drawn)
+    assert len({d.depths for d in drawn}) > 6 and space.largest().depths in {d.depths for d in drawn}
     from edgekws.train import check_config
     with pytest.raises(EdgeKWSError, match="--width-anchors must be in"):
         check_config(TrainConfig(num_random=2, width_anchors=3))
+    with pytest.raises(EdgeKWSError, match="--anchor-depth must be one of full, per_stage"):
+        check_config(TrainConfig(num_random=2, width_anchors=1, anchor_depth="half"))
 
     torch.manual_seed(0)
     logits, soft, y = torch.randn(8, 12), torch.randn(8, 12), torch.randint(0, 12, (8,))
