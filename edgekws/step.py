@@ -160,7 +160,7 @@ def make_sampler(cfg: TrainConfig, space: SearchSpace):
     if cfg.sampler != "sandwich":
         raise EdgeKWSError(f"--sampler must be one of {', '.join(s for s in SAMPLERS if s != 'fixed')} (got '{cfg.sampler}')")
     return Sandwich(space, cfg.num_random, cfg.sampling, cfg.small_width_bias, cfg.width_anchors,
-                            cfg.anchor_depth)
+                    cfg.anchor_depth)
 
 
 # --------------------------------------------------------------------------------------------
