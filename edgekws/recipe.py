@@ -70,10 +70,10 @@ class TrainConfig:
     # 150-epoch run), so the deployable narrow subnets are trained mostly through their neighbours.
     width_anchors: int = 0
     # Depth of the width anchors: "full" (the exported specs themselves) or "per_stage" (the
-    # anchor's one width multiplier for every stage, each stage's depth drawn at random). Full-depth
-    # anchors cost the reduced-depth mixed specs (one anchor, 150 epochs: -0.91 pt on average over
-    # 12 mixed specs with a depth-1 stage, +0.24 over the 4 without; README Stage 3) because they take per-stage draws; drawn depths keep depth coverage while
-    # still training each narrow width across all stages together.
+    # anchor's one width multiplier for every stage, each stage's depth drawn at random: full depth
+    # then comes up for 1 of the 18 depth combinations). Anchors do not cost the reduced-depth mixed
+    # specs by being full depth: one anchor beside 3 per-stage draws scores the 12 depth-1 specs
+    # 0.24 pt below 3 draws alone; what costs them is a draw the anchor replaces (README Stage 3).
     anchor_depth: str = "full"
     # Hard labels mixed into the distilled subnets' loss: (1 - w) · KD + w · CE(labels). Twins
     # trained alone on labels beat the supernet's narrow subnets (train_once).
