@@ -5,8 +5,10 @@
 For each checkpoint: test accuracy (BN recalibrated on its calibration set, as deployed) of the
 four uniform-width specs and of `--specs` random specs drawn per stage with one fixed seed (the
 same specs for every checkpoint), then the mean over the mixed ones whose widths are not
-uniform. A supernet trained with uniform-width sampling never ran those mixed specs; one
-trained per stage did. Writes benchmarks/results/space_coverage.json (or `--out`).
+uniform, and that mean split by depth: specs with a stage at its shallowest choice, and the rest
+(the recipe knobs that trade the uniform widths against the mixed specs — width anchors, random
+draws — move the two groups differently). A supernet trained with uniform-width sampling never
+ran those mixed specs; one trained per stage did. Writes benchmarks/results/space_coverage.json (or `--out`).
 """
 
 from __future__ import annotations
@@ -21,10 +23,20 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def _mean(values) -> float | None:
+    values = list(values)
+    return round(float(np.mean(values)), 4) if values else None
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f} %"
+
+
 def main() -> None:
     from edgekws.checkpoint import load_checkpoint
     from edgekws.fileio import write_text_atomic
     from edgekws.data import SpeechCommands, load_split
+    from edgekws.recipe import TrainConfig
     from edgekws.train import evaluate_spec
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -47,11 +59,20 @@ def main() -> None:
         mixed = [s for s in (space.sample(rng) for _ in range(args.specs)) if s.channels not in uniform_widths]
         u = {k: round(evaluate_spec(model, s, test, calib)[0], 4) for k, s in uniform.items()}
         m = {s.name: round(evaluate_spec(model, s, test, calib)[0], 4) for s in mixed}
-        out["checkpoints"][str(path)] = {"sampling": ck.sampling, "epochs": ck.train_config.get("epochs"),
-                                         "uniform": u, "mixed": m, "mixed_mean": round(float(np.mean(list(m.values()))), 4),
-                                         "mixed_trained": sum(ck.trained(s) for s in mixed), "mixed_count": len(mixed)}
-        print(f"{path}: sampling {ck.sampling}, uniform {u}, mixed mean {100 * np.mean(list(m.values())):.2f} % "
-              f"over {len(mixed)} specs ({out['checkpoints'][str(path)]['mixed_trained']} of them visited in training)")
+        shallow = [s.name for s in mixed if any(d == min(c) for d, c in zip(s.depths, space.depth_choices))]
+        rest = [n for n in m if n not in shallow]
+        row = {"sampling": ck.sampling, "epochs": ck.train_config.get("epochs"),
+               # a knob a checkpoint predates was, in effect, at its default (no anchors before they existed)
+               "recipe": {k: ck.train_config.get(k, getattr(TrainConfig(), k)) for k in ("num_random", "width_anchors", "anchor_depth")},
+               "uniform": u, "mixed": m, "mixed_mean": _mean(m.values()),
+               "mixed_mean_shallow": _mean(m[n] for n in shallow), "mixed_shallow_count": len(shallow),
+               "mixed_mean_rest": _mean(m[n] for n in rest),
+               "mixed_trained": sum(ck.trained(s) for s in mixed), "mixed_count": len(mixed)}
+        out["checkpoints"][str(path)] = row
+        print(f"{path}: sampling {ck.sampling}, uniform {u}, mixed mean {100 * row['mixed_mean']:.2f} % "
+              f"over {len(mixed)} specs ({row['mixed_trained']} of them visited in training; "
+              f"{len(shallow)} with a stage at its shallowest depth {_pct(row['mixed_mean_shallow'])}, "
+              f"the other {len(rest)} {_pct(row['mixed_mean_rest'])})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(out, indent=2) + "\n")
 
