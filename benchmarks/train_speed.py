@@ -17,7 +17,9 @@ corpus's cached training clips, in one run, so the ratios compare like with like
 - `compile`: `torch.compile` of the supernet (compile time reported separately);
 - `bf16`, `batch64`, `feature_bank`, …: one change each; `engine` is what `edgekws train`
   runs (channels-last, an 8-variant feature bank, per-stage sampling), alone and with the two
-  further options.
+  further options;
+- `recipe`: the engine at the default recipe's 4 random subnets, and `recipe+anchors…` with width
+  anchors (README Stage 3) added beside or in place of per-stage draws — the time side of that trade.
 
 Per variant it prints the median step time over `--steps` timed steps (after warm-up), examples/s,
 the speed-up over the baseline and the share of the step spent making the batch, in forward, in
@@ -70,12 +72,14 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
 
     from edgekws.features import FeatureConfig, LogMel
     from edgekws.models import count_params, create_supernet, get_family
-    from edgekws.step import train_step, training_spec
+    from edgekws.step import make_sampler, train_step
     from edgekws.train import BatchMaker, Dist, TrainConfig, allreduce_grads, param_groups
 
     torch.set_num_threads(v.get("threads", 2))
     cfg = TrainConfig(family=family, batch_size=v.get("batch", 128), num_random=v.get("num_random", 2),
-                      sampling=v.get("sampling", "uniform"), feature_variants=v.get("bank", 0))
+                      sampling=v.get("sampling", "uniform"), feature_variants=v.get("bank", 0),
+                      width_anchors=v.get("width_anchors", 0))
+    sampler = make_sampler(cfg, get_family(family).space)  # the training sampler (anchors included)
     waves, targets, wave_aug = _setup(data_dir, cache_dir)
     fam = get_family(family)
     torch.manual_seed(0)
@@ -131,8 +135,7 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
         batch = next(it)
         t1 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        sandwich = [fam.space.largest(), fam.space.smallest()] + [training_spec(fam.space, rng, cfg.sampling)
-                                                                  for _ in range(cfg.num_random)]
+        sandwich = sampler.draw(rng)
         tim: dict = {}
         if v.get("bf16"):
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -206,6 +209,12 @@ VARIANTS = {
     "engine": {"channels_last": True, "bank": 8, "sampling": "per_stage"},
     "engine+num_random=1": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 1},
     "engine+ranks2x1": {"channels_last": True, "bank": 8, "sampling": "per_stage", "threads": 1, "ranks": 2},
+    # the default recipe's step (4 random subnets; `engine` above keeps the 2 it was measured with)
+    # and the width-anchor recipes of README Stage 3: what anchors cost beside the draws they join
+    "recipe": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 4},
+    "recipe+anchors1": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 5, "width_anchors": 1},
+    "recipe+anchors3_nr5": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 5, "width_anchors": 3},
+    "recipe+anchors3_nr7": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7, "width_anchors": 3},
 }
 
 
