@@ -63,7 +63,8 @@ def main() -> None:
         rest = [n for n in m if n not in shallow]
         row = {"sampling": ck.sampling, "epochs": ck.train_config.get("epochs"),
                # a knob a checkpoint predates was, in effect, at its default (no anchors before they existed)
-               "recipe": {k: ck.train_config.get(k, getattr(TrainConfig(), k)) for k in ("num_random", "width_anchors", "anchor_depth")},
+               "recipe": {k: getattr(TrainConfig.recorded(ck.train_config, known_only=True), k)
+                          for k in ("num_random", "width_anchors", "anchor_depth")},
                "uniform": u, "mixed": m, "mixed_mean": _mean(m.values()),
                "mixed_mean_shallow": _mean(m[n] for n in shallow), "mixed_shallow_count": len(shallow),
                "mixed_mean_rest": _mean(m[n] for n in rest),

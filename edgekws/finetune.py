@@ -20,7 +20,7 @@ in the README's Stage 3 and `benchmarks/results/finetune_dscnn_*`).
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 from edgekws.checkpoint import Checkpoint
@@ -41,8 +41,7 @@ def finetune_config(source: Checkpoint, source_path: Path, spec: SubnetSpec, epo
     if not source.trained(spec):
         raise EdgeKWSError(f"{source_path}: its training never visited {spec.name} (sampling '{source.sampling}'); "
                            "fine-tune a spec it trained")
-    known = {f.name for f in fields(TrainConfig)}
-    base = TrainConfig(**{k: v for k, v in source.train_config.items() if k in known})
+    base = TrainConfig.recorded(source.train_config, known_only=True)
     return replace(base, epochs=epochs, lr=lr, warmup_epochs=warmup_epochs, fixed_spec=spec.to_dict(),
                    init=str(source_path), teacher=str(teacher or source_path), teacher_weight=teacher_weight,
                    seed=base.seed if seed is None else seed)

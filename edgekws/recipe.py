@@ -10,7 +10,7 @@ rank's shard), not what the recipe asks for.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 
 @dataclass
@@ -25,7 +25,11 @@ class TrainConfig:
     weight_decay: float = 1e-2
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
-    num_random: int = 4  # random subnets per step besides the largest and the smallest (4 > 3: +0.57 pt on mixed specs, 16 of 16, at 150 epochs; ~6 % more time)
+    # Random subnets per step besides the largest and the smallest, `width_anchors` of them the
+    # narrow uniform widths: 4 per-stage draws (4 > 3: +0.57 pt on mixed specs, 16 of 16, at 150
+    # epochs) and the 3 anchors beside them (README Stage 3: every tier's release pick scores
+    # higher on the test pack; +45 % per step).
+    num_random: int = 7
     kd: str = "kl"  # in-place distillation loss: "kl" or "alpha" (TODM / AlphaNet)
     alpha_min: float = -1.0
     alpha_max: float = 1.0
@@ -68,7 +72,10 @@ class TrainConfig:
     # 1.0 at full depth, drawn at random (the specs `export --width` ships and `train_once` scores).
     # Each is one spec of the 4,608 per-stage draws pick from (4 draws a step: ~17 visits in a
     # 150-epoch run), so the deployable narrow subnets are trained mostly through their neighbours.
-    width_anchors: int = 0
+    # 3 trains all three every step, as slimmable networks do: at 150 epochs +2.53 / +1.80 / +1.02 /
+    # +0.46 pt at width 0.25 / 0.5 / 0.75 / 1.0 over 4 draws alone, -0.52 pt on 16 random mixed
+    # specs (-0.83 on those with a depth-1 stage), and a better pick for every device tier.
+    width_anchors: int = 3
     # Depth of the width anchors: "full" (the exported specs themselves) or "per_stage" (the
     # anchor's one width multiplier for every stage, each stage's depth drawn at random: full depth
     # then comes up for 1 of the 18 depth combinations). Anchors do not cost the reduced-depth mixed
@@ -85,6 +92,21 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def recorded(cls, d: dict, known_only: bool = False) -> "TrainConfig":
+        """The recipe a checkpoint's or state's `train_config` ran. A knob the run predates ran
+        as it did before it existed — its `ABSENT` value, not today's default (the default of
+        `width_anchors` became 3 after runs without the knob had run with none)."""
+        names = {f.name for f in fields(cls)}
+        if not known_only and set(d) - names:
+            raise TypeError(f"unknown training knobs {sorted(set(d) - names)}")
+        return cls(**{**ABSENT, **{k: v for k, v in d.items() if k in names}})
+
+
+# What a knob meant in a train_config written before the knob existed, where that differs from
+# today's default.
+ABSENT = {"width_anchors": 0}
 
 
 @dataclass(frozen=True)

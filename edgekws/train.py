@@ -373,7 +373,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise EdgeKWSError(f"--small-width-bias must be in [0, 8] (got {cfg.small_width_bias})")
     if not 0 <= cfg.width_anchors <= cfg.num_random:
         raise EdgeKWSError(f"--width-anchors must be in [0, --num-random = {cfg.num_random}] (got {cfg.width_anchors}): "
-                           "anchors are some of the random subnets")
+                           "anchors are some of the random subnets (--width-anchors 0 for none)")
     if cfg.anchor_depth not in ANCHOR_DEPTHS:
         raise EdgeKWSError(f"--anchor-depth must be one of {', '.join(ANCHOR_DEPTHS)} (got '{cfg.anchor_depth}')")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.num_random < 0:
@@ -413,8 +413,11 @@ def load_state(path: Path, cfg: TrainConfig, model: nn.Module, opt) -> tuple[int
         raise EdgeKWSError(f"{path}: not a readable training state ({first_line(exc)}); {hint}") from None
     if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
         raise EdgeKWSError(f"{path}: not an edgekws training state; {hint}")
-    # knobs added since the state was written ran at their defaults
-    if {**TrainConfig().to_dict(), **state["config"]} != cfg.to_dict():
+    try:  # knobs added since the state was written ran as before they existed
+        recorded = TrainConfig.recorded(state["config"]).to_dict()
+    except TypeError:  # a knob this edgekws does not know: not this recipe
+        recorded = None
+    if recorded != cfg.to_dict():
         raise EdgeKWSError(f"{path} was written with another training config; start afresh without --resume")
     try:
         model.load_state_dict(state["model"])

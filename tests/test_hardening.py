@@ -210,6 +210,17 @@ def test_damaged_training_state_is_one_line(tmp_path):
                 "model": {}, "optimizer": {}}, state)  # older state (no new knob): accepted as default
     with pytest.raises(EdgeKWSError, match="damaged training state"):
         load_state(state, TrainConfig(), net, opt)
+    # a state from before width anchors existed ran with none, not with today's default of 3
+    legacy = {k: v for k, v in TrainConfig(num_random=4).to_dict().items() if k != "width_anchors"}
+    torch.save({"config": legacy, "model": {}, "optimizer": {}}, state)
+    with pytest.raises(EdgeKWSError, match="another training config"):
+        load_state(state, TrainConfig(num_random=4), net, opt)
+    with pytest.raises(EdgeKWSError, match="damaged training state"):  # the recipe check passed
+        load_state(state, TrainConfig(num_random=4, width_anchors=0), net, opt)
+    assert TrainConfig.recorded(legacy).width_anchors == 0 and TrainConfig.recorded(TrainConfig().to_dict()) == TrainConfig()
+    torch.save({"config": {**TrainConfig().to_dict(), "knob_from_the_future": 1}}, state)
+    with pytest.raises(EdgeKWSError, match="another training config"):
+        load_state(state, TrainConfig(), net, opt)
 
 
 @pytest.fixture()

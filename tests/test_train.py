@@ -22,7 +22,7 @@ from edgekws.models import get_family
 from edgekws.step import alpha_divergence, kd_alpha, kd_kl, training_spec
 from edgekws.train import TrainConfig, train
 
-TINY = dict(epochs=2, batch_size=32, num_random=1)
+TINY = dict(epochs=2, batch_size=32, num_random=1, width_anchors=0)  # the default is 3 anchors of 7
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def test_uniform_sampling_shares_one_width_and_draws_depths():
 
 def test_alpha_kd_teacher_and_kwt_train(tiny_corpus, tmp_path, trained):
     out = tmp_path / "student.pt"
-    cfg = TrainConfig(family="kwt", epochs=1, batch_size=32, num_random=1, kd="alpha", teacher=str(trained))
+    cfg = TrainConfig(family="kwt", epochs=1, batch_size=32, num_random=1, width_anchors=0, kd="alpha", teacher=str(trained))
     res = train(tiny_corpus, out, cfg, cache_dir=tmp_path / "cache", log=lambda m: None)
     ck = load_checkpoint(out)
     assert ck.family == "kwt" and ck.train_config["teacher"] == str(trained)
@@ -200,7 +200,7 @@ def test_torchrun_two_cpu_ranks_stay_in_step(tiny_corpus, tmp_path):
     out = tmp_path / "ddp.pt"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            "-m", "edgekws", "train", "--data-dir", str(tiny_corpus), "--out", str(out), "--epochs", "2",
-           "--batch-size", "32", "--num-random", "1", "--threads", "1", "--cache-dir", str(tmp_path / "cache")]
+           "--batch-size", "32", "--num-random", "1", "--width-anchors", "0", "--threads", "1", "--cache-dir", str(tmp_path / "cache")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -240,7 +240,7 @@ def test_fixed_spec_checkpoint_covers_only_its_spec(tiny_corpus, tmp_path):
 
 
 def test_recipe_options_train_and_are_recorded(tiny_corpus, tmp_path):
-    cfg = TrainConfig(epochs=1, batch_size=32, num_random=1, channel_augment=True, spec_augment_scope="largest",
+    cfg = TrainConfig(epochs=1, batch_size=32, num_random=1, width_anchors=0, channel_augment=True, spec_augment_scope="largest",
                       decay_weights_only=True, warmup_epochs=0.5)
     out = tmp_path / "recipe.pt"
     train(tiny_corpus, out, cfg, cache_dir=tmp_path / "cache", log=lambda m: None)
@@ -314,7 +314,7 @@ def test_leave_one_engine_out_command(tiny_corpus, tmp_path):
 def test_local_processes_train_in_step(tiny_corpus, tmp_path):
     out = tmp_path / "procs.pt"
     res = CliRunner().invoke(app, ["train", "--data-dir", str(tiny_corpus), "--out", str(out), "--epochs", "1",
-                                   "--batch-size", "32", "--num-random", "1", "--procs", "2",
+                                   "--batch-size", "32", "--num-random", "1", "--width-anchors", "0", "--procs", "2",
                                    "--cache-dir", str(tmp_path / "cache")])
     assert res.exit_code == 0, res.output
     ck = load_checkpoint(out)
@@ -362,7 +362,7 @@ def test_samplers_and_loss_terms_compose():
 
     space = get_family("dscnn").space
     rng = np.random.default_rng(0)
-    sw = make_sampler(TrainConfig(num_random=3), space)
+    sw = make_sampler(TrainConfig(num_random=3, width_anchors=0), space)
     assert isinstance(sw, Sandwich) and sw.first_from_labels
     drawn = sw.draw(rng)
     assert drawn[:2] == [space.largest(), space.smallest()] and len(drawn) == 5
@@ -371,7 +371,7 @@ def test_samplers_and_loss_terms_compose():
     assert isinstance(make_sampler(TrainConfig(fixed_spec=spec.to_dict()), space), FixedSpec)
     with pytest.raises(EdgeKWSError, match="needs --teacher"):
         make_sampler(TrainConfig(sampler="students"), space)
-    st = make_sampler(TrainConfig(sampler="students", teacher="t.pt", num_random=2), space)
+    st = make_sampler(TrainConfig(sampler="students", teacher="t.pt", num_random=2, width_anchors=0), space)
     assert isinstance(st, StudentsOnly) and not st.first_from_labels and len(st.draw(rng)) == 2
     # width anchors: that many of the random subnets are narrow width multipliers at full depth
     narrow = {space.uniform(m) for m in space.width_multipliers if m < 1.0}
@@ -380,6 +380,8 @@ def test_samplers_and_loss_terms_compose():
     assert all(len(d) == 5 and d[2] in narrow for d in draws)
     assert {d[2] for d in draws} == narrow  # every narrow width is drawn
     assert any(d[3] not in narrow for d in draws)  # the others stay per-stage draws
+    default = make_sampler(TrainConfig(), space).draw(rng)  # the default recipe: 3 anchors beside 4 per-stage draws
+    assert len(default) == 9 and set(default[2:5]) == narrow
     every = make_sampler(TrainConfig(num_random=4, width_anchors=3), space).draw(rng)
     assert len(every) == 6 and set(every[2:5]) == narrow  # all three narrow widths, once each, then one per-stage draw
     # anchors with drawn depths: still one narrow width for every stage, depths vary, full depth included
@@ -435,7 +437,7 @@ def test_under_torchrun_only_rank_0_reports(tiny_corpus, tmp_path, monkeypatch):
     """Every rank runs the CLI under torchrun; only rank 0 prints the final table."""
     out = tmp_path / "r1.pt"
     args = ["train", "--data-dir", str(tiny_corpus), "--out", str(out), "--epochs", "1", "--batch-size", "32",
-            "--num-random", "1", "--cache-dir", str(tmp_path / "cache")]
+            "--num-random", "1", "--width-anchors", "0", "--cache-dir", str(tmp_path / "cache")]
     monkeypatch.setenv("RANK", "1")  # WORLD_SIZE unset: trains alone, reports as rank 1 would
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
