@@ -101,6 +101,7 @@ def leave_one_engine_out(corpus: Path, engine: str, out: Path, cfg, cache_dir: P
     """Hold out `engine`, train `cfg` on the rest, evaluate every width on both; write `out/loeo.json`."""
     from edgekws.checkpoint import load_checkpoint
     from edgekws.evaluate import evaluate_checkpoint
+    from edgekws.recipe import TrainConfig
     from edgekws.train import train
 
     out = Path(out)
@@ -113,7 +114,8 @@ def leave_one_engine_out(corpus: Path, engine: str, out: Path, cfg, cache_dir: P
     ckpt = out / f"supernet_without_{engine}.pt"
     if resume and ckpt.exists():
         done = load_checkpoint(ckpt)
-        differ = sorted(k for k, v in cfg.to_dict().items() if k in done.train_config and done.train_config[k] != v)
+        ran = TrainConfig.recorded(done.train_config, known_only=True).to_dict()  # knobs it predates: as they ran
+        differ = sorted(k for k, v in cfg.to_dict().items() if ran[k] != v)
         if differ:  # a finished run of another recipe is not this one's result
             raise EdgeKWSError(f"{ckpt} was trained with other settings ({', '.join(differ)}); give another --out, "
                                "or drop --resume to retrain it")
