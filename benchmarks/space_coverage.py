@@ -62,7 +62,7 @@ def main() -> None:
         shallow = [s.name for s in mixed if any(d == min(c) for d, c in zip(s.depths, space.depth_choices))]
         rest = [n for n in m if n not in shallow]
         row = {"sampling": ck.sampling, "epochs": ck.train_config.get("epochs"),
-               # a knob a checkpoint predates was, in effect, at its default (no anchors before they existed)
+               # a knob a checkpoint predates ran as before it existed (TrainConfig.recorded: no anchors)
                "recipe": {k: getattr(TrainConfig.recorded(ck.train_config, known_only=True), k)
                           for k in ("num_random", "width_anchors", "anchor_depth")},
                "uniform": u, "mixed": m, "mixed_mean": _mean(m.values()),

@@ -79,9 +79,9 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
     cfg = TrainConfig(family=family, batch_size=v.get("batch", 128), num_random=v.get("num_random", 2),
                       sampling=v.get("sampling", "uniform"), feature_variants=v.get("bank", 0),
                       width_anchors=v.get("width_anchors", 0))
-    sampler = make_sampler(cfg, get_family(family).space)  # the training sampler (anchors included)
     waves, targets, wave_aug = _setup(data_dir, cache_dir)
     fam = get_family(family)
+    sampler = make_sampler(cfg, fam.space)  # the training sampler (anchors included)
     torch.manual_seed(0)
     model = create_supernet(family, 12, (49, 40))
     if v.get("channels_last"):
