@@ -19,7 +19,12 @@ corpus's cached training clips, in one run, so the ratios compare like with like
   runs (channels-last, an 8-variant feature bank, per-stage sampling), alone and with the two
   further options;
 - `recipe`: the engine at the default recipe's 4 random subnets, and `recipe+anchors…` with width
-  anchors (README Stage 3) added beside or in place of per-stage draws — the time side of that trade.
+  anchors (README Stage 3) added beside or in place of per-stage draws — the time side of that trade;
+  `…+ranks2x1` and `…+glibc_alloc` the default recipe's step on two one-thread ranks, and with
+  glibc's own allocator thresholds instead of the engine's (`edgekws.alloc`).
+
+Each variant runs in a fresh process (a step's speed depends on the allocator's state, i.e. on what
+the process did before), with the engine's allocator setting unless it says otherwise.
 
 Per variant it prints the median step time over `--steps` timed steps (after warm-up), examples/s,
 the speed-up over the baseline and the share of the step spent making the batch, in forward, in
@@ -162,9 +167,40 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
             "feature_bank_variant_s": round(bank_s, 1) if bank_s is not None else None}
 
 
+def _apply_allocator(v: dict) -> None:
+    """The engine's allocator setting (edgekws.alloc) unless the variant measures glibc's own."""
+    if not v.get("glibc_alloc"):
+        from edgekws.alloc import keep_freed_memory
+
+        keep_freed_memory()
+
+
+def _isolated_main(v: dict, args, q) -> None:
+    _apply_allocator(v)
+    try:
+        q.put(run_variant(v, args.data_dir, args.family, args.steps, args.warmup, args.cache_dir))
+    except Exception as exc:  # reported by the parent as this variant's result
+        q.put({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"})
+
+
+def run_isolated(v: dict, args) -> dict:
+    """One variant in a fresh process: a step's speed depends on the allocator's state, i.e. on
+    what the process did before (see edgekws.alloc), so no variant inherits another's heap."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_isolated_main, args=(v, args, q))
+    p.start()
+    res = q.get()
+    p.join()
+    return res
+
+
 def _rank_main(rank: int, world: int, port: int, v: dict, args, q) -> None:
     import torch.distributed as dist
 
+    _apply_allocator(v)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
     dist.init_process_group("gloo", rank=rank, world_size=world)
     res = run_variant(v, args.data_dir, args.family, args.steps, args.warmup, args.cache_dir, rank, world)
@@ -215,6 +251,11 @@ VARIANTS = {
     "recipe+anchors1": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 5, "width_anchors": 1},
     "recipe+anchors3_nr5": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 5, "width_anchors": 3},
     "recipe+anchors3_nr7": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7, "width_anchors": 3},
+    "recipe+anchors3_nr7+ranks2x1": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
+                                     "width_anchors": 3, "threads": 1, "ranks": 2},
+    # the default step with glibc's own allocator thresholds (what the engine ran before edgekws.alloc)
+    "recipe+anchors3_nr7+glibc_alloc": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
+                                        "width_anchors": 3, "glibc_alloc": True},
 }
 
 
@@ -235,8 +276,7 @@ def main() -> None:
     for name in names:
         v = VARIANTS[name]
         try:
-            r = run_ranks(v, args) if v.get("ranks") else run_variant(v, args.data_dir, args.family, args.steps,
-                                                                       args.warmup, args.cache_dir)
+            r = run_ranks(v, args) if v.get("ranks") else run_isolated(v, args)
         except Exception as exc:  # a variant that cannot run here is a result, not a crash of the others
             r = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
         results[name] = r

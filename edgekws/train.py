@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgekws.alloc import keep_freed_memory
 from edgekws.augment import AugmentConfig, ChannelConfig, WaveAugment, channel_augment, spec_augment, speed_perturb
 from edgekws.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, save_torch
 from edgekws.data import CachedSplit, SpeechCommands, load_split
@@ -475,6 +476,7 @@ def train(
     `--resume` checks: NHWC convolutions (`channels_last`, 1.2× faster here) change only float
     rounding; validation every `val_every` epochs (and at the last) only thins the history."""
     d = init_distributed(local)
+    keep_freed_memory()  # engine setting, like the threads: see edgekws.alloc
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import platform
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from edgekws.alloc import keep_freed_memory
 from edgekws.checkpoint import CheckpointError, load_checkpoint
 from edgekws.cli import app
 from edgekws.errors import EdgeKWSError
@@ -445,3 +447,11 @@ def test_under_torchrun_only_rank_0_reports(tiny_corpus, tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "0")
     res = CliRunner().invoke(app, [*args[:4], str(tmp_path / "r0.pt"), *args[5:]])
     assert res.exit_code == 0 and "test accuracy" in res.stdout and "wrote" in res.stdout
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the allocator setting is glibc's")
+def test_keep_freed_memory_applies_on_glibc():
+    """The engine's allocator setting (edgekws.alloc) takes on glibc, and repeating it is harmless
+    (every training process applies it, a test session many times)."""
+    assert keep_freed_memory() is True
+    assert keep_freed_memory() is True
