@@ -6,7 +6,8 @@ Each mode runs in a fresh process (what a process allocated before decides where
 next block): `glibc` as the C library starts, `engine` after `edgekws.alloc.keep_freed_memory()`,
 which every training process calls. Per uniform width it prints the mean time of an
 iteration (random input, batch 128, channels-last, 2 threads) and the minor page faults and
-system time those iterations cost. Writes benchmarks/results/alloc_faults_<family>.json.
+system time those iterations cost; then what the search's accuracy oracle spends per subnet (BN
+recalibration and a pass over the shipped validation pack, 4 random specs). Writes benchmarks/results/alloc_faults_<family>.json.
 """
 
 from __future__ import annotations
@@ -45,7 +46,25 @@ def measure(mode: str, family: str, iters: int) -> dict:
         t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
         rows[str(m)] = {"ms_per_iter": round((t1 - t0) / iters * 1000, 1), "minor_faults": r1.ru_minflt - r0.ru_minflt,
                         "sys_s": round(r1.ru_stime - r0.ru_stime, 2)}
-    return {"applied": applied, "widths": rows}
+    # what the search's accuracy oracle does per trial: BN recalibration and a pass over the
+    # validation pack, here for the shipped supernet and 4 per-stage specs
+    import numpy as np
+
+    from edgekws.assets import VALIDATION_PACK, load_pack
+    from edgekws.checkpoint import load_checkpoint
+    from edgekws.train import evaluate_spec
+
+    ck = load_checkpoint(Path(__file__).resolve().parents[1] / "edgekws" / "assets" / f"{family}_supernet.pt")
+    pack, net, calib = load_pack(VALIDATION_PACK), ck.supernet(), ck.calibration_features()
+    rng = np.random.default_rng(0)
+    specs = [ck.space.sample(rng) for _ in range(4)]
+    evaluate_spec(net, specs[0], pack, calib)  # warm-up
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for spec in specs:
+            evaluate_spec(net, spec, pack, calib)
+    oracle_ms = round((time.perf_counter() - t0) / len(specs) * 1000, 1)
+    return {"applied": applied, "widths": rows, "oracle_ms_per_spec": oracle_ms}
 
 
 def main() -> None:
@@ -69,6 +88,8 @@ def main() -> None:
         for w, r in out["modes"][mode]["widths"].items():
             print(f"{mode:7s} width {w:5s} {r['ms_per_iter']:6.1f} ms/iter  {r['minor_faults']:7d} minor faults  sys {r['sys_s']} s",
                   flush=True)
+        print(f"{mode:7s} oracle: {out['modes'][mode]['oracle_ms_per_spec']} ms per subnet (BN recalibration + "
+              f"the validation pack)", flush=True)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"alloc_faults_{args.family}.json"
     write_text_atomic(path, json.dumps(out, indent=2) + "\n")

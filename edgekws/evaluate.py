@@ -22,8 +22,10 @@ def confusion(targets: np.ndarray, preds: np.ndarray, n: int) -> np.ndarray:
 def evaluate_checkpoint(checkpoint: Path, data_dir: Path, widths: list[float] | None = None,
                         depths: list[int] | None = None, spec: SubnetSpec | None = None,
                         split: str = "testing", cache_dir: Path | None = None) -> dict:
+    from edgekws.alloc import keep_freed_memory
     from edgekws.train import evaluate_spec
 
+    keep_freed_memory()  # every width and depth asked for, each a pass over the split: see edgekws.alloc
     ck = load_checkpoint(checkpoint)
     protocol = str(ck.train_config.get("protocol", "12"))
     ds = SpeechCommands.open(data_dir, protocol, int(ck.train_config.get("seed", 0)))

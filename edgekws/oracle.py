@@ -96,6 +96,9 @@ class AccuracyOracle:
         if hit is not None:
             return hit
         if self._model is None:
+            from edgekws.alloc import keep_freed_memory
+
+            keep_freed_memory()  # a search scores hundreds of subnets: see edgekws.alloc
             self._model = self.ck.supernet()
         with torch.no_grad():
             acc, _ = evaluate_spec(self._model, spec, self.pack, self._calibration)
