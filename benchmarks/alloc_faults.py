@@ -58,9 +58,9 @@ def measure(mode: str, family: str, iters: int) -> dict:
     pack, net, calib = load_pack(VALIDATION_PACK), ck.supernet(), ck.calibration_features()
     rng = np.random.default_rng(0)
     specs = [ck.space.sample(rng) for _ in range(4)]
-    evaluate_spec(net, specs[0], pack, calib)  # warm-up
-    t0 = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad():  # as the oracle runs it
+        evaluate_spec(net, specs[0], pack, calib)  # warm-up
+        t0 = time.perf_counter()
         for spec in specs:
             evaluate_spec(net, spec, pack, calib)
     oracle_ms = round((time.perf_counter() - t0) / len(specs) * 1000, 1)
@@ -83,7 +83,10 @@ def main() -> None:
            "date": time.strftime("%Y-%m-%d"), "modes": {}}
     for mode in ("glibc", "engine"):
         res = subprocess.run([sys.executable, __file__, "--mode", mode, "--iters", str(args.iters), "--family", args.family],
-                             capture_output=True, text=True, check=True)
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+            sys.exit(f"error: the {mode} measurement failed (exit {res.returncode}): {last}")
         out["modes"][mode] = json.loads(res.stdout.strip().splitlines()[-1])
         for w, r in out["modes"][mode]["widths"].items():
             print(f"{mode:7s} width {w:5s} {r['ms_per_iter']:6.1f} ms/iter  {r['minor_faults']:7d} minor faults  sys {r['sys_s']} s",

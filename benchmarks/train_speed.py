@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import statistics
 import sys
 import time
@@ -192,7 +193,14 @@ def run_isolated(v: dict, args) -> dict:
     q = ctx.Queue()
     p = ctx.Process(target=_isolated_main, args=(v, args, q))
     p.start()
-    res = q.get()
+    while True:  # a child killed outright (out of memory, a signal) puts nothing: do not wait for ever
+        try:
+            res = q.get(timeout=5)
+            break
+        except queue.Empty:
+            if not p.is_alive():
+                res = {"error": f"the variant's process died (exit {p.exitcode})"}
+                break
     p.join()
     return res
 

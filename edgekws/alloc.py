@@ -1,4 +1,5 @@
-"""Allocator settings for training: keep freed memory in the process instead of handing it back.
+"""Allocator settings for processes that run the model many times: keep freed memory in the
+process instead of handing it back.
 
 A sandwich step allocates and frees the same few-MB activation tensors hundreds of times (every
 subnet's forward and backward: the stem's output alone is 128 × 64 × 24 × 20 floats, 15.7 MB).
@@ -6,10 +7,11 @@ glibc serves blocks that large from fresh `mmap`s, or grows and trims the heap a
 process can fault in and zero those pages again on every step. In a bare forward + backward loop
 of the largest subnet (batch 128, AVX-512 kind) that is 192k minor page faults per 10 iterations
 and 65.6 ms an iteration; with the mmap threshold fixed at glibc's 32 MB ceiling and no trimming,
-none and 43.6 ms; the search's accuracy oracle 336 → 287 ms a subnet (`benchmarks/alloc_faults.py`). A training process suffers less (its allocation history keeps more of the
-heap mapped): whole 3-epoch default-recipe runs, paired, 0.93× the wall time with the setting,
-identical losses (allocation does not touch the arithmetic); the step alone, each variant in a
-fresh process, 0.80–1.07×, median 0.955× over four pairs (README, "The allocator").
+none and 43.6 ms; the search's accuracy oracle 336 → 287 ms a subnet (`benchmarks/alloc_faults.py`).
+A training process suffers less (its allocation history keeps more of the heap mapped): whole
+3-epoch default-recipe runs, paired, 0.93× the wall time with the setting, identical losses
+(allocation does not touch the arithmetic); the step alone, each variant in a fresh process,
+0.80–1.07×, median 0.955× over four pairs (README, "The allocator").
 
 This is process-wide allocator tuning, like `torch.set_num_threads`: it is applied where a
 process starts running the model's math many times (training, `eval`, the accuracy oracle), and
