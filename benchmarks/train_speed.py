@@ -21,7 +21,8 @@ corpus's cached training clips, in one run, so the ratios compare like with like
 - `recipe`: the engine at the default recipe's 4 random subnets, and `recipe+anchors…` with width
   anchors (README Stage 3) added beside or in place of per-stage draws — the time side of that trade;
   `…+ranks2x1` and `…+glibc_alloc` the default recipe's step on two one-thread ranks, and with
-  glibc's own allocator thresholds instead of the engine's (`edgekws.alloc`).
+  glibc's own allocator thresholds instead of the engine's (`edgekws.alloc`), and `…+draw_half`
+  with each per-stage draw on half of the batch (`--draw-fraction 0.5`).
 
 Each variant runs in a fresh process (a step's speed depends on the allocator's state, i.e. on what
 the process did before), with the engine's allocator setting unless it says otherwise.
@@ -72,7 +73,11 @@ def prefetched(make, jobs):
 
 
 def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, cache_dir: Path | None,
-                rank: int = 0, world: int = 1) -> dict:
+                rank: int = 0, world: int = 1, alt: dict | None = None) -> dict:
+    """One variant's step times; with `alt` (a variant differing only in which subnets a step trains), the
+    two alternate step by step in this one process on the same spec draws, so a ratio between them does
+    not carry the machine's drift between processes."""
+
     import numpy as np
     import torch
 
@@ -82,12 +87,17 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
     from edgekws.train import BatchMaker, Dist, TrainConfig, allreduce_grads, param_groups
 
     torch.set_num_threads(v.get("threads", 2))
-    cfg = TrainConfig(family=family, batch_size=v.get("batch", 128), num_random=v.get("num_random", 2),
-                      sampling=v.get("sampling", "uniform"), feature_variants=v.get("bank", 0),
-                      width_anchors=v.get("width_anchors", 0))
+
+    def config(v: dict) -> TrainConfig:
+        return TrainConfig(family=family, batch_size=v.get("batch", 128), num_random=v.get("num_random", 2),
+                           sampling=v.get("sampling", "uniform"), feature_variants=v.get("bank", 0),
+                           width_anchors=v.get("width_anchors", 0), draw_fraction=v.get("draw_fraction", 1.0))
+
+    cfg = config(v)
     waves, targets, wave_aug = _setup(data_dir, cache_dir)
     fam = get_family(family)
-    sampler = make_sampler(cfg, fam.space)  # the training sampler (anchors included)
+    # the training sampler (anchors included); with `alt`, its own sampler on every other step
+    arms = [(c, make_sampler(c, fam.space), np.random.default_rng(1)) for c in ([cfg, config(alt)] if alt else [cfg])]
     torch.manual_seed(0)
     model = create_supernet(family, 12, (49, 40))
     if v.get("channels_last"):
@@ -111,7 +121,6 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
     order = np.random.default_rng(0).permutation(len(targets))
     jobs = [(s, order[s * cfg.batch_size:(s + 1) * cfg.batch_size][rank * per_rank:(rank + 1) * per_rank])
             for s in range(warmup + steps)]
-    rng = np.random.default_rng(1)
     d = Dist(rank, world)
     step_s, shares = [], {"batch": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     bank_s = None
@@ -136,18 +145,20 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
 
     net = _Active(model, fwd_model)
     t_start = time.perf_counter()
+    arm_s: list[list[float]] = [[] for _ in arms]
     for s in range(warmup + steps):
         t0 = time.perf_counter()
         batch = next(it)
         t1 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
+        cfg, sampler, rng = arms[s % len(arms)]
         sandwich = sampler.draw(rng)
         tim: dict = {}
         if v.get("bf16"):
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                train_step(net, batch, sandwich, cfg, dropout_for, timings=tim)
+                train_step(net, batch, sandwich, cfg, dropout_for, timings=tim, rows=sampler.rows)
         else:
-            train_step(net, batch, sandwich, cfg, dropout_for, timings=tim)
+            train_step(net, batch, sandwich, cfg, dropout_for, timings=tim, rows=sampler.rows)
         t2 = time.perf_counter()
         allreduce_grads(model, d)
         opt.step()
@@ -155,13 +166,19 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
         if s == warmup - 1:
             compile_s = t3 - t_start if v.get("compile") else None
         if s >= warmup:
+            arm_s[s % len(arms)].append(t3 - t0)
             step_s.append(t3 - t0)
             shares["batch"] += t1 - t0
             shares["forward"] += tim["forward"]
             shares["backward"] += tim["backward"]
             shares["optimizer"] += t3 - t2
     total = sum(step_s)
-    med = statistics.median(step_s)
+    med = statistics.median(arm_s[0])
+    if alt:
+        alt_med = statistics.median(arm_s[1])
+        return {"median_step_s": round(med, 4), "examples_per_s": round(arms[0][0].batch_size / med, 1),
+                "alternate": {"variant": alt, "median_step_s": round(alt_med, 4), "steps_each": len(arm_s[1]),
+                              "step_ratio": round(alt_med / med, 3)}}
     return {"median_step_s": round(med, 4), "examples_per_s": round(cfg.batch_size / med, 1),
             "share": {k: round(x / total, 3) for k, x in shares.items()},
             "compile_and_warmup_s": round(compile_s, 1) if compile_s is not None else None,
@@ -176,22 +193,22 @@ def _apply_allocator(v: dict) -> None:
         keep_freed_memory()
 
 
-def _isolated_main(v: dict, args, q) -> None:
+def _isolated_main(v: dict, args, q, alt: dict | None = None) -> None:
     _apply_allocator(v)
     try:
-        q.put(run_variant(v, args.data_dir, args.family, args.steps, args.warmup, args.cache_dir))
+        q.put(run_variant(v, args.data_dir, args.family, args.steps, args.warmup, args.cache_dir, alt=alt))
     except Exception as exc:  # reported by the parent as this variant's result
         q.put({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"})
 
 
-def run_isolated(v: dict, args) -> dict:
+def run_isolated(v: dict, args, alt: dict | None = None) -> dict:
     """One variant in a fresh process: a step's speed depends on the allocator's state, i.e. on
     what the process did before (see edgekws.alloc), so no variant inherits another's heap."""
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_isolated_main, args=(v, args, q))
+    p = ctx.Process(target=_isolated_main, args=(v, args, q, alt))
     p.start()
     while True:  # a child killed outright (out of memory, a signal) puts nothing: do not wait for ever
         try:
@@ -264,6 +281,9 @@ VARIANTS = {
     # the default step with glibc's own allocator thresholds (what the engine ran before edgekws.alloc)
     "recipe+anchors3_nr7+glibc_alloc": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
                                         "width_anchors": 3, "glibc_alloc": True},
+    # the default recipe with each of the 4 per-stage draws on half of the batch (--draw-fraction 0.5)
+    "recipe+anchors3_nr7+draw_half": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
+                                      "width_anchors": 3, "draw_fraction": 0.5},
 }
 
 
@@ -276,17 +296,40 @@ def main() -> None:
     ap.add_argument("--cache-dir", type=Path, default=None)
     ap.add_argument("--only", nargs="*", default=None, help="variants to run (default: all)")
     ap.add_argument("--tag", default="", help="suffix of the results file name (e.g. another machine kind)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="fresh processes per variant, interleaved (A B A B …): a step's time moves between "
+                         "processes, so each variant reports its median run and its step-time ratio to the first "
+                         "--only variant (or the baseline) in each round")
+    ap.add_argument("--alternate", nargs=2, metavar=("A", "B"), default=None,
+                    help="two variants differing only in which subnets a step trains, alternating step by step "
+                         "in one process (--repeat processes): their ratio without the drift between processes")
     args = ap.parse_args()
+    if args.alternate:
+        return alternate(args)
     names = args.only or list(VARIANTS)
     if "baseline" not in names:
         names = ["baseline", *names]
+    runs: dict[str, list] = {name: [] for name in names}
+    for _ in range(max(1, args.repeat)):
+        for name in names:
+            v = VARIANTS[name]
+            try:
+                r = run_ranks(v, args) if v.get("ranks") else run_isolated(v, args)
+            except Exception as exc:  # a variant that cannot run here is a result, not a crash of the others
+                r = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+            runs[name].append(r)
     results = {}
     for name in names:
         v = VARIANTS[name]
-        try:
-            r = run_ranks(v, args) if v.get("ranks") else run_isolated(v, args)
-        except Exception as exc:  # a variant that cannot run here is a result, not a crash of the others
-            r = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+        ok = [r for r in runs[name] if "error" not in r]
+        r = sorted(ok, key=lambda r: r["median_step_s"])[(len(ok) - 1) // 2] if ok else runs[name][0]
+        if len(runs[name]) > 1:
+            r = {**r, "runs_median_step_s": [x.get("median_step_s") for x in runs[name]]}
+            ref = args.only[0] if args.only else "baseline"  # what each run is paired with
+            if name != ref:
+                r["paired_with"] = ref
+                r["paired_step_ratios"] = [round(x["median_step_s"] / b["median_step_s"], 3)
+                                           for x, b in zip(runs[name], runs[ref]) if "error" not in x and "error" not in b]
         results[name] = r
         if "error" in r:
             print(f"{name:20s} failed: {r['error']}", flush=True)
@@ -298,8 +341,40 @@ def main() -> None:
         print(f"{name:20s} {1000 * r['median_step_s']:7.1f} ms/step {r['examples_per_s']:7.1f} ex/s "
               f"x{r['speedup']:.2f}  batch {sh['batch']:.0%} fwd {sh['forward']:.0%} bwd {sh['backward']:.0%} "
               f"opt {sh['optimizer']:.0%}" + (f"  compile+warm-up {r['compile_and_warmup_s']} s" if r.get("compile_and_warmup_s") else "")
-              + (f"  bank variant {r['feature_bank_variant_s']} s" if r.get("feature_bank_variant_s") else ""),
+              + (f"  bank variant {r['feature_bank_variant_s']} s" if r.get("feature_bank_variant_s") else "")
+              + (f"  paired ×{r['paired_step_ratios']} vs {r['paired_with']}" if r.get("paired_step_ratios") else ""),
               flush=True)
+    _write(args, {"variants": results, "note": "speedup = examples/s relative to baseline, measured in this one run"})
+
+
+def alternate(args) -> None:
+    a, b = args.alternate
+    for name in (a, b):
+        if name not in VARIANTS:
+            sys.exit(f"error: unknown variant '{name}' (valid: {', '.join(VARIANTS)})")
+    engine = {k: x for k, x in VARIANTS[a].items() if k not in SAMPLER_KEYS}
+    if engine != {k: x for k, x in VARIANTS[b].items() if k not in SAMPLER_KEYS} or VARIANTS[a].get("ranks"):
+        sys.exit(f"error: '{a}' and '{b}' differ in more than which subnets a step trains ({', '.join(SAMPLER_KEYS)})")
+    rounds = []
+    for _ in range(max(1, args.repeat)):
+        r = run_isolated(VARIANTS[a], args, alt=VARIANTS[b])
+        if "error" in r:
+            sys.exit(f"error: {r['error']}")
+        rounds.append(r)
+        print(f"{a} {1000 * r['median_step_s']:.1f} ms/step, {b} {1000 * r['alternate']['median_step_s']:.1f} ms/step: "
+              f"x{r['alternate']['step_ratio']:.3f} ({r['alternate']['steps_each']} steps each, alternating)", flush=True)
+    ratios = [r["alternate"]["step_ratio"] for r in rounds]
+    print(f"{b} / {a} step time: median x{statistics.median(ratios):.3f} over {len(ratios)} processes "
+          f"({min(ratios):.3f}-{max(ratios):.3f})")
+    _write(args, {"mode": "alternate", "a": a, "b": b, "variant_a": VARIANTS[a], "variant_b": VARIANTS[b],
+                  "rounds": rounds, "median_step_ratio": round(statistics.median(ratios), 3),
+                  "note": "b's median step over a's, the two alternating step by step in one process, same spec draws"})
+
+
+SAMPLER_KEYS = ("num_random", "width_anchors", "draw_fraction")  # what --alternate may vary
+
+
+def _write(args, doc: dict) -> None:
     import torch
 
     from edgekws.fileio import write_text_atomic
@@ -307,8 +382,7 @@ def main() -> None:
 
     out = {"benchmark": "train_speed", "family": args.family, "steps": args.steps, "warmup": args.warmup,
            "cpu_count": os.cpu_count(), "cpu": host_facts()["cpu"], "torch": torch.__version__, "python": sys.version.split()[0],
-           "date": time.strftime("%Y-%m-%d"), "variants": results,
-           "note": "speedup = examples/s relative to baseline, measured in this one run"}
+           "date": time.strftime("%Y-%m-%d"), **doc}
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"train_speed_{args.family}{args.tag}.json"
     write_text_atomic(path, json.dumps(out, indent=2) + "\n")

@@ -82,6 +82,11 @@ class TrainConfig:
     # specs by being full depth: one anchor beside 3 per-stage draws scores the 12 depth-1 specs
     # 0.24 pt below 3 draws alone; what costs them is a draw the anchor replaces (README Stage 3).
     anchor_depth: str = "full"
+    # Share of the batch each per-stage random draw trains on (the largest, the smallest and the
+    # width anchors always see all of it): 0.5 gives every draw one half of the batch, alternating
+    # halves, so 4 draws cost what 2 full-batch draws cost and still visit 4 specs a step. The
+    # step's cost is mostly its subnets' forward + backward, linear in the examples they see.
+    draw_fraction: float = 1.0
     # Hard labels mixed into the distilled subnets' loss: (1 - w) · KD + w · CE(labels). Twins
     # trained alone on labels beat the supernet's narrow subnets (train_once).
     small_label_weight: float = 0.5

@@ -95,6 +95,7 @@ class _RandomDraws:
     width_bias: float = 0.0
     anchors: int = 0  # of the n, narrow width multipliers for every stage
     anchor_depth: str = "full"  # their depth: "full" or "per_stage" (drawn per stage)
+    draw_fraction: float = 1.0  # share of the batch each per-stage draw (not an anchor) sees
 
     def random(self, rng: np.random.Generator) -> list[SubnetSpec]:
         anchors = self.anchor_specs(rng)
@@ -114,6 +115,21 @@ class _RandomDraws:
             picks.append(spec)
         return picks
 
+    def n_anchors(self) -> int:
+        return min(self.anchors, self.n) if any(m < 1.0 for m in self.space.width_multipliers) else 0
+
+    def batch_rows(self, k: int, batch_size: int, lead: int) -> slice | None:
+        """Rows of the batch the k-th spec of `draw()` trains on (None: all of them). The first
+        `lead` specs (the fixed ones and the anchors) see the whole batch; per-stage draw j sees
+        the j-th block of `draw_fraction` × batch rows, wrapping round, so consecutive draws see
+        different clips and together cover the batch."""
+        if self.draw_fraction >= 1.0 or k < lead:
+            return None
+        n = max(2, min(batch_size, round(self.draw_fraction * batch_size)))  # BN needs 2 rows
+        start = ((k - lead) * n) % batch_size
+        start = min(start, batch_size - n)
+        return slice(start, start + n)
+
 
 @dataclass(frozen=True)
 class Sandwich(_RandomDraws):
@@ -124,6 +140,9 @@ class Sandwich(_RandomDraws):
     def draw(self, rng: np.random.Generator) -> list[SubnetSpec]:
         return [self.space.largest(), self.space.smallest(), *self.random(rng)]
 
+    def rows(self, k: int, batch_size: int) -> slice | None:
+        return self.batch_rows(k, batch_size, 2 + self.n_anchors())
+
 
 @dataclass(frozen=True)
 class StudentsOnly(_RandomDraws):
@@ -133,6 +152,9 @@ class StudentsOnly(_RandomDraws):
 
     def draw(self, rng: np.random.Generator) -> list[SubnetSpec]:
         return self.random(rng)
+
+    def rows(self, k: int, batch_size: int) -> slice | None:
+        return self.batch_rows(k, batch_size, self.n_anchors())
 
 
 @dataclass(frozen=True)
@@ -145,6 +167,9 @@ class FixedSpec:
     def draw(self, rng: np.random.Generator) -> list[SubnetSpec]:
         return [self.spec]
 
+    def rows(self, k: int, batch_size: int) -> slice | None:
+        return None
+
 
 SAMPLERS = ("sandwich", "fixed", "students")
 
@@ -156,11 +181,11 @@ def make_sampler(cfg: TrainConfig, space: SearchSpace):
         if not cfg.teacher:
             raise EdgeKWSError("--sampler students needs --teacher (every subnet learns from it)")
         return StudentsOnly(space, max(1, cfg.num_random), cfg.sampling, cfg.small_width_bias, cfg.width_anchors,
-                            cfg.anchor_depth)
+                            cfg.anchor_depth, cfg.draw_fraction)
     if cfg.sampler != "sandwich":
         raise EdgeKWSError(f"--sampler must be one of {', '.join(s for s in SAMPLERS if s != 'fixed')} (got '{cfg.sampler}')")
     return Sandwich(space, cfg.num_random, cfg.sampling, cfg.small_width_bias, cfg.width_anchors,
-                    cfg.anchor_depth)
+                    cfg.anchor_depth, cfg.draw_fraction)
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,6 +199,13 @@ class Targets:
     labels: torch.Tensor
     soft: torch.Tensor | None = None  # the step's first subnet's detached logits
     teacher: torch.Tensor | None = None  # the external teacher's logits
+
+    def take(self, rows: slice | None) -> "Targets":
+        """The targets of a subset of the batch's rows (all of them for None)."""
+        if rows is None:
+            return self
+        pick = lambda t: None if t is None else t[rows]
+        return Targets(self.labels[rows], pick(self.soft), pick(self.teacher))
 
 
 def label_term(cfg: TrainConfig) -> Callable:
@@ -226,8 +258,8 @@ def set_dropout(model: nn.Module, p: float) -> None:
 
 def train_step(model: nn.Module, batch: dict, specs: list[SubnetSpec], cfg: TrainConfig,
                dropout_for: Callable[[SubnetSpec], float], teacher: nn.Module | None = None,
-               timings: dict | None = None, small_first: bool = False, first_from_labels: bool = True
-               ) -> tuple[float, int]:
+               timings: dict | None = None, small_first: bool = False, first_from_labels: bool = True,
+               rows: Callable[[int, int], slice | None] | None = None) -> tuple[float, int]:
     """Forward and backward every subnet of one step (gradients accumulate; the caller steps the
     optimizer). With `first_from_labels`, the first spec learns from the labels (and the teacher)
     and the rest from its detached outputs; otherwise each learns from the teacher and the labels.
@@ -236,7 +268,8 @@ def train_step(model: nn.Module, batch: dict, specs: list[SubnetSpec], cfg: Trai
     The first spec sees the fully augmented batch, the others `batch["small"]` (the same clips
     without SpecAugment when the recipe keeps masks for the largest only); `small_first` gives
     the first spec that input too — a twin trained alone at a small width gets what its
-    supernet counterpart gets."""
+    supernet counterpart gets. `rows(k, batch_size)` (a sampler's `rows`) picks the rows of the
+    batch the k-th spec trains on (None: all); the first spec always sees the whole batch."""
     y = batch["y"]
     t_logits = None
     if teacher is not None:
@@ -250,12 +283,14 @@ def train_step(model: nn.Module, batch: dict, specs: list[SubnetSpec], cfg: Trai
         t0 = time.perf_counter()
         model.set_active(spec)
         set_dropout(model, dropout_for(spec))
-        logits = model(batch["feats"] if k == 0 and not small_first else batch["small"])
+        sub = rows(k, len(y)) if rows is not None and k > 0 else None
+        x = batch["feats"] if k == 0 and not small_first else batch["small"]
+        logits = model(x if sub is None else x[sub])
         if k == 0 and first_from_labels:
             loss = combine(first_terms, logits, targets)
             targets = Targets(y, logits.detach(), t_logits)
         else:
-            loss = combine(student_terms, logits, targets)
+            loss = combine(student_terms, logits, targets.take(sub))
         if k == 0:
             first_loss = loss.item() * len(y)
             correct = int((logits.argmax(1) == y).sum())

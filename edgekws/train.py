@@ -377,6 +377,8 @@ def check_config(cfg: TrainConfig) -> None:
                            "anchors are some of the random subnets (--width-anchors 0 for none)")
     if cfg.anchor_depth not in ANCHOR_DEPTHS:
         raise EdgeKWSError(f"--anchor-depth must be one of {', '.join(ANCHOR_DEPTHS)} (got '{cfg.anchor_depth}')")
+    if not 0 < cfg.draw_fraction <= 1:
+        raise EdgeKWSError(f"--draw-fraction must be in (0, 1] (got {cfg.draw_fraction})")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.num_random < 0:
         raise EdgeKWSError("--epochs and --batch-size must be at least 1 and --num-random at least 0")
 
@@ -559,7 +561,8 @@ def train(
                 group["lr"] = lr_at(step, total_steps, warmup, cfg.lr)
             opt.zero_grad(set_to_none=True)
             loss_sum, correct = train_step(model, batch, sampler.draw(spec_rng), cfg, dropout_for, teacher,
-                                           small_first=small_twin, first_from_labels=sampler.first_from_labels)
+                                           small_first=small_twin, first_from_labels=sampler.first_from_labels,
+                                           rows=sampler.rows)
             run_loss += loss_sum
             run_correct += correct
             run_seen += len(batch["y"])

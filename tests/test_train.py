@@ -455,3 +455,52 @@ def test_keep_freed_memory_applies_on_glibc():
     (every training process applies it, a test session many times)."""
     assert keep_freed_memory() is True
     assert keep_freed_memory() is True
+
+
+def test_draw_fraction_trains_each_per_stage_draw_on_its_share_of_the_batch():
+    """--draw-fraction 0.5: the largest, the smallest and the anchors see the whole batch, each
+    per-stage draw alternating halves; the step's gradient is exactly what training each spec on
+    its rows (with the largest's outputs on those rows as its target) gives."""
+    import numpy as np
+
+    from edgekws.errors import EdgeKWSError
+    from edgekws.models import create_supernet
+    from edgekws.step import make_sampler, train_step
+    from edgekws.train import check_config
+
+    space = get_family("dscnn").space
+    cfg = TrainConfig(num_random=5, width_anchors=2, draw_fraction=0.5, adaptive_dropout=False)
+    sampler = make_sampler(cfg, space)
+    specs = sampler.draw(np.random.default_rng(0))
+    assert [sampler.rows(k, 32) for k in range(len(specs))] == [None] * 4 + [slice(0, 16), slice(16, 32), slice(0, 16)]
+    assert make_sampler(TrainConfig(), space).rows(8, 32) is None  # the default: every subnet sees the whole batch
+    assert make_sampler(TrainConfig(draw_fraction=0.01), space).rows(6, 32) == slice(2, 4)  # 2 rows at least (BN)
+
+    torch.manual_seed(0)
+    model = create_supernet("dscnn", 12, (49, 40)).eval()  # eval: BN on running stats, no dropout,
+    x = torch.randn(32, 49, 40)  # so each spec's loss depends only on its own rows
+    batch = {"feats": x, "small": x, "y": torch.randint(0, 12, (32,))}
+    seen = []
+    hook = model.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]))
+    train_step(model, batch, specs, cfg, lambda s: 0.0, rows=sampler.rows)
+    hook.remove()
+    assert seen == [32] * 4 + [16] * 3
+    got = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+
+    model.zero_grad()
+    from edgekws.step import Targets, combine, loss_terms
+
+    model.set_active(specs[0])
+    first = model(x)
+    combine(loss_terms(cfg, "first", False), first, Targets(batch["y"])).backward()
+    for k, spec in enumerate(specs[1:], 1):
+        rows = sampler.rows(k, 32) or slice(None)
+        model.set_active(spec)
+        target = Targets(batch["y"][rows], first.detach()[rows])
+        combine(loss_terms(cfg, "student", False), model(x[rows]), target).backward()
+    assert all((a is None and p.grad is None) or torch.allclose(a, p.grad, atol=1e-6)
+               for a, p in zip(got, model.parameters()))
+
+    for bad in (0.0, 1.5):
+        with pytest.raises(EdgeKWSError, match=r"--draw-fraction must be in \(0, 1\]"):
+            check_config(TrainConfig(draw_fraction=bad))
