@@ -22,7 +22,14 @@ corpus's cached training clips, in one run, so the ratios compare like with like
   anchors (README Stage 3) added beside or in place of per-stage draws — the time side of that trade;
   `…+ranks2x1` and `…+glibc_alloc` the default recipe's step on two one-thread ranks, and with
   glibc's own allocator thresholds instead of the engine's (`edgekws.alloc`), and `…+draw_half`
-  with each per-stage draw on half of the batch (`--draw-fraction 0.5`).
+  with each per-stage draw on half of the batch (`--draw-fraction 0.5`); `…+relu_in_place` the
+  step with the supernet's ReLUs in place on BatchNorm's output (a rejected candidate: BN's backward
+  needs its input, not its output, so it is exact, but it was no faster).
+
+`--alternate A B` runs two variants that differ only in which subnets a step trains (or in the
+ReLU) step by step in one process, on the same spec draws, `--repeat` times: this machine's speed
+drifts by more than the differences measured here (the same default epoch took 29–54 s in one
+run with nothing else running), so a ratio measured within one process is the one to quote.
 
 Each variant runs in a fresh process (a step's speed depends on the allocator's state, i.e. on what
 the process did before), with the engine's allocator setting unless it says otherwise.
@@ -97,7 +104,8 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
     waves, targets, wave_aug = _setup(data_dir, cache_dir)
     fam = get_family(family)
     # the training sampler (anchors included); with `alt`, its own sampler on every other step
-    arms = [(c, make_sampler(c, fam.space), np.random.default_rng(1)) for c in ([cfg, config(alt)] if alt else [cfg])]
+    arms = [(c, make_sampler(c, fam.space), np.random.default_rng(1), w.get("relu_in_place", False))
+            for c, w in ([(cfg, v), (config(alt), alt)] if alt else [(cfg, v)])]
     torch.manual_seed(0)
     model = create_supernet(family, 12, (49, 40))
     if v.get("channels_last"):
@@ -146,19 +154,25 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
     net = _Active(model, fwd_model)
     t_start = time.perf_counter()
     arm_s: list[list[float]] = [[] for _ in arms]
+    relu, relu_ = torch.relu, torch.relu_
     for s in range(warmup + steps):
         t0 = time.perf_counter()
         batch = next(it)
         t1 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        cfg, sampler, rng = arms[s % len(arms)]
+        cfg, sampler, rng, in_place = arms[s % len(arms)]
         sandwich = sampler.draw(rng)
         tim: dict = {}
-        if v.get("bf16"):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+        if in_place:  # a rejected candidate: the supernet's ReLUs write into BatchNorm's output
+            torch.relu = relu_
+        try:
+            if v.get("bf16"):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    train_step(net, batch, sandwich, cfg, dropout_for, timings=tim, rows=sampler.rows)
+            else:
                 train_step(net, batch, sandwich, cfg, dropout_for, timings=tim, rows=sampler.rows)
-        else:
-            train_step(net, batch, sandwich, cfg, dropout_for, timings=tim, rows=sampler.rows)
+        finally:
+            torch.relu = relu
         t2 = time.perf_counter()
         allreduce_grads(model, d)
         opt.step()
@@ -282,6 +296,8 @@ VARIANTS = {
     "recipe+anchors3_nr7+glibc_alloc": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
                                         "width_anchors": 3, "glibc_alloc": True},
     # the default recipe with each of the 4 per-stage draws on half of the batch (--draw-fraction 0.5)
+    "recipe+anchors3_nr7+relu_in_place": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
+                                          "width_anchors": 3, "relu_in_place": True},
     "recipe+anchors3_nr7+draw_half": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
                                       "width_anchors": 3, "draw_fraction": 0.5},
 }
@@ -371,7 +387,7 @@ def alternate(args) -> None:
                   "note": "b's median step over a's, the two alternating step by step in one process, same spec draws"})
 
 
-SAMPLER_KEYS = ("num_random", "width_anchors", "draw_fraction")  # what --alternate may vary
+SAMPLER_KEYS = ("num_random", "width_anchors", "draw_fraction", "relu_in_place")  # what --alternate may vary
 
 
 def _write(args, doc: dict) -> None:
