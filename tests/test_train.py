@@ -504,3 +504,5 @@ def test_draw_fraction_trains_each_per_stage_draw_on_its_share_of_the_batch():
     for bad in (0.0, 1.5):
         with pytest.raises(EdgeKWSError, match=r"--draw-fraction must be in \(0, 1\]"):
             check_config(TrainConfig(draw_fraction=bad))
+    res = CliRunner().invoke(app, ["train", "--data-dir", ".", "--out", "x.pt", "--draw-fraction", "0"])
+    assert res.exit_code == 1 and "--draw-fraction must be greater than 0 and at most 1 (got 0.0)" in res.stderr
