@@ -84,8 +84,8 @@ class TrainConfig:
     anchor_depth: str = "full"
     # Share of the batch each per-stage random draw trains on (the largest, the smallest and the
     # width anchors always see all of it): 0.5 gives every draw one half of the batch, alternating
-    # halves, so 4 draws cost what 2 full-batch draws cost and still visit 4 specs a step. The
-    # step's cost is mostly its subnets' forward + backward, linear in the examples they see.
+    # halves, so the 4 draws still visit 4 specs a step on half the examples each; the default step
+    # then takes 0.87x the time (README Stage 3, the engine). On trial: not the default yet.
     draw_fraction: float = 1.0
     # Hard labels mixed into the distilled subnets' loss: (1 - w) · KD + w · CE(labels). Twins
     # trained alone on labels beat the supernet's narrow subnets (train_once).

@@ -154,7 +154,7 @@ class StudentsOnly(_RandomDraws):
         return self.random(rng)
 
     def rows(self, k: int, batch_size: int) -> slice | None:
-        return self.batch_rows(k, batch_size, self.n_anchors())
+        return self.batch_rows(k, batch_size, max(1, self.n_anchors()))  # the step reports on its first
 
 
 @dataclass(frozen=True)
