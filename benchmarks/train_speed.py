@@ -27,9 +27,10 @@ corpus's cached training clips, in one run, so the ratios compare like with like
   applies it in place, exact because BN's backward needs its input, not its output).
 
 `--alternate A B` runs two variants that differ only in which subnets a step trains (or in the
-ReLU) step by step in one process, on the same spec draws, `--repeat` times: this machine's speed
-drifts by more than the differences measured here (the same default epoch took 29–54 s in one
-run with nothing else running), so a ratio measured within one process is the one to quote.
+ReLU) step by step in one process, A B B A …, on the same spec draws, `--repeat` times: this
+machine's speed drifts by more than the differences measured here (the same default run's quiet
+epochs took a median 29.0 s in one session and 36.2 s, 27.7–43.2, in the next), so a ratio
+measured within one process is the one to quote.
 
 Each variant runs in a fresh process (a step's speed depends on the allocator's state, i.e. on what
 the process did before), with the engine's allocator setting unless it says otherwise.
@@ -298,9 +299,10 @@ VARIANTS = {
     # the default step with glibc's own allocator thresholds (what the engine ran before edgekws.alloc)
     "recipe+anchors3_nr7+glibc_alloc": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
                                         "width_anchors": 3, "glibc_alloc": True},
-    # the default recipe with each of the 4 per-stage draws on half of the batch (--draw-fraction 0.5)
+    # the default step with the previous engine's out-of-place ReLU (the supernet's is in place)
     "recipe+anchors3_nr7+relu_out_of_place": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
                                               "width_anchors": 3, "relu_out_of_place": True},
+    # the default recipe with each of the 4 per-stage draws on half of the batch (--draw-fraction 0.5)
     "recipe+anchors3_nr7+draw_half": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
                                       "width_anchors": 3, "draw_fraction": 0.5},
 }
@@ -320,8 +322,8 @@ def main() -> None:
                          "processes, so each variant reports its median run and its step-time ratio to the first "
                          "--only variant (or the baseline) in each round")
     ap.add_argument("--alternate", nargs=2, metavar=("A", "B"), default=None,
-                    help="two variants differing only in which subnets a step trains, alternating step by step "
-                         "in one process (--repeat processes): their ratio without the drift between processes")
+                    help="two variants differing only in which subnets a step trains (or the ReLU), alternating "
+                         "A B B A in one process (--repeat processes): their ratio without the drift between processes")
     args = ap.parse_args()
     if args.alternate:
         return alternate(args)
@@ -387,7 +389,7 @@ def alternate(args) -> None:
           f"({min(ratios):.3f}-{max(ratios):.3f})")
     _write(args, {"mode": "alternate", "a": a, "b": b, "variant_a": VARIANTS[a], "variant_b": VARIANTS[b],
                   "rounds": rounds, "median_step_ratio": round(statistics.median(ratios), 3),
-                  "note": "b's median step over a's, the two alternating step by step in one process, same spec draws"})
+                  "note": "b's median step over a's, the two alternating A B B A in one process, same spec draws"})
 
 
 SAMPLER_KEYS = ("num_random", "width_anchors", "draw_fraction", "relu_out_of_place")  # what --alternate may vary

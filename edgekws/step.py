@@ -107,7 +107,7 @@ class _RandomDraws:
         with each stage's depth drawn (`anchor_depth`)."""
         narrow = [m for m in self.space.width_multipliers if m < 1.0]
         pool, picks = [], []
-        for _ in range(min(self.anchors, self.n) if narrow else 0):
+        for _ in range(self.n_anchors()):
             pool = pool or list(narrow)
             spec = self.space.uniform(pool.pop(int(rng.integers(len(pool)))))
             if self.anchor_depth == "per_stage":
@@ -116,6 +116,7 @@ class _RandomDraws:
         return picks
 
     def n_anchors(self) -> int:
+        """How many of `random()`'s specs are anchors (none if the space has no narrow width)."""
         return min(self.anchors, self.n) if any(m < 1.0 for m in self.space.width_multipliers) else 0
 
     def batch_rows(self, k: int, batch_size: int, lead: int) -> slice | None:
