@@ -105,7 +105,7 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
     waves, targets, wave_aug = _setup(data_dir, cache_dir)
     fam = get_family(family)
     # the training sampler (anchors included); with `alt`, its own sampler on every other step
-    arms = [(c, make_sampler(c, fam.space), np.random.default_rng(1), w.get("relu_out_of_place", False))
+    arms = [(c, make_sampler(c, fam.space), np.random.default_rng(1), w.get("relu_out_of_place", False), w.get("bf16", False))
             for c, w in ([(cfg, v), (config(alt), alt)] if alt else [(cfg, v)])]
     torch.manual_seed(0)
     model = create_supernet(family, 12, (49, 40))
@@ -164,13 +164,13 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
         batch = next(it)
         t1 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        cfg, sampler, rng, out_of_place = arms[arm_of(s)]
+        cfg, sampler, rng, out_of_place, bf16 = arms[arm_of(s)]
         sandwich = sampler.draw(rng)
         tim: dict = {}
         if out_of_place:  # the previous engine: a new tensor for every ReLU (the supernet calls relu_)
             torch.relu_ = relu
         try:
-            if v.get("bf16"):
+            if bf16:
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     train_step(net, batch, sandwich, cfg, dropout_for, timings=tim, rows=sampler.rows)
             else:
@@ -302,6 +302,9 @@ VARIANTS = {
     # the default step with the previous engine's out-of-place ReLU (the supernet's is in place)
     "recipe+anchors3_nr7+relu_out_of_place": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
                                               "width_anchors": 3, "relu_out_of_place": True},
+    # the default step under bfloat16 autocast (convolutions and linears in bf16: AMX on CPUs that have it)
+    "recipe+anchors3_nr7+bf16": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
+                                 "width_anchors": 3, "bf16": True},
     # the default recipe with each of the 4 per-stage draws on half of the batch (--draw-fraction 0.5)
     "recipe+anchors3_nr7+draw_half": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
                                       "width_anchors": 3, "draw_fraction": 0.5},
@@ -392,7 +395,8 @@ def alternate(args) -> None:
                   "note": "b's median step over a's, the two alternating A B B A in one process, same spec draws"})
 
 
-SAMPLER_KEYS = ("num_random", "width_anchors", "draw_fraction", "relu_out_of_place")  # what --alternate may vary
+# what --alternate may vary: each is chosen per step (bf16 is an autocast around the step)
+SAMPLER_KEYS = ("num_random", "width_anchors", "draw_fraction", "relu_out_of_place", "bf16")
 
 
 def _write(args, doc: dict) -> None:

@@ -85,7 +85,9 @@ class TrainConfig:
     # Share of the batch each per-stage random draw trains on (the largest, the smallest and the
     # width anchors always see all of it): 0.5 gives every draw one half of the batch, alternating
     # halves, so the 4 draws still visit 4 specs a step on half the examples each; the default step
-    # then takes 0.87x the time (README Stage 3, the engine). On trial: not the default yet.
+    # then takes 0.87x the time (README Stage 3, the engine). Not the default: at 150 epochs every
+    # tier's search pick scored 0.4-1.2 pt lower on the validation voices than both seeds of 1.0,
+    # and the 16 mixed specs 0.10-0.17 pt lower (benchmarks/runs/dscnn_draw_half_150ep/).
     draw_fraction: float = 1.0
     # Hard labels mixed into the distilled subnets' loss: (1 - w) · KD + w · CE(labels). Twins
     # trained alone on labels beat the supernet's narrow subnets (train_once).
