@@ -21,7 +21,10 @@ def confusion(targets: np.ndarray, preds: np.ndarray, n: int) -> np.ndarray:
 
 def evaluate_checkpoint(checkpoint: Path, data_dir: Path, widths: list[float] | None = None,
                         depths: list[int] | None = None, spec: SubnetSpec | None = None,
-                        split: str = "testing", cache_dir: Path | None = None) -> dict:
+                        split: str = "testing", cache_dir: Path | None = None, predictions: bool = False) -> dict:
+    """Accuracy and confusion of each asked-for subnet on a split; with `predictions`, also each
+    example's predicted class index per row and the split's example keys and targets (in the same
+    order), for breakdowns the caller makes (e.g. per voice in `edgekws.holdout`)."""
     from edgekws.alloc import keep_freed_memory
     from edgekws.train import evaluate_spec
 
@@ -48,10 +51,14 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, widths: list[float] | 
     for wl, dl, s in runs:
         acc, preds = evaluate_spec(model, s, data, calib)
         rows.append({"width": wl, "depth": dl, "name": s.name, "spec": s.to_dict(), "accuracy": round(acc, 4),
-                     "confusion": confusion(data.targets, preds, len(ck.labels)).tolist()})
-    return {"checkpoint": str(checkpoint), "data_dir": str(data_dir), "split": split, "examples": len(data.targets),
-            "bn": "recalibrated per subnet on the checkpoint's calibration set" if calib is not None else "as stored",
-            "labels": list(ck.labels), "results": rows}
+                     "confusion": confusion(data.targets, preds, len(ck.labels)).tolist(),
+                     **({"predictions": preds.tolist()} if predictions else {})})
+    report = {"checkpoint": str(checkpoint), "data_dir": str(data_dir), "split": split, "examples": len(data.targets),
+              "bn": "recalibrated per subnet on the checkpoint's calibration set" if calib is not None else "as stored",
+              "labels": list(ck.labels), "results": rows}
+    if predictions:
+        report.update(keys=list(data.keys), targets=np.asarray(data.targets).tolist())
+    return report
 
 
 def plot_confusions(report: dict, dest: Path) -> None:

@@ -33,6 +33,11 @@ VIEWS_RECORD = "views.json"  # what a views folder holds out, and from which cor
 
 def clip_engines(corpus: Path) -> dict[str, str]:
     """path → engine, from the corpus's meta.csv."""
+    return clip_column(corpus, "engine")
+
+
+def clip_column(corpus: Path, column: str) -> dict[str, str]:
+    """path → one column of the corpus's meta.csv (engine, voice, speaker, …)."""
     meta = Path(corpus) / "meta.csv"
     if not meta.is_file():
         raise DataError(f"'{corpus}' has no meta.csv: leave-one-engine-out needs a corpus made by `edgekws data synth`")
@@ -40,9 +45,29 @@ def clip_engines(corpus: Path) -> dict[str, str]:
         rows = list(csv.DictReader(io.StringIO(read_text(meta, "corpus metadata"), newline="")))
     except csv.Error as exc:
         raise DataError(f"{meta}: not a readable CSV ({exc})") from None
-    if not rows or "engine" not in rows[0] or "path" not in rows[0]:
-        raise DataError(f"{meta}: no 'path' and 'engine' columns")
-    return {r["path"]: r["engine"] for r in rows}
+    if not rows or column not in rows[0] or "path" not in rows[0]:
+        raise DataError(f"{meta}: no 'path' and '{column}' columns")
+    return {r["path"]: r[column] for r in rows}
+
+
+SILENCE_GROUP = "(silence)"  # silence cuts come from the background recordings, not from a voice
+
+
+def per_voice(held: dict, voices: dict[str, str]) -> list[dict]:
+    """Held-out accuracy per voice and width, from `evaluate_checkpoint(..., predictions=True)`:
+    which of the unheard engine's voices the model fails on. A clip missing from meta.csv (a
+    silence cut) counts under `SILENCE_GROUP`."""
+    import numpy as np
+
+    groups = np.array([voices.get(k, SILENCE_GROUP) for k in held["keys"]])
+    targets = np.asarray(held["targets"])
+    out = []
+    for voice in sorted(set(groups.tolist())):
+        rows = groups == voice
+        out.append({"voice": voice, "examples": int(rows.sum()),
+                    "accuracy": {r["width"]: round(float((np.asarray(r["predictions"])[rows] == targets[rows]).mean()), 4)
+                                 for r in held["results"]}})
+    return out
 
 
 def _link_tree(corpus: Path, dest: Path, clips: list[str], lists: dict[str, list[str]]) -> None:
@@ -119,11 +144,12 @@ def leave_one_engine_out(corpus: Path, engine: str, out: Path, cfg, cache_dir: P
         if differ:  # a finished run of another recipe is not this one's result
             raise EdgeKWSError(f"{ckpt} was trained with other settings ({', '.join(differ)}); give another --out, "
                                "or drop --resume to retrain it")
-        test = done.metrics.get("test", {})
+        metrics = done.metrics
     else:
-        test = train(views / "train", ckpt, cfg, cache_dir=cache_dir, resume=resume, log=log, on_step=on_step,
-                     threads=threads).metrics.get("test", {})
-    held = evaluate_checkpoint(ckpt, views / "heldout", cache_dir=cache_dir)
+        metrics = train(views / "train", ckpt, cfg, cache_dir=cache_dir, resume=resume, log=log, on_step=on_step,
+                        threads=threads).metrics
+    test = metrics.get("test", {})
+    held = evaluate_checkpoint(ckpt, views / "heldout", cache_dir=cache_dir, predictions=True)
     rows = []
     for r in held["results"]:
         ind = test.get(f"width_{r['width']}", {}).get("accuracy")
@@ -132,6 +158,8 @@ def leave_one_engine_out(corpus: Path, engine: str, out: Path, cfg, cache_dir: P
                      "gap_pt": round(100 * (r["accuracy"] - ind), 2) if ind is not None else None})
     report = {"engine": engine, "corpus": str(corpus), "checkpoint": str(ckpt), "views": counts,
               "heldout_examples": held["examples"], "train_config": cfg.to_dict(), "rows": rows,
+              "heldout_per_voice": per_voice(held, clip_column(corpus, "voice")),
+              "train_seconds": metrics.get("train_seconds"), "train_machines": metrics.get("machines"),
               "in_distribution": "the corpus's testing split without the held-out engine (unseen voices)"}
     write_json_atomic(out / "loeo.json", report)
     return report

@@ -297,6 +297,16 @@ def test_leave_one_engine_out_command(tiny_corpus, tmp_path):
     assert all(0 <= r["heldout_accuracy"] <= 1 for r in rep["rows"])
     assert json.loads((tmp_path / "loeo" / "loeo.json").read_text())["engine"] == "flite"
     assert rep["train_config"]["channel_augment"] is False
+    # per voice: the engine's own voices (silence cuts apart), adding up to the held-out figures
+    with open(tiny_corpus / "meta.csv", newline="") as f:
+        flite_voices = {r["voice"] for r in csv.DictReader(f) if r["engine"] == "flite"}
+    groups = rep["heldout_per_voice"]
+    assert {g["voice"] for g in groups} - {"(silence)"} <= flite_voices and len(groups) >= 2
+    assert sum(g["examples"] for g in groups) == rep["heldout_examples"]
+    for r in rep["rows"]:
+        weighted = sum(g["examples"] * g["accuracy"][r["width"]] for g in groups) / rep["heldout_examples"]
+        assert abs(weighted - r["heldout_accuracy"]) < 1e-3
+    assert rep["train_seconds"] > 0 and rep["train_machines"][0]["epochs"] == [1, 1]
     # --resume reuses the finished run only if it was trained with the same recipe
     again = ["loeo", "--data-dir", str(tiny_corpus), "--engine", "flite", "--out", str(tmp_path / "loeo"),
              "--epochs", "1", "--resume", "--cache-dir", str(tmp_path / "cache")]
@@ -304,6 +314,9 @@ def test_leave_one_engine_out_command(tiny_corpus, tmp_path):
     assert res.exit_code == 1 and "other settings (channel_augment)" in res.stderr and "Traceback" not in res.output
     res = CliRunner().invoke(app, [*again, "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["rows"] == rep["rows"]
+    res = CliRunner().invoke(app, again)  # the tables: widths, then the held-out engine per voice
+    assert res.exit_code == 0 and "held-out flite per voice" in res.stdout
+    assert any(v in res.stdout for v in flite_voices)
     # views made for flite are not silently reused for another engine
     res = CliRunner().invoke(app, ["loeo", "--data-dir", str(tiny_corpus), "--engine", "espeak", "--out",
                                    str(tmp_path / "loeo"), "--epochs", "1"])
