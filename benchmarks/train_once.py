@@ -1,7 +1,7 @@
 """Train once vs train twins: the seeds' headline claim, in one command.
 
     python benchmarks/train_once.py --data-dir DIR [--epochs N] [--supernet CKPT] [--twins-only]
-        [--widths 0.25 0.5 ...] [--procs 2]
+        [--widths 0.25 0.5 ...] [--procs 2] [--seed N] [--twins-from RESULTS.json] [--tag _X]
 
 For each width (0.25, 0.5, 0.75, 1.0) an independent model of exactly that spec is trained from
 scratch with the same data, recipe, seed and epochs (`TrainConfig(fixed_spec=...)`); the supernet
@@ -49,6 +49,9 @@ def main() -> None:
                          "one spec trained alone: the supernet-only knobs — random subnets, sampling, small-subnet "
                          "losses — do not change it; the rest of the recipe must match, or this refuses)")
     ap.add_argument("--tag", default="", help="suffix of the results file names (several supernets against the same twins)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="training seed of the twins (and of a supernet trained here); twins of seed N > 0 are kept as "
+                         "twin_<width>_<epochs>ep_seed<N>.pt, so a second seed's twins sit beside the first's")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     space = get_family(args.family).space
@@ -61,18 +64,19 @@ def main() -> None:
             continue
         if m in recorded_widths:  # a width the earlier file lacks is trained here, beside the recorded ones
             continue
-        path = args.work / f"twin_{m:g}_{args.epochs}ep.pt"
+        path = args.work / f"twin_{m:g}_{args.epochs}ep{f'_seed{args.seed}' if args.seed else ''}.pt"
         if not path.exists():
             train_local(args.procs, args.data_dir, path,
-                        TrainConfig(family=args.family, epochs=args.epochs, fixed_spec=spec.to_dict()),
+                        TrainConfig(family=args.family, epochs=args.epochs, fixed_spec=spec.to_dict(), seed=args.seed),
                         cache_dir=args.cache_dir, resume=True, threads_per_proc=args.threads)
         twins[m] = (spec, path)
     if args.twins_only:
         return
     if args.supernet is None:
-        args.supernet = args.work / f"supernet_{args.epochs}ep.pt"
+        args.supernet = args.work / f"supernet_{args.epochs}ep{f'_seed{args.seed}' if args.seed else ''}.pt"
         if not args.supernet.exists():
-            train_local(args.procs, args.data_dir, args.supernet, TrainConfig(family=args.family, epochs=args.epochs),
+            train_local(args.procs, args.data_dir, args.supernet,
+                        TrainConfig(family=args.family, epochs=args.epochs, seed=args.seed),
                         cache_dir=args.cache_dir, resume=True, threads_per_proc=args.threads)
     sup = load_checkpoint(args.supernet)
     if sup.train_config["epochs"] != args.epochs:
@@ -80,7 +84,7 @@ def main() -> None:
 
     rows = []
     if recorded is not None:
-        twin_knobs = {k: v for k, v in TrainConfig(family=args.family, epochs=args.epochs).to_dict().items()
+        twin_knobs = {k: v for k, v in TrainConfig(family=args.family, epochs=args.epochs, seed=args.seed).to_dict().items()
                       if k not in SUPERNET_ONLY}
         mismatch = {k: (recorded["recipe"].get(k), v) for k, v in twin_knobs.items()
                     if k in recorded["recipe"] and recorded["recipe"][k] != v}
