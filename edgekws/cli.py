@@ -570,7 +570,8 @@ def loeo_cmd(
               title=f"held-out {engine} per voice")
     for g in rep["heldout_per_voice"]:
         v.add_row(Text(g["voice"]), str(g["examples"]), *(f"{100 * g['accuracy'][w]:.2f}%" for w in widths))
-    out.print(v)
+    if rep["heldout_per_voice"]:  # empty when the corpus's meta.csv names no voices
+        out.print(v)
     out.print(f"report: {out_dir / 'loeo.json'}", markup=False, highlight=False)
 
 

@@ -150,6 +150,10 @@ def leave_one_engine_out(corpus: Path, engine: str, out: Path, cfg, cache_dir: P
                         threads=threads).metrics
     test = metrics.get("test", {})
     held = evaluate_checkpoint(ckpt, views / "heldout", cache_dir=cache_dir, predictions=True)
+    try:  # the breakdown is extra: a meta.csv without voices must not cost the run its report
+        voices = clip_column(corpus, "voice")
+    except DataError:
+        voices = {}
     rows = []
     for r in held["results"]:
         ind = test.get(f"width_{r['width']}", {}).get("accuracy")
@@ -158,7 +162,7 @@ def leave_one_engine_out(corpus: Path, engine: str, out: Path, cfg, cache_dir: P
                      "gap_pt": round(100 * (r["accuracy"] - ind), 2) if ind is not None else None})
     report = {"engine": engine, "corpus": str(corpus), "checkpoint": str(ckpt), "views": counts,
               "heldout_examples": held["examples"], "train_config": cfg.to_dict(), "rows": rows,
-              "heldout_per_voice": per_voice(held, clip_column(corpus, "voice")),
+              "heldout_per_voice": per_voice(held, voices) if voices else [],
               "train_seconds": metrics.get("train_seconds"), "train_machines": metrics.get("machines"),
               "in_distribution": "the corpus's testing split without the held-out engine (unseen voices)"}
     write_json_atomic(out / "loeo.json", report)

@@ -326,6 +326,28 @@ def test_leave_one_engine_out_command(tiny_corpus, tmp_path):
     assert res.exit_code == 1 and "engine '[bold]nope' is not in" in res.stderr
 
 
+def test_leave_one_engine_out_without_voices_in_meta_still_reports(tiny_corpus, tmp_path):
+    """The per-voice breakdown is extra: a meta.csv that names engines but no voices still gives
+    the report (and the trained checkpoint is not lost to it)."""
+    import csv
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, corpus)
+    with open(corpus / "meta.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(corpus / "meta.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["path", "engine"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    res = CliRunner().invoke(app, ["loeo", "--data-dir", str(corpus), "--engine", "flite", "--out", str(tmp_path / "loeo"),
+                                   "--epochs", "1", "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 0, res.output
+    assert "held-out flite per voice" not in res.stdout and "gap (pt)" in res.stdout
+    rep = json.loads((tmp_path / "loeo" / "loeo.json").read_text())
+    assert rep["heldout_per_voice"] == [] and len(rep["rows"]) == 4
+
+
 def test_local_processes_train_in_step(tiny_corpus, tmp_path):
     out = tmp_path / "procs.pt"
     res = CliRunner().invoke(app, ["train", "--data-dir", str(tiny_corpus), "--out", str(out), "--epochs", "1",
