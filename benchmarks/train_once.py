@@ -54,6 +54,7 @@ def main() -> None:
                          "twin_<width>_<epochs>ep_seed<N>.pt, so a second seed's twins sit beside the first's")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    seeded = f"_seed{args.seed}" if args.seed else ""  # seed 0 keeps the file names of earlier runs
     space = get_family(args.family).space
 
     twins = {}
@@ -64,7 +65,7 @@ def main() -> None:
             continue
         if m in recorded_widths:  # a width the earlier file lacks is trained here, beside the recorded ones
             continue
-        path = args.work / f"twin_{m:g}_{args.epochs}ep{f'_seed{args.seed}' if args.seed else ''}.pt"
+        path = args.work / f"twin_{m:g}_{args.epochs}ep{seeded}.pt"
         if not path.exists():
             train_local(args.procs, args.data_dir, path,
                         TrainConfig(family=args.family, epochs=args.epochs, fixed_spec=spec.to_dict(), seed=args.seed),
@@ -73,7 +74,7 @@ def main() -> None:
     if args.twins_only:
         return
     if args.supernet is None:
-        args.supernet = args.work / f"supernet_{args.epochs}ep{f'_seed{args.seed}' if args.seed else ''}.pt"
+        args.supernet = args.work / f"supernet_{args.epochs}ep{seeded}.pt"
         if not args.supernet.exists():
             train_local(args.procs, args.data_dir, args.supernet,
                         TrainConfig(family=args.family, epochs=args.epochs, seed=args.seed),

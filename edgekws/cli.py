@@ -565,12 +565,12 @@ def loeo_cmd(
         t.add_row(r["width"], r["name"], f"{100 * r['heldout_accuracy']:.2f}%",
                   "n/a" if ind is None else f"{100 * ind:.2f}%", "n/a" if r["gap_pt"] is None else f"{r['gap_pt']:+.2f}")
     out.print(t)
-    widths = [r["width"] for r in rep["rows"]]
-    v = Table("voice", "examples", *(f"width {w}" for w in widths), box=box.SIMPLE_HEAD,
-              title=f"held-out {engine} per voice")
-    for g in rep["heldout_per_voice"]:
-        v.add_row(Text(g["voice"]), str(g["examples"]), *(f"{100 * g['accuracy'][w]:.2f}%" for w in widths))
     if rep["heldout_per_voice"]:  # empty when the corpus's meta.csv names no voices
+        widths = [r["width"] for r in rep["rows"]]
+        v = Table("voice", "examples", *(f"width {w}" for w in widths), box=box.SIMPLE_HEAD,
+                  title=f"held-out {engine} per voice")
+        for g in rep["heldout_per_voice"]:
+            v.add_row(Text(g["voice"]), str(g["examples"]), *(f"{100 * g['accuracy'][w]:.2f}%" for w in widths))
         out.print(v)
     out.print(f"report: {out_dir / 'loeo.json'}", markup=False, highlight=False)
 
