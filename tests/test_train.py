@@ -348,6 +348,35 @@ def test_leave_one_engine_out_without_voices_in_meta_still_reports(tiny_corpus, 
     assert rep["heldout_per_voice"] == [] and len(rep["rows"]) == 4
 
 
+def test_loeo_compare_on_the_committed_reports(tmp_path):
+    """benchmarks/loeo_compare.py on two real reports: its changes are the files' own differences,
+    its per-voice rows the voices both have, and reports of different engines are refused."""
+    results = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+    base, cand = results / "loeo_flite_dscnn_20ep.json", results / "loeo_flite_dscnn_150ep.json"
+    script = [sys.executable, str(results.parent / "loeo_compare.py")]
+    out = tmp_path / "cmp.json"
+    res = subprocess.run([*script, str(base), str(cand), "--out", str(out)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    got, b, c = json.loads(out.read_text()), json.loads(base.read_text()), json.loads(cand.read_text())
+    for row, rb, rc in zip(got["rows"], b["rows"], c["rows"]):
+        assert row["width"] == rb["width"] == rc["width"]
+        assert row["heldout_delta_pt"] == round(100 * (rc["heldout_accuracy"] - rb["heldout_accuracy"]), 2)
+        assert row["gap_change_pt"] == round(rc["gap_pt"] - rb["gap_pt"], 2)
+        assert 0 < row["heldout_band_pt"] < 5  # 3,538 examples: about ±2 pt
+    assert got["recipe_changes"]["epochs"] == [20, 150]
+    assert got["per_voice"] == []  # the 20-epoch report predates the per-voice breakdown
+    assert "| 1 | 75.49 → 84.14 % | +8.65" in out.with_suffix(".md").read_text()
+    res = subprocess.run([*script, str(cand), str(cand), "--out", str(out)], capture_output=True, text=True)
+    voices = json.loads(out.read_text())["per_voice"]
+    assert res.returncode == 0 and {v["voice"] for v in voices} >= {"awb", "kal", "kal16", "rms", "slt"}
+    assert all(w["delta_pt"] == 0 for v in voices for w in v["widths"].values())
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**c, "engine": "festival"}))
+    res = subprocess.run([*script, str(base), str(other), "--out", str(tmp_path / "x.json")], capture_output=True, text=True)
+    assert res.returncode == 1 and "differ in engine" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_local_processes_train_in_step(tiny_corpus, tmp_path):
     out = tmp_path / "procs.pt"
     res = CliRunner().invoke(app, ["train", "--data-dir", str(tiny_corpus), "--out", str(out), "--epochs", "1",
