@@ -105,7 +105,8 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
     waves, targets, wave_aug = _setup(data_dir, cache_dir)
     fam = get_family(family)
     # the training sampler (anchors included); with `alt`, its own sampler on every other step
-    arms = [(c, make_sampler(c, fam.space), np.random.default_rng(1), w.get("relu_out_of_place", False), w.get("bf16", False))
+    arms = [(c, make_sampler(c, fam.space), np.random.default_rng(1), w.get("relu_out_of_place", False), w.get("bf16", False),
+             w.get("compile_fixed", False))
             for c, w in ([(cfg, v), (config(alt), alt)] if alt else [(cfg, v)])]
     torch.manual_seed(0)
     model = create_supernet(family, 12, (49, 40))
@@ -115,6 +116,9 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
     fwd_model = model
     if v.get("compile"):
         fwd_model = torch.compile(model, dynamic=True)
+    fixed_compiled = any(arm[5] for arm in arms)
+    if fixed_compiled:  # one static graph per fixed spec (largest, smallest, anchors)
+        fwd_model = torch.compile(model, dynamic=False)
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=1e-3)
     largest = count_params(fam.subnet(fam.space.largest()))
     sizes: dict = {}
@@ -142,6 +146,7 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
     class _Active:  # set_active must reach the real module under torch.compile
         def __init__(self, m, f):
             self.m, self.f = m, f
+            self.fixed: set = set()  # with compile_fixed: the specs that run compiled
 
         def set_active(self, spec):
             self.m.set_active(spec)
@@ -150,6 +155,8 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
             return self.m.modules()
 
         def __call__(self, x):
+            if fixed_compiled and self.m.active not in self.fixed:
+                return self.m(x)  # a per-stage draw: eager (4,608 shapes would recompile without end)
             return self.f(x)
 
     net = _Active(model, fwd_model)
@@ -164,8 +171,10 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
         batch = next(it)
         t1 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        cfg, sampler, rng, out_of_place, bf16 = arms[arm_of(s)]
+        cfg, sampler, rng, out_of_place, bf16, compiled = arms[arm_of(s)]
         sandwich = sampler.draw(rng)
+        # compiled: the sandwich's largest, smallest and width anchors (they come first) run compiled
+        net.fixed = set(sandwich[:2 + sampler.n_anchors()]) if compiled else set()
         tim: dict = {}
         if out_of_place:  # the previous engine: a new tensor for every ReLU (the supernet calls relu_)
             torch.relu_ = relu
@@ -182,7 +191,7 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
         opt.step()
         t3 = time.perf_counter()
         if s == warmup - 1:
-            compile_s = t3 - t_start if v.get("compile") else None
+            compile_s = t3 - t_start if v.get("compile") or fixed_compiled else None
         if s >= warmup:
             arm_s[arm_of(s)].append(t3 - t0)
             step_s.append(t3 - t0)
@@ -305,6 +314,10 @@ VARIANTS = {
     # the default step under bfloat16 autocast (convolutions and linears in bf16: AMX on CPUs that have it)
     "recipe+anchors3_nr7+bf16": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
                                  "width_anchors": 3, "bf16": True},
+    # the default step with its 5 fixed specs (largest, smallest, 3 width anchors) through torch.compile,
+    # one static graph each (dynamic=False); the per-stage draws stay eager
+    "recipe+anchors3_nr7+compile_fixed": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
+                                          "width_anchors": 3, "compile_fixed": True},
     # the default recipe with each of the 4 per-stage draws on half of the batch (--draw-fraction 0.5)
     "recipe+anchors3_nr7+draw_half": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
                                       "width_anchors": 3, "draw_fraction": 0.5},
@@ -396,7 +409,7 @@ def alternate(args) -> None:
 
 
 # what --alternate may vary: each is chosen per step (bf16 is an autocast around the step)
-SAMPLER_KEYS = ("num_random", "width_anchors", "draw_fraction", "relu_out_of_place", "bf16")
+SAMPLER_KEYS = ("num_random", "width_anchors", "draw_fraction", "relu_out_of_place", "bf16", "compile_fixed")
 
 
 def _write(args, doc: dict) -> None:
