@@ -89,6 +89,12 @@ class TrainConfig:
     # tier's search pick scored 0.4-1.2 pt lower on the validation voices than both seeds of 1.0,
     # and the 16 mixed specs 0.10-0.17 pt lower (benchmarks/runs/dscnn_draw_half_150ep/).
     draw_fraction: float = 1.0
+    # Loss weight of the width anchor at the narrowest width multiplier (the 0.25 subnet a small
+    # tier ships), against 1 for every other subnet of the step. Its first channels are shared by
+    # all nine subnets of a step, and AdamW normalises their update by the whole summed gradient,
+    # so the narrow subnet's own pull on them is about a ninth of it — a twin trained alone gets
+    # all of it (NetAug's argument that tiny models underfit, turned into a weight). 1 = off.
+    narrowest_anchor_weight: float = 1.0
     # Hard labels mixed into the distilled subnets' loss: (1 - w) · KD + w · CE(labels). Twins
     # trained alone on labels beat the supernet's narrow subnets (train_once).
     small_label_weight: float = 0.5

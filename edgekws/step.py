@@ -96,6 +96,8 @@ class _RandomDraws:
     anchors: int = 0  # of the n, narrow width multipliers for every stage
     anchor_depth: str = "full"  # their depth: "full" or "per_stage" (drawn per stage)
     draw_fraction: float = 1.0  # share of the batch each per-stage draw (not an anchor) sees
+    narrowest_weight: float = 1.0  # loss weight of the anchor at the narrowest width multiplier
+    lead_fixed = 0  # specs `draw()` puts before the random ones
 
     def random(self, rng: np.random.Generator) -> list[SubnetSpec]:
         anchors = self.anchor_specs(rng)
@@ -114,6 +116,14 @@ class _RandomDraws:
                 spec = SubnetSpec(spec.family, spec.channels, self.space.sample_depths(rng))
             picks.append(spec)
         return picks
+
+    def weight(self, k: int, spec: SubnetSpec) -> float:
+        """Loss weight of the k-th spec of `draw()`: `narrowest_weight` for a width anchor at the
+        space's narrowest width multiplier (at any depth), 1 for everything else."""
+        if self.narrowest_weight == 1.0 or not 0 <= k - self.lead_fixed < self.n_anchors():
+            return 1.0
+        narrowest = self.space.uniform(min(self.space.width_multipliers))
+        return self.narrowest_weight if spec.channels == narrowest.channels else 1.0
 
     def n_anchors(self) -> int:
         """How many of `random()`'s specs are anchors (none if the space has no narrow width)."""
@@ -137,6 +147,7 @@ class Sandwich(_RandomDraws):
     """Largest, smallest, then `n` random subnets drawn by `policy`."""
 
     first_from_labels = True  # the largest learns from the labels; the rest distil from it
+    lead_fixed = 2  # the largest and the smallest
 
     def draw(self, rng: np.random.Generator) -> list[SubnetSpec]:
         return [self.space.largest(), self.space.smallest(), *self.random(rng)]
@@ -171,6 +182,9 @@ class FixedSpec:
     def rows(self, k: int, batch_size: int) -> slice | None:
         return None
 
+    def weight(self, k: int, spec: SubnetSpec) -> float:
+        return 1.0
+
 
 SAMPLERS = ("sandwich", "fixed", "students")
 
@@ -182,11 +196,11 @@ def make_sampler(cfg: TrainConfig, space: SearchSpace):
         if not cfg.teacher:
             raise EdgeKWSError("--sampler students needs --teacher (every subnet learns from it)")
         return StudentsOnly(space, max(1, cfg.num_random), cfg.sampling, cfg.small_width_bias, cfg.width_anchors,
-                            cfg.anchor_depth, cfg.draw_fraction)
+                            cfg.anchor_depth, cfg.draw_fraction, cfg.narrowest_anchor_weight)
     if cfg.sampler != "sandwich":
         raise EdgeKWSError(f"--sampler must be one of {', '.join(s for s in SAMPLERS if s != 'fixed')} (got '{cfg.sampler}')")
     return Sandwich(space, cfg.num_random, cfg.sampling, cfg.small_width_bias, cfg.width_anchors,
-                    cfg.anchor_depth, cfg.draw_fraction)
+                    cfg.anchor_depth, cfg.draw_fraction, cfg.narrowest_anchor_weight)
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,7 +274,8 @@ def set_dropout(model: nn.Module, p: float) -> None:
 def train_step(model: nn.Module, batch: dict, specs: list[SubnetSpec], cfg: TrainConfig,
                dropout_for: Callable[[SubnetSpec], float], teacher: nn.Module | None = None,
                timings: dict | None = None, small_first: bool = False, first_from_labels: bool = True,
-               rows: Callable[[int, int], slice | None] | None = None) -> tuple[float, int]:
+               rows: Callable[[int, int], slice | None] | None = None,
+               weights: Callable[[int, SubnetSpec], float] | None = None) -> tuple[float, int]:
     """Forward and backward every subnet of one step (gradients accumulate; the caller steps the
     optimizer). With `first_from_labels`, the first spec learns from the labels (and the teacher)
     and the rest from its detached outputs; otherwise each learns from the teacher and the labels.
@@ -270,7 +285,9 @@ def train_step(model: nn.Module, batch: dict, specs: list[SubnetSpec], cfg: Trai
     without SpecAugment when the recipe keeps masks for the largest only); `small_first` gives
     the first spec that input too — a twin trained alone at a small width gets what its
     supernet counterpart gets. `rows(k, batch_size)` (a sampler's `rows`) picks the rows of the
-    batch the k-th spec trains on (None: all); the first spec always sees the whole batch."""
+    batch the k-th spec trains on (None: all); the first spec always sees the whole batch.
+    `weights(k, spec)` (a sampler's `weight`) scales the k-th spec's loss before its backward
+    (the reported loss of the first spec is unscaled)."""
     y = batch["y"]
     t_logits = None
     if teacher is not None:
@@ -295,6 +312,9 @@ def train_step(model: nn.Module, batch: dict, specs: list[SubnetSpec], cfg: Trai
         if k == 0:
             first_loss = loss.item() * len(y)
             correct = int((logits.argmax(1) == y).sum())
+        w = 1.0 if weights is None else weights(k, spec)
+        if w != 1.0:
+            loss = w * loss
         t1 = time.perf_counter()
         loss.backward()
         if timings is not None:

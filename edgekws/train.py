@@ -379,6 +379,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise EdgeKWSError(f"--anchor-depth must be one of {', '.join(ANCHOR_DEPTHS)} (got '{cfg.anchor_depth}')")
     if not 0 < cfg.draw_fraction <= 1:
         raise EdgeKWSError(f"--draw-fraction must be in (0, 1] (got {cfg.draw_fraction})")
+    if not 0 < cfg.narrowest_anchor_weight <= 100:
+        raise EdgeKWSError(f"--narrowest-anchor-weight must be in (0, 100] (got {cfg.narrowest_anchor_weight})")
+    if cfg.narrowest_anchor_weight != 1.0 and cfg.width_anchors == 0:
+        raise EdgeKWSError("--narrowest-anchor-weight weights a width anchor: it needs --width-anchors 1 or more")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.num_random < 0:
         raise EdgeKWSError("--epochs and --batch-size must be at least 1 and --num-random at least 0")
 
@@ -562,7 +566,7 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss_sum, correct = train_step(model, batch, sampler.draw(spec_rng), cfg, dropout_for, teacher,
                                            small_first=small_twin, first_from_labels=sampler.first_from_labels,
-                                           rows=sampler.rows)
+                                           rows=sampler.rows, weights=sampler.weight)
             run_loss += loss_sum
             run_correct += correct
             run_seen += len(batch["y"])

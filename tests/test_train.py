@@ -570,3 +570,52 @@ def test_draw_fraction_trains_each_per_stage_draw_on_its_share_of_the_batch():
             check_config(TrainConfig(draw_fraction=bad))
     res = CliRunner().invoke(app, ["train", "--data-dir", ".", "--out", "x.pt", "--draw-fraction", "0"])
     assert res.exit_code == 1 and "--draw-fraction must be greater than 0 and at most 1 (got 0.0)" in res.stderr
+
+
+def test_narrowest_anchor_weight_scales_only_that_anchors_loss():
+    """--narrowest-anchor-weight W: the width-0.25 anchor's loss counts W times in the step's
+    gradient, every other subnet's (the smallest, also at 0.25, included) once."""
+    import numpy as np
+
+    from edgekws.errors import EdgeKWSError
+    from edgekws.models import create_supernet
+    from edgekws.step import Targets, combine, loss_terms, make_sampler, train_step
+    from edgekws.train import check_config
+
+    space = get_family("dscnn").space
+    narrowest = space.uniform(min(space.width_multipliers))
+    cfg = TrainConfig(num_random=5, width_anchors=3, narrowest_anchor_weight=3.0, adaptive_dropout=False)
+    sampler = make_sampler(cfg, space)
+    specs = sampler.draw(np.random.default_rng(0))
+    weights = [sampler.weight(k, s) for k, s in enumerate(specs)]
+    assert weights.count(3.0) == 1 and specs[weights.index(3.0)] == narrowest and 2 <= weights.index(3.0) < 5
+    assert specs[1].channels == narrowest.channels and weights[1] == 1.0  # the smallest is not an anchor
+    assert all(make_sampler(TrainConfig(), space).weight(k, s) == 1.0 for k, s in enumerate(specs))
+
+    torch.manual_seed(0)
+    model = create_supernet("dscnn", 12, (49, 40)).eval()  # no dropout, BN on running stats: deterministic
+    x = torch.randn(16, 49, 40)
+    batch = {"feats": x, "small": x, "y": torch.randint(0, 12, (16,))}
+
+    def grads(**kw):
+        model.zero_grad()
+        train_step(model, batch, specs, cfg, lambda s: 0.0, **kw)
+        return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()]
+
+    weighted, plain = grads(weights=sampler.weight), grads()
+    model.zero_grad()
+    model.set_active(specs[0])
+    first = model(x).detach()
+    model.set_active(narrowest)
+    combine(loss_terms(cfg, "student", False), model(x), Targets(batch["y"], first)).backward()
+    alone = [torch.zeros_like(p) if p.grad is None else p.grad for p in model.parameters()]
+    assert any(a.abs().sum() > 0 for a in alone)
+    assert all(torch.allclose(w, p + 2.0 * a, atol=1e-5) for w, p, a in zip(weighted, plain, alone))
+
+    for bad in (0.0, 101.0):
+        with pytest.raises(EdgeKWSError, match=r"--narrowest-anchor-weight must be in \(0, 100\]"):
+            check_config(TrainConfig(narrowest_anchor_weight=bad))
+    with pytest.raises(EdgeKWSError, match="needs --width-anchors 1 or more"):
+        check_config(TrainConfig(width_anchors=0, narrowest_anchor_weight=2.0))
+    res = CliRunner().invoke(app, ["train", "--data-dir", ".", "--out", "x.pt", "--narrowest-anchor-weight", "-1"])
+    assert res.exit_code == 1 and "--narrowest-anchor-weight" in res.stderr and "Traceback" not in res.stderr
