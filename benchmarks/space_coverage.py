@@ -64,7 +64,7 @@ def main() -> None:
         row = {"sampling": ck.sampling, "epochs": ck.train_config.get("epochs"),
                # a knob a checkpoint predates ran as before it existed (TrainConfig.recorded: no anchors)
                "recipe": {k: getattr(TrainConfig.recorded(ck.train_config, known_only=True), k)
-                          for k in ("num_random", "width_anchors", "anchor_depth", "draw_fraction")},
+                          for k in ("num_random", "width_anchors", "anchor_depth", "draw_fraction", "narrowest_anchor_weight")},
                "uniform": u, "mixed": m, "mixed_mean": _mean(m.values()),
                "mixed_mean_shallow": _mean(m[n] for n in shallow), "mixed_shallow_count": len(shallow),
                "mixed_mean_rest": _mean(m[n] for n in rest),

@@ -27,6 +27,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # Recipe fields that only a supernet's training uses: a twin (one spec, from the labels) is the same
 # whatever they are.
 SUPERNET_ONLY = {"num_random", "sampling", "sampler", "small_width_bias", "width_anchors", "anchor_depth", "draw_fraction",
+                 "narrowest_anchor_weight",
                  "small_label_weight", "kd", "alpha_min",
                  "alpha_max", "alpha_clip", "fixed_spec", "teacher", "teacher_temperature", "teacher_weight"}
 
