@@ -377,6 +377,37 @@ def test_loeo_compare_on_the_committed_reports(tmp_path):
     assert not (tmp_path / "x.json").exists()
 
 
+def test_loeo_summary_on_the_committed_reports(tmp_path):
+    """benchmarks/loeo_summary.py: one row per report with that report's own gaps, the goal judged
+    at width 1.0 against --goal-pt, the lowest and highest real voice (never the silence group),
+    and a broken report refused in one line with nothing written."""
+    results = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+    script = [sys.executable, str(results.parent / "loeo_summary.py")]
+    old, new = results / "loeo_flite_dscnn_20ep.json", results / "loeo_flite_dscnn_150ep.json"
+    rep = json.loads(new.read_text())
+    near = tmp_path / "near.json"  # the same report with its width-1.0 gap inside 5 pt
+    near.write_text(json.dumps({**rep, "rows": [{**r, "gap_pt": -4.2} if r["width"] == "1" else r for r in rep["rows"]]}))
+    out = tmp_path / "sum.json"
+    res = subprocess.run([*script, str(old), str(new), str(near), "--out", str(out)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["file"] for r in rows] == ["loeo_flite_dscnn_20ep.json", "loeo_flite_dscnn_150ep.json", "near.json"]
+    assert rows[1]["gap_pt"] == {r["width"]: r["gap_pt"] for r in rep["rows"]} and rows[1]["epochs"] == 150
+    assert [r["widest"]["within_goal"] for r in rows] == [False, False, True]
+    voices = {v["voice"]: v["accuracy"]["1"] for v in rep["heldout_per_voice"] if v["voice"] != "(silence)"}
+    assert rows[1]["widest"]["lowest_voice"]["voice"] == min(voices, key=voices.get) == "awb"
+    assert rows[1]["widest"]["highest_voice"]["accuracy"] == max(voices.values()) < 0.99  # silence scores 99.66 %
+    assert rows[0]["widest"]["lowest_voice"] is None  # the 20-epoch report predates the per-voice breakdown
+    assert "| -13.51 | 84.14 / 97.65 % | not met | awb 70.42 % | kal16 95.80 % |" in out.with_suffix(".md").read_text()
+    res = subprocess.run([*script, str(new), "--goal-pt", "14", "--out", str(out)], capture_output=True, text=True)
+    assert res.returncode == 0 and json.loads(out.read_text())["rows"][0]["widest"]["within_goal"]
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"engine": "flite"}))
+    res = subprocess.run([*script, str(new), str(broken), "--out", str(tmp_path / "x.json")], capture_output=True, text=True)
+    assert res.returncode == 1 and "broken.json: not a loeo report" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_local_processes_train_in_step(tiny_corpus, tmp_path):
     out = tmp_path / "procs.pt"
     res = CliRunner().invoke(app, ["train", "--data-dir", str(tiny_corpus), "--out", str(out), "--epochs", "1",
