@@ -307,6 +307,33 @@ def test_leave_one_engine_out_command(tiny_corpus, tmp_path):
         weighted = sum(g["examples"] * g["accuracy"][r["width"]] for g in groups) / rep["heldout_examples"]
         assert abs(weighted - r["heldout_accuracy"]) < 1e-3
     assert rep["train_seconds"] > 0 and rep["train_machines"][0]["epochs"] == [1, 1]
+    # benchmarks/loeo_adapt.py on this run: it first reproduces the report's held-out figures with
+    # the training BN, then adapts BN on the held-out clips; per-voice figures add up to the totals
+    script = [sys.executable, str(Path(__file__).resolve().parent.parent / "benchmarks" / "loeo_adapt.py")]
+    out = tmp_path / "adapt.json"
+    res = subprocess.run([*script, str(tmp_path / "loeo"), "--calib-examples", "16", "--cache-dir", str(tmp_path / "cache"),
+                          "--out", str(out)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    adapted = json.loads(out.read_text())
+    assert [r["width"] for r in adapted["rows"]] == ["0.25", "0.5", "0.75", "1"]
+    sizes = {g["voice"]: g["examples"] for g in groups}
+    for a, r in zip(adapted["rows"], rep["rows"]):
+        assert a["heldout_accuracy"]["training"] == r["heldout_accuracy"]
+        assert set(a["per_voice"]) == set(sizes)
+        for way in ("training", "clips", "voices"):
+            weighted = sum(sizes[v] * acc[way] for v, acc in a["per_voice"].items()) / rep["heldout_examples"]
+            assert abs(weighted - a["heldout_accuracy"][way]) < 1e-3
+            assert a["gap_pt"][way] == round(100 * (a["heldout_accuracy"][way] - r["in_distribution_accuracy"]), 2)
+    tampered = json.loads((tmp_path / "loeo" / "loeo.json").read_text())
+    tampered["rows"][0]["heldout_accuracy"] = 1.5
+    bad = tmp_path / "bad_run"
+    bad.mkdir()
+    (bad / "loeo.json").write_text(json.dumps(tampered))
+    (bad / "views").symlink_to(tmp_path / "loeo" / "views")
+    res = subprocess.run([*script, str(bad), "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "x.json")],
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and "not the run's checkpoint or clips" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "x.json").exists()
     # --resume reuses the finished run only if it was trained with the same recipe
     again = ["loeo", "--data-dir", str(tiny_corpus), "--engine", "flite", "--out", str(tmp_path / "loeo"),
              "--epochs", "1", "--resume", "--cache-dir", str(tmp_path / "cache")]
