@@ -138,7 +138,9 @@ def _count_once(model: Path, runtime: str, cpu: str, runs: int, sysroot: Path, p
     runner = Path(__file__).resolve().parent / "runner.py"
     hide_host_cpu_topology(Path(sysroot) / "root")
     env = qemu_environment(sysroot, cpu)
-    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
+    # No bytecode written: a run that compiled and cached modules the other run then loaded would
+    # count the compiling too, and a fresh sysroot's first count came out larger than its second.
+    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1")
     with tempfile.TemporaryDirectory(prefix="edgekws-insn-") as tmp:
         count_file = Path(tmp) / "count"
         cmd = [QEMU, "-plugin", f"{plugin},out={count_file}", str(Path(sysroot) / "root/usr/bin/python3"), str(runner),

@@ -46,6 +46,25 @@ def test_instruction_counts_repeat_and_follow_cpu_features(small_export):
     assert 0.01 < estimate_ms(a, "Cortex-A53", 1.4) < 10
 
 
+def test_instruction_counts_on_a_sysroot_without_bytecode(small_export):
+    """A fresh sysroot has no compiled bytecode for most of its wheels' modules. If the first
+    counting run compiled and cached them, it counted the compiling and the second did not: 25
+    inferences counted fewer instructions than 5, and the release's first measurement failed."""
+    import shutil
+
+    from edgekws.emulation import default_sysroot
+    from edgekws.estimate import count_instructions
+
+    _need_arm()
+    site = default_sysroot() / "site"
+    warm = count_instructions(small_export / "model_int8.tflite", "litert", "cortex-a53")["instructions"]
+    for cache in list(site.rglob("__pycache__")):
+        shutil.rmtree(cache)
+    cold = count_instructions(small_export / "model_int8.tflite", "litert", "cortex-a53")["instructions"]
+    assert abs(cold - warm) / warm < 0.001
+    assert not any(site.rglob("*.pyc"))  # counting leaves the cache as it found it
+
+
 def test_unknown_cpu_is_one_line(small_export):
     from edgekws.errors import EdgeKWSError
     from edgekws.estimate import count_instructions
