@@ -3,7 +3,7 @@
     python benchmarks/space_coverage.py --data-dir DIR CKPT [CKPT ...] [--specs 16]
 
 For each checkpoint: test accuracy (BN recalibrated on its calibration set, as deployed) of the
-four uniform-width specs and of `--specs` random specs drawn per stage with one fixed seed (the
+four uniform-width specs and of `--specs` random draws per stage with one fixed seed, repeats kept once (the
 same specs for every checkpoint), then the mean over the mixed ones whose widths are not
 uniform, and that mean split by depth: specs with a stage at its shallowest choice, and the rest
 (the recipe knobs that trade the uniform widths against the mixed specs — width anchors, random
@@ -56,7 +56,10 @@ def main() -> None:
         uniform = {f"{m:g}": s for m, s in space.width_multiplier_specs().items()}
         rng = np.random.default_rng(2026)
         uniform_widths = {s.channels for s in uniform.values()}
-        mixed = [s for s in (space.sample(rng) for _ in range(args.specs)) if s.channels not in uniform_widths]
+        # Distinct specs only: a small space (kwt has 80) draws repeats, which the per-name table
+        # kept once while the counts and the shallow split counted them twice.
+        mixed = list(dict.fromkeys(s for s in (space.sample(rng) for _ in range(args.specs))
+                                   if s.channels not in uniform_widths))
         u = {k: round(evaluate_spec(model, s, test, calib)[0], 4) for k, s in uniform.items()}
         m = {s.name: round(evaluate_spec(model, s, test, calib)[0], 4) for s in mixed}
         shallow = [s.name for s in mixed if any(d == min(c) for d, c in zip(s.depths, space.depth_choices))]
@@ -71,7 +74,7 @@ def main() -> None:
                "mixed_trained": sum(ck.trained(s) for s in mixed), "mixed_count": len(mixed)}
         out["checkpoints"][str(path)] = row
         print(f"{path}: sampling {ck.sampling}, uniform {u}, mixed mean {100 * row['mixed_mean']:.2f} % "
-              f"over {len(mixed)} specs ({row['mixed_trained']} of them visited in training; "
+              f"over {len(mixed)} distinct specs ({row['mixed_trained']} of them visited in training; "
               f"{len(shallow)} with a stage at its shallowest depth {_pct(row['mixed_mean_shallow'])}, "
               f"the other {len(rest)} {_pct(row['mixed_mean_rest'])})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
