@@ -1,6 +1,6 @@
 """Does training cover the space a search will pick from? Uniform vs mixed-width specs, per checkpoint.
 
-    python benchmarks/space_coverage.py --data-dir DIR CKPT [CKPT ...] [--specs 16]
+    python benchmarks/space_coverage.py --data-dir DIR CKPT [CKPT ...] [--specs 16] [--spec NAME ...]
 
 For each checkpoint: test accuracy (BN recalibrated on its calibration set, as deployed) of the
 four uniform-width specs and of `--specs` random draws per stage with one fixed seed, repeats kept once (the
@@ -37,6 +37,7 @@ def main() -> None:
     from edgekws.fileio import write_text_atomic
     from edgekws.data import SpeechCommands, load_split
     from edgekws.recipe import TrainConfig
+    from edgekws.spec import SpecError, SubnetSpec
     from edgekws.train import evaluate_spec
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,15 +45,25 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, required=True)
     ap.add_argument("--specs", type=int, default=16)
     ap.add_argument("--cache-dir", type=Path, default=None)
+    ap.add_argument("--spec", action="append", default=[], metavar="NAME",
+                    help="a spec to score as well, by name (repeatable): e.g. the specs tier_picks.py's searches picked")
     ap.add_argument("--out", type=Path, default=RESULTS / "space_coverage.json",
                     help="results file (default: benchmarks/results/space_coverage.json)")
     args = ap.parse_args()
+    named = [SubnetSpec.parse_name(n) for n in args.spec]
+    if None in named:
+        ap.error(f"not a spec name: {args.spec[named.index(None)]!r} (e.g. kwt-w48.96-d4)")
     out = {"benchmark": "space_coverage", "date": time.strftime("%Y-%m-%d"), "checkpoints": {}}
     for path in args.checkpoints:
         ck = load_checkpoint(path)
         ds = SpeechCommands.open(args.data_dir, "12", int(ck.train_config.get("seed", 0)))
         test = load_split(ds, "testing", ck.features, args.cache_dir)
         model, calib, space = ck.supernet(), ck.calibration_features(), ck.space
+        try:
+            for s in named:
+                space.validate(s)
+        except SpecError as exc:
+            raise SystemExit(f"{path}: {exc}") from None
         uniform = {f"{m:g}": s for m, s in space.width_multiplier_specs().items()}
         rng = np.random.default_rng(2026)
         uniform_widths = {s.channels for s in uniform.values()}
@@ -72,11 +83,15 @@ def main() -> None:
                "mixed_mean_shallow": _mean(m[n] for n in shallow), "mixed_shallow_count": len(shallow),
                "mixed_mean_rest": _mean(m[n] for n in rest),
                "mixed_trained": sum(ck.trained(s) for s in mixed), "mixed_count": len(mixed)}
+        if named:
+            row["named"] = {s.name: round(evaluate_spec(model, s, test, calib)[0], 4) for s in named}
+            row["named_mean"] = _mean(row["named"].values())
         out["checkpoints"][str(path)] = row
         print(f"{path}: sampling {ck.sampling}, uniform {u}, mixed mean {100 * row['mixed_mean']:.2f} % "
               f"over {len(mixed)} distinct specs ({row['mixed_trained']} of them visited in training; "
               f"{len(shallow)} with a stage at its shallowest depth {_pct(row['mixed_mean_shallow'])}, "
-              f"the other {len(rest)} {_pct(row['mixed_mean_rest'])})")
+              f"the other {len(rest)} {_pct(row['mixed_mean_rest'])})"
+              + (f"; {len(named)} named specs {_pct(row['named_mean'])}" if named else ""))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(out, indent=2) + "\n")
 
