@@ -61,7 +61,9 @@ def test_instruction_counts_on_a_sysroot_without_bytecode(small_export):
     for cache in list(site.rglob("__pycache__")):
         shutil.rmtree(cache)
     cold = count_instructions(small_export / "model_int8.tflite", "litert", "cortex-a53")["instructions"]
-    assert abs(cold - warm) / warm < 0.001
+    # Not the 0.1 % two warm counts agree to: compiling shifts when the collector runs, which moved
+    # a count by 0.6 % once. Unfixed, the pair fails outright or is off by over 100 %.
+    assert abs(cold - warm) / warm < 0.02
     assert not any(site.rglob("*.pyc"))  # counting leaves the cache as it found it
 
 
