@@ -87,7 +87,7 @@ def main() -> None:
     names = args.only or list(VARIANTS)
     if "base" not in names:
         names = ["base", *names]
-    base_cfg = TrainConfig(family=args.family, epochs=args.epochs)
+    base_cfg = TrainConfig.for_family(args.family, epochs=args.epochs)
     rows = {}
     for name in names:
         change = dict(VARIANTS[name])

@@ -69,7 +69,7 @@ def main() -> None:
         path = args.work / f"twin_{m:g}_{args.epochs}ep{seeded}.pt"
         if not path.exists():
             train_local(args.procs, args.data_dir, path,
-                        TrainConfig(family=args.family, epochs=args.epochs, fixed_spec=spec.to_dict(), seed=args.seed),
+                        TrainConfig.for_family(args.family, epochs=args.epochs, fixed_spec=spec.to_dict(), seed=args.seed),
                         cache_dir=args.cache_dir, resume=True, threads_per_proc=args.threads)
         twins[m] = (spec, path)
     if args.twins_only:
@@ -78,7 +78,7 @@ def main() -> None:
         args.supernet = args.work / f"supernet_{args.epochs}ep{seeded}.pt"
         if not args.supernet.exists():
             train_local(args.procs, args.data_dir, args.supernet,
-                        TrainConfig(family=args.family, epochs=args.epochs, seed=args.seed),
+                        TrainConfig.for_family(args.family, epochs=args.epochs, seed=args.seed),
                         cache_dir=args.cache_dir, resume=True, threads_per_proc=args.threads)
     sup = load_checkpoint(args.supernet)
     if sup.train_config["epochs"] != args.epochs:
@@ -86,7 +86,7 @@ def main() -> None:
 
     rows = []
     if recorded is not None:
-        twin_knobs = {k: v for k, v in TrainConfig(family=args.family, epochs=args.epochs, seed=args.seed).to_dict().items()
+        twin_knobs = {k: v for k, v in TrainConfig.for_family(args.family, epochs=args.epochs, seed=args.seed).to_dict().items()
                       if k not in SUPERNET_ONLY}
         mismatch = {k: (recorded["recipe"].get(k), v) for k, v in twin_knobs.items()
                     if k in recorded["recipe"] and recorded["recipe"][k] != v}

@@ -25,6 +25,15 @@ from edgekws.recipe import FINETUNE, TrainConfig
 
 RECIPE = TrainConfig()  # the default recipe: train options show and use its values
 
+
+def _family_default(knob: str) -> str:
+    """Help text for a knob some family sets otherwise (`Family.recipe`): " (default: 7; kwt: 4)".
+    Not in square brackets: the help is rich markup, which would take them for a tag."""
+    from edgekws.models import get_family, list_families
+
+    others = [f"{f}: {dict(get_family(f).recipe)[knob]}" for f in list_families() if knob in dict(get_family(f).recipe)]
+    return f" (default: {getattr(RECIPE, knob)}" + "".join(f"; {o}" for o in others) + ")"
+
 app = typer.Typer(
     help="edgekws: train once, deploy many — slimmable keyword spotting for edge devices.",
     no_args_is_help=True,
@@ -325,11 +334,11 @@ def train_cmd(
     warmup_epochs: Annotated[float, typer.Option(callback=in_range(0, 100_000), help="Epochs of linear learning-rate warm-up.")] = RECIPE.warmup_epochs,
     weight_decay: Annotated[float, typer.Option(callback=in_range(0, 10), help="AdamW weight decay.")] = RECIPE.weight_decay,
     decay_weights_only: Annotated[bool, typer.Option(help="No weight decay on norm parameters and biases.")] = RECIPE.decay_weights_only,
-    num_random: Annotated[int, typer.Option(callback=in_range(0, 16), help="Random subnets per step besides largest and smallest.")] = RECIPE.num_random,
+    num_random: Annotated[Optional[int], typer.Option(callback=in_range(0, 16), help="Random subnets per step besides largest and smallest." + _family_default("num_random"))] = None,
     sampling: Annotated[str, typer.Option(help="Random subnets: per_stage (every spec of the space) or uniform (one width for all stages).")] = RECIPE.sampling,
     sampler: Annotated[str, typer.Option(help="Subnets per step: sandwich (largest teaches smallest + random) or students (random subnets taught by --teacher).")] = RECIPE.sampler,
     small_width_bias: Annotated[float, typer.Option(callback=in_range(0, 8), help="Favour narrow widths when sampling: the i-th narrowest drawn ∝ (i+1)^-bias (0 = uniform).")] = RECIPE.small_width_bias,
-    width_anchors: Annotated[int, typer.Option(callback=in_range(0, 16), help="How many of the random subnets are a narrow width multiplier for every stage (at full depth: what --width exports).")] = RECIPE.width_anchors,
+    width_anchors: Annotated[Optional[int], typer.Option(callback=in_range(0, 16), help="How many of the random subnets are a narrow width multiplier for every stage (at full depth: what --width exports)." + _family_default("width_anchors"))] = None,
     anchor_depth: Annotated[str, typer.Option(help="Width anchors' depth: full (the exported specs) or per_stage (each stage's depth drawn).")] = RECIPE.anchor_depth,
     draw_fraction: Annotated[float, typer.Option(callback=in_range(0, 1, positive=True), help="Share of the batch each per-stage random draw trains on (anchors, largest and smallest see all of it).")] = RECIPE.draw_fraction,
     narrowest_anchor_weight: Annotated[float, typer.Option(callback=in_range(hi=100, positive=True), help="Loss weight of the width anchor at the narrowest width (1 = like every other subnet).")] = RECIPE.narrowest_anchor_weight,
@@ -357,10 +366,11 @@ def train_cmd(
     """
     from edgekws.info import load_spec_file
 
-    cfg = TrainConfig(family=family, protocol=protocol, epochs=epochs, batch_size=batch_size, lr=lr,
+    family_set = {k: v for k, v in (("num_random", num_random), ("width_anchors", width_anchors)) if v is not None}
+    cfg = TrainConfig.for_family(family, protocol=protocol, epochs=epochs, batch_size=batch_size, lr=lr,
                       warmup_epochs=warmup_epochs, weight_decay=weight_decay, decay_weights_only=decay_weights_only,
-                      num_random=num_random, sampling=sampling, sampler=sampler, small_width_bias=small_width_bias,
-                      width_anchors=width_anchors, anchor_depth=anchor_depth, draw_fraction=draw_fraction,
+                      sampling=sampling, sampler=sampler, small_width_bias=small_width_bias,
+                      anchor_depth=anchor_depth, draw_fraction=draw_fraction, **family_set,
                       narrowest_anchor_weight=narrowest_anchor_weight, small_label_weight=small_label_weight, spec_augment_scope=spec_augment_scope,
                       channel_augment=channel_augment, kd=kd, adaptive_dropout=adaptive_dropout,
                       teacher=str(teacher) if teacher else "", teacher_temperature=teacher_temperature,
@@ -553,7 +563,7 @@ def loeo_cmd(
 
     from edgekws.holdout import leave_one_engine_out
 
-    cfg = TrainConfig(family=family, seed=seed, epochs=epochs, channel_augment=channel_augment)
+    cfg = TrainConfig.for_family(family, seed=seed, epochs=epochs, channel_augment=channel_augment)
     rep = leave_one_engine_out(data_dir, engine, out_dir, cfg, cache_dir=cache_dir, threads=threads, resume=resume,
                                force=force, log=lambda m: err.print(m, markup=False, highlight=False))
     if as_json:

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, fields
 
 @dataclass
 class TrainConfig:
-    """The default recipe (what each default buys is in the README)."""
+    """The default recipe (what each default buys is in the README). A family may register other
+    defaults for some knobs (kwt: no width anchors); `for_family` applies them."""
 
     family: str = "dscnn"
     protocol: str = "12"
@@ -105,6 +106,14 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def for_family(cls, family: str = "dscnn", **knobs) -> "TrainConfig":
+        """The default recipe for `family` (its registered `Family.recipe` over this class's
+        defaults), then `knobs`: what `edgekws train --family F` runs when no option is given."""
+        from edgekws.models import get_family  # torch-free registry
+
+        return cls(**{**dict(get_family(family).recipe), **knobs, "family": family})
 
     @classmethod
     def recorded(cls, d: dict, known_only: bool = False) -> "TrainConfig":

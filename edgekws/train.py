@@ -423,9 +423,16 @@ def load_state(path: Path, cfg: TrainConfig, model: nn.Module, opt) -> tuple[int
     try:  # knobs added since the state was written ran as before they existed
         recorded = TrainConfig.recorded(state["config"]).to_dict()
     except TypeError:  # a knob this edgekws does not know: not this recipe
-        recorded = None
-    if recorded != cfg.to_dict():
-        raise EdgeKWSError(f"{path} was written with another training config; start afresh without --resume")
+        unknown = sorted(set(state["config"]) - set(cfg.to_dict()))
+        raise EdgeKWSError(f"{path} was written with another training config (knobs this edgekws does not know: "
+                           f"{', '.join(map(str, unknown))}); start afresh without --resume") from None
+    wanted = cfg.to_dict()
+    if recorded != wanted:
+        # Name the knobs, so a run started under other defaults (a family's recipe changed) can be
+        # resumed by passing them.
+        diff = "; ".join(f"{k}: state {recorded[k]!r}, this run {wanted[k]!r}" for k in wanted if recorded[k] != wanted[k])
+        raise EdgeKWSError(f"{path} was written with another training config ({diff}); pass the same options to "
+                           "resume it, or start afresh without --resume")
     try:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])

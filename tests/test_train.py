@@ -677,3 +677,28 @@ def test_narrowest_anchor_weight_scales_only_that_anchors_loss():
         check_config(TrainConfig(width_anchors=0, narrowest_anchor_weight=2.0))
     res = CliRunner().invoke(app, ["train", "--data-dir", ".", "--out", "x.pt", "--narrowest-anchor-weight", "-1"])
     assert res.exit_code == 1 and "--narrowest-anchor-weight" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_family_recipe_defaults(tiny_corpus, tmp_path):
+    """A family may register other defaults (kwt: no width anchors, 4 draws, as measured for it):
+    `edgekws train --family kwt` without those options runs them and records them; an option given
+    wins; dscnn keeps the class defaults."""
+    from edgekws.models import Family, register_family
+
+    assert (TrainConfig.for_family("dscnn").num_random, TrainConfig.for_family("dscnn").width_anchors) == (7, 3)
+    assert TrainConfig.for_family("dscnn") == TrainConfig()
+    kwt = TrainConfig.for_family("kwt", epochs=3)
+    assert (kwt.family, kwt.num_random, kwt.width_anchors, kwt.epochs) == ("kwt", 4, 0, 3)
+    assert TrainConfig.for_family("kwt", width_anchors=3, num_random=7).width_anchors == 3
+    with pytest.raises(EdgeKWSError, match="unknown family 'nope'"):
+        TrainConfig.for_family("nope")
+    fam = get_family("kwt")
+    with pytest.raises(EdgeKWSError, match="recipe names no training knob lr_typo"):
+        register_family(Family(**{**fam.__dict__, "name": "kwt_typo", "recipe": (("lr_typo", 1.0),)}))
+
+    out = tmp_path / "kwt.pt"
+    res = CliRunner().invoke(app, ["train", "--data-dir", str(tiny_corpus), "--out", str(out), "--family", "kwt",
+                                   "--epochs", "1", "--batch-size", "32", "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 0, res.output
+    cfg = load_checkpoint(out).train_config
+    assert (cfg["num_random"], cfg["width_anchors"]) == (4, 0)

@@ -47,6 +47,9 @@ class Family:
     # (spec, arch, num_classes, input_shape) -> the deployed graph as costed ops; None: accounting
     # builds the model and traces it (torch)
     ops: Callable | None = None
+    # Training knobs whose default differs for this family, as (TrainConfig field, value) pairs
+    # (`TrainConfig.for_family`): what measured best for one family need not for another.
+    recipe: tuple[tuple[str, Any], ...] = ()
 
     def supernet(self, num_classes: int = 12, input_shape: tuple[int, int] = DEFAULT_INPUT):
         return _resolve(self.supernet_cls)(self.space, self.arch, num_classes, self.input_shape or input_shape)
@@ -79,6 +82,14 @@ def _check_budget(fam: Family, num_classes: int, input_shape: tuple[int, int]) -
 
 
 def register_family(fam: Family, allow_over_budget: bool = False) -> Family:
+    from dataclasses import fields
+
+    from edgekws.recipe import TrainConfig
+
+    knobs = {f.name for f in fields(TrainConfig)} - {"family"}
+    unknown = sorted({k for k, _ in fam.recipe} - knobs)
+    if unknown:
+        raise EdgeKWSError(f"family '{fam.name}': recipe names no training knob {', '.join(unknown)}")
     if not allow_over_budget:
         _check_budget(fam, 12, DEFAULT_INPUT)
     _FAMILIES[fam.name] = fam
@@ -134,6 +145,10 @@ register_family(Family(
     subnet_cls="edgekws.models.kwt:KWT",
     description="keyword Transformer (frames as tokens), slimmable dim/heads/MLP, elastic layers",
     ops=kwt_ops,
+    # No width anchors, 4 per-stage draws (6 subnets a step). With dscnn's 3 full-depth anchors the
+    # exported widths gained (+3.6 pt at 0.25) but the release's picks scored 0.5-1.0 pt lower on
+    # test at 4 of 5 tiers and the depth-2 subnets lost up to 10 pt (benchmarks/runs/kwt_anchors_150ep/).
+    recipe=(("num_random", 4), ("width_anchors", 0)),
 ))
 
 # MLPerf Tiny's KWS reference DS-CNN, fixed (a one-point space), on its 49×10 MFCC input. It is
