@@ -8,7 +8,7 @@ scratch with the same data, recipe, seed and epochs (`TrainConfig(fixed_spec=...
 (trained here, or an existing checkpoint trained with the same epochs via --supernet) gives the
 same four subnets in one run. Writes benchmarks/results/train_once_<family>_<epochs>ep.{json,md}:
 test accuracy per width, supernet vs twin, and CPU time of the supernet vs the sum of the twins.
-Both use the default recipe (`edgekws.recipe.TrainConfig`) at the same epochs; checkpoints are
+Both use the family's default recipe (`TrainConfig.for_family`) at the same epochs; checkpoints are
 kept under --work and every run resumes, so the comparison can span sessions.
 """
 
