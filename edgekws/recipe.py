@@ -113,7 +113,17 @@ class TrainConfig:
         defaults), then `knobs`: what `edgekws train --family F` runs when no option is given."""
         from edgekws.models import get_family  # torch-free registry
 
-        return cls(**{**dict(get_family(family).recipe), **knobs, "family": family})
+        return cls.with_defaults(family, get_family(family).recipe, **knobs)
+
+    @classmethod
+    def with_defaults(cls, family: str, recipe: tuple[tuple[str, object], ...], **knobs) -> "TrainConfig":
+        """`for_family` given the family's recipe pairs; a pair naming no knob is refused."""
+        from edgekws.errors import EdgeKWSError
+
+        unknown = sorted({k for k, _ in recipe} - ({f.name for f in fields(cls)} - {"family"}))
+        if unknown:
+            raise EdgeKWSError(f"family '{family}': recipe names no training knob {', '.join(unknown)}")
+        return cls(**{**dict(recipe), **knobs, "family": family})
 
     @classmethod
     def recorded(cls, d: dict, known_only: bool = False) -> "TrainConfig":

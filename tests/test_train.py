@@ -683,8 +683,6 @@ def test_family_recipe_defaults(tiny_corpus, tmp_path):
     """A family may register other defaults (kwt: no width anchors, 4 draws, as measured for it):
     `edgekws train --family kwt` without those options runs them and records them; an option given
     wins; dscnn keeps the class defaults."""
-    from edgekws.models import Family, register_family
-
     assert (TrainConfig.for_family("dscnn").num_random, TrainConfig.for_family("dscnn").width_anchors) == (7, 3)
     assert TrainConfig.for_family("dscnn") == TrainConfig()
     kwt = TrainConfig.for_family("kwt", epochs=3)
@@ -692,9 +690,8 @@ def test_family_recipe_defaults(tiny_corpus, tmp_path):
     assert TrainConfig.for_family("kwt", width_anchors=3, num_random=7).width_anchors == 3
     with pytest.raises(EdgeKWSError, match="unknown family 'nope'"):
         TrainConfig.for_family("nope")
-    fam = get_family("kwt")
-    with pytest.raises(EdgeKWSError, match="recipe names no training knob lr_typo"):
-        register_family(Family(**{**fam.__dict__, "name": "kwt_typo", "recipe": (("lr_typo", 1.0),)}))
+    with pytest.raises(EdgeKWSError, match="family 'kwt': recipe names no training knob lr_typo"):
+        TrainConfig.with_defaults("kwt", (("lr_typo", 1.0), ("num_random", 4)))
 
     out = tmp_path / "kwt.pt"
     res = CliRunner().invoke(app, ["train", "--data-dir", str(tiny_corpus), "--out", str(out), "--family", "kwt",
