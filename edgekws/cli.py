@@ -164,7 +164,7 @@ def data_synth(
     from edgekws.synth import synthesize
 
     with Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=out, transient=True) as bar:
+                  console=out, transient=True, disable=not out.is_terminal) as bar:
         task = bar.add_task("synth", total=clips)
         rep = synthesize(out_dir, clips, seed=seed, workers=workers,
                          progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -388,9 +388,12 @@ def _train_and_report(cfg: TrainConfig, data_dir: Path, out_path: Path, cache_di
 
     from edgekws.train import train_local
 
+    # The bar draws only on a terminal: in a pipe or a log it left a blank line (before a failed
+    # run's one-line error too).
     with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"), TimeRemainingColumn(),
-                  console=err if as_json else out, transient=True) as bar:
+                  console=err if as_json else out, transient=True,
+                  disable=not (err if as_json else out).is_terminal) as bar:
         task = bar.add_task("train", total=1, epoch=0, loss=0.0, acc=0.0)
         res = train_local(procs, data_dir, out_path, cfg, cache_dir=cache_dir, resume=resume,
                           log=lambda m: bar.console.print(m, markup=False, highlight=False),

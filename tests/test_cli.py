@@ -79,3 +79,12 @@ def test_bad_inputs_get_one_line_errors(tmp_path, tiny_corpus):
     (broken / "testing_list.txt").unlink()
     (broken / "validation_list.txt").unlink()
     one_line_error(runner.invoke(app, ["data", "stats", "--data-dir", str(broken)]), "neither validation_list.txt")
+
+
+def test_failed_train_writes_nothing_to_stdout(tmp_path):
+    """The progress bar draws only on a terminal: elsewhere (a pipe, a log) it left a blank line,
+    so a run that failed before its first epoch printed more than its one-line error."""
+    res = runner.invoke(app, ["train", "--data-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "m.pt")])
+    one_line_error(res, "does not exist")
+    assert res.stdout == ""
+    assert not (tmp_path / "m.pt").exists()
