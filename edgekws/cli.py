@@ -390,10 +390,10 @@ def _train_and_report(cfg: TrainConfig, data_dir: Path, out_path: Path, cache_di
 
     # The bar draws only on a terminal: in a pipe or a log it left a blank line (before a failed
     # run's one-line error too).
+    console = err if as_json else out
     with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"), TimeRemainingColumn(),
-                  console=err if as_json else out, transient=True,
-                  disable=not (err if as_json else out).is_terminal) as bar:
+                  console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("train", total=1, epoch=0, loss=0.0, acc=0.0)
         res = train_local(procs, data_dir, out_path, cfg, cache_dir=cache_dir, resume=resume,
                           log=lambda m: bar.console.print(m, markup=False, highlight=False),
