@@ -699,3 +699,50 @@ def test_family_recipe_defaults(tiny_corpus, tmp_path):
     assert res.exit_code == 0, res.output
     cfg = load_checkpoint(out).train_config
     assert (cfg["num_random"], cfg["width_anchors"]) == (4, 0)
+
+
+def test_shared_stem_gives_the_per_subnet_gradients_and_statistics():
+    """The engine's shared stem (one full-width stem convolution and normalisation a step, each
+    subnet applying its own BN affine) is the per-subnet computation reassociated: in float64 the
+    gradients and every BatchNorm's running statistics match to rounding. It is used only where
+    that holds — training-mode BN, more than one subnet reading the whole batch."""
+    import copy
+
+    import numpy as np
+
+    from edgekws.models import create_supernet
+    from edgekws.step import FixedSpec, make_sampler, train_step
+
+    space = get_family("dscnn").space
+    cfg = TrainConfig()  # the default sandwich: largest, smallest, 3 width anchors, 4 per-stage draws
+    sampler = make_sampler(cfg, space)
+    specs = sampler.draw(np.random.default_rng(3))
+    assert len({s.channels[0] for s in specs}) > 2  # several stem widths share one computation
+    torch.manual_seed(0)
+    base = create_supernet("dscnn", 12, (49, 40)).double().train().to(memory_format=torch.channels_last)
+    x = torch.randn(16, 49, 40, dtype=torch.float64)
+    batch = {"feats": x, "small": x, "y": torch.randint(0, 12, (16,))}
+
+    def step(share: bool, train_mode: bool = True, step_specs=specs):
+        model = copy.deepcopy(base).train(train_mode)
+        calls = []
+        model.stem_conv.register_forward_hook(lambda *a: calls.append(1))
+        torch.manual_seed(1)  # the same dropout masks both ways
+        loss, correct = train_step(model, batch, step_specs, cfg, lambda s: 0.1, rows=sampler.rows,
+                                   weights=sampler.weight, share_stem=share)
+        return model, len(calls), loss
+
+    own, own_calls, own_loss = step(False)
+    shared, shared_calls, shared_loss = step(True)
+    assert (own_calls, shared_calls) == (len(specs), 0)
+    assert shared_loss == pytest.approx(own_loss, rel=1e-12)
+    for (name, a), b in zip(own.named_parameters(), shared.parameters()):
+        assert (a.grad is None) == (b.grad is None), name
+        if a.grad is not None:
+            assert torch.allclose(a.grad, b.grad, rtol=1e-9, atol=1e-12), name
+    for (name, a), b in zip(own.named_buffers(), shared.buffers()):
+        assert torch.allclose(a.double(), b.double(), rtol=1e-9, atol=1e-12), name
+    assert not torch.equal(own.stem_bn.bn[0].running_mean, base.stem_bn.bn[0].running_mean)  # they moved
+
+    assert step(True, train_mode=False)[1] == len(specs)  # eval-mode BN: running stats, nothing shared
+    assert step(True, step_specs=FixedSpec(specs[1]).draw(None))[1] == 1  # a twin alone: its own stem
