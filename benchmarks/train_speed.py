@@ -106,7 +106,7 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
     fam = get_family(family)
     # the training sampler (anchors included); with `alt`, its own sampler on every other step
     arms = [(c, make_sampler(c, fam.space), np.random.default_rng(1), w.get("relu_out_of_place", False), w.get("bf16", False),
-             w.get("compile_fixed", False), not w.get("stem_unshared", False))
+             w.get("compile_fixed", False))
             for c, w in ([(cfg, v), (config(alt), alt)] if alt else [(cfg, v)])]
     torch.manual_seed(0)
     model = create_supernet(family, 12, (49, 40))
@@ -154,12 +154,7 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
         def modules(self):
             return self.m.modules()
 
-        def share_stem(self, x, specs):
-            return self.m.share_stem(x, specs)
-
-        def __call__(self, x, stem=None):
-            if stem is not None:  # the shared stem runs eager (train_step shares it when the model offers it)
-                return self.m(x, stem=stem)
+        def __call__(self, x):
             if fixed_compiled and self.m.active not in self.fixed:
                 return self.m(x)  # a per-stage draw: eager (4,608 shapes would recompile without end)
             return self.f(x)
@@ -176,7 +171,7 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
         batch = next(it)
         t1 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        cfg, sampler, rng, out_of_place, bf16, compiled, share = arms[arm_of(s)]
+        cfg, sampler, rng, out_of_place, bf16, compiled = arms[arm_of(s)]
         sandwich = sampler.draw(rng)
         # compiled: the sandwich's largest, smallest and width anchors (they come first) run compiled
         net.fixed = set(sandwich[:2 + sampler.n_anchors()]) if compiled else set()
@@ -186,9 +181,9 @@ def run_variant(v: dict, data_dir: Path, family: str, steps: int, warmup: int, c
         try:
             if bf16:
                 with torch.autocast("cpu", dtype=torch.bfloat16):
-                    train_step(net, batch, sandwich, cfg, dropout_for, timings=tim, rows=sampler.rows, share_stem=share)
+                    train_step(net, batch, sandwich, cfg, dropout_for, timings=tim, rows=sampler.rows)
             else:
-                train_step(net, batch, sandwich, cfg, dropout_for, timings=tim, rows=sampler.rows, share_stem=share)
+                train_step(net, batch, sandwich, cfg, dropout_for, timings=tim, rows=sampler.rows)
         finally:
             torch.relu_ = relu_
         t2 = time.perf_counter()
@@ -323,10 +318,6 @@ VARIANTS = {
     # one static graph each (dynamic=False); the per-stage draws stay eager
     "recipe+anchors3_nr7+compile_fixed": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
                                           "width_anchors": 3, "compile_fixed": True},
-    # the default step with every subnet computing its own stem (the engine before the shared stem,
-    # edgekws.ops.SharedActivation): what sharing the full-width stem across the step's subnets gains
-    "recipe+anchors3_nr7+stem_unshared": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
-                                          "width_anchors": 3, "stem_unshared": True},
     # the default recipe with each of the 4 per-stage draws on half of the batch (--draw-fraction 0.5)
     "recipe+anchors3_nr7+draw_half": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
                                       "width_anchors": 3, "draw_fraction": 0.5},
@@ -418,8 +409,7 @@ def alternate(args) -> None:
 
 
 # what --alternate may vary: each is chosen per step (bf16 is an autocast around the step)
-SAMPLER_KEYS = ("num_random", "width_anchors", "draw_fraction", "relu_out_of_place", "bf16", "compile_fixed",
-                "stem_unshared")
+SAMPLER_KEYS = ("num_random", "width_anchors", "draw_fraction", "relu_out_of_place", "bf16", "compile_fixed")
 
 
 def _write(args, doc: dict) -> None:

@@ -142,31 +142,3 @@ class DynamicLayerNorm(DynamicOp):
     def to_static(self, in_features: int) -> nn.LayerNorm:
         n = in_features
         return _with(skip_init(nn.LayerNorm, n, eps=self.norm.eps), weight=self.norm.weight[:n], bias=self.norm.bias[:n])
-
-
-class SharedActivation:
-    """An activation computed once per training step at full width and read by every subnet of
-    the step as its leading channels (dim 1), with one backward through it for all of them.
-
-    Why: a sandwich step runs 9 subnets on the same batch, and wherever a subnet's first layers
-    are the leading slice of the widest one's (a convolution of the input, per-channel batch
-    statistics) recomputing them per subnet repeats the same arithmetic 9 times. Each subnet reads
-    a detached leaf per width (`take(c)`), so its own `backward()` stops there and accumulates the
-    leaf's gradient; `backward()` then sends the summed gradients through the shared part once.
-    The gradients are the same sums the per-subnet graphs would form (float rounding aside)."""
-
-    def __init__(self, full: torch.Tensor, **stats: torch.Tensor):
-        self.full, self.stats = full, stats
-        self._leaves: dict[int, torch.Tensor] = {}
-
-    def take(self, channels: int) -> torch.Tensor:
-        if channels not in self._leaves:
-            self._leaves[channels] = self.full.detach()[:, :channels].requires_grad_()
-        return self._leaves[channels]
-
-    def backward(self) -> None:
-        """One backward through the shared part, from every width's accumulated gradient."""
-        pairs = [(c, leaf.grad) for c, leaf in self._leaves.items() if leaf.grad is not None]
-        if pairs and self.full.requires_grad:
-            torch.autograd.backward([self.full[:, :c] for c, _ in pairs], [g for _, g in pairs])
-        self._leaves.clear()

@@ -275,8 +275,7 @@ def train_step(model: nn.Module, batch: dict, specs: list[SubnetSpec], cfg: Trai
                dropout_for: Callable[[SubnetSpec], float], teacher: nn.Module | None = None,
                timings: dict | None = None, small_first: bool = False, first_from_labels: bool = True,
                rows: Callable[[int, int], slice | None] | None = None,
-               weights: Callable[[int, SubnetSpec], float] | None = None,
-               share_stem: bool = True) -> tuple[float, int]:
+               weights: Callable[[int, SubnetSpec], float] | None = None) -> tuple[float, int]:
     """Forward and backward every subnet of one step (gradients accumulate; the caller steps the
     optimizer). With `first_from_labels`, the first spec learns from the labels (and the teacher)
     and the rest from its detached outputs; otherwise each learns from the teacher and the labels.
@@ -288,11 +287,7 @@ def train_step(model: nn.Module, batch: dict, specs: list[SubnetSpec], cfg: Trai
     supernet counterpart gets. `rows(k, batch_size)` (a sampler's `rows`) picks the rows of the
     batch the k-th spec trains on (None: all); the first spec always sees the whole batch.
     `weights(k, spec)` (a sampler's `weight`) scales the k-th spec's loss before its backward
-    (the reported loss of the first spec is unscaled).
-
-    `share_stem` (an engine setting: it changes float rounding only): where the model offers
-    `share_stem(x)` (dscnn), the subnets that read the whole of the same input tensor share one
-    full-width stem, computed once and back-propagated once (`edgekws.ops.SharedActivation`)."""
+    (the reported loss of the first spec is unscaled)."""
     y = batch["y"]
     t_logits = None
     if teacher is not None:
@@ -302,27 +297,13 @@ def train_step(model: nn.Module, batch: dict, specs: list[SubnetSpec], cfg: Trai
     first_terms = loss_terms(cfg, "first", teacher is not None)
     student_terms = loss_terms(cfg, "student" if first_from_labels else "taught", teacher is not None)
     first_loss, correct = 0.0, 0
-    inputs = [(batch["feats"] if k == 0 and not small_first else batch["small"],
-               rows(k, len(y)) if rows is not None and k > 0 else None) for k in range(len(specs))]
-    shared = None
-    if share_stem and hasattr(model, "share_stem"):
-        # the subnets that read batch["small"] whole (the first spec's input may differ); one
-        # alone gains nothing from sharing
-        readers = [spec for spec, (x, sub) in zip(specs, inputs) if sub is None and x is batch["small"]]
-        if len(readers) > 1:
-            t0 = time.perf_counter()
-            shared = model.share_stem(batch["small"], readers)  # None where it would not be exact
-            if timings is not None:
-                timings["forward"] = timings.get("forward", 0.0) + time.perf_counter() - t0
     for k, spec in enumerate(specs):
         t0 = time.perf_counter()
         model.set_active(spec)
         set_dropout(model, dropout_for(spec))
-        x, sub = inputs[k]
-        if shared is not None and sub is None and x is batch["small"]:
-            logits = model(x, stem=shared)
-        else:
-            logits = model(x if sub is None else x[sub])
+        sub = rows(k, len(y)) if rows is not None and k > 0 else None
+        x = batch["feats"] if k == 0 and not small_first else batch["small"]
+        logits = model(x if sub is None else x[sub])
         if k == 0 and first_from_labels:
             loss = combine(first_terms, logits, targets)
             targets = Targets(y, logits.detach(), t_logits)
@@ -338,10 +319,5 @@ def train_step(model: nn.Module, batch: dict, specs: list[SubnetSpec], cfg: Trai
         loss.backward()
         if timings is not None:
             timings["forward"] = timings.get("forward", 0.0) + t1 - t0
-            timings["backward"] = timings.get("backward", 0.0) + time.perf_counter() - t1
-    if shared is not None:
-        t1 = time.perf_counter()
-        shared.backward()
-        if timings is not None:
             timings["backward"] = timings.get("backward", 0.0) + time.perf_counter() - t1
     return first_loss, correct

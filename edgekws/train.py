@@ -482,14 +482,12 @@ def train(
     local: LocalRanks | None = None,
     channels_last: bool = True,
     val_every: int = 5,
-    share_stem: bool = True,
 ) -> TrainResult:
     """Train a supernet (or, with `cfg.fixed_spec`, one subnet) and write its checkpoint.
 
-    `threads`, `channels_last`, `share_stem` and `val_every` are engine settings, not part of the
-    config that `--resume` checks: NHWC convolutions (`channels_last`, 1.2× faster here) and one
-    stem a step for all its subnets (`share_stem`, see `train_step`) change only float rounding;
-    validation every `val_every` epochs (and at the last) only thins the history."""
+    `threads`, `channels_last` and `val_every` are engine settings, not part of the config that
+    `--resume` checks: NHWC convolutions (`channels_last`, 1.2× faster here) change only float
+    rounding; validation every `val_every` epochs (and at the last) only thins the history."""
     d = init_distributed(local)
     keep_freed_memory()  # engine setting, like the threads: see edgekws.alloc
     if threads:
@@ -575,7 +573,7 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss_sum, correct = train_step(model, batch, sampler.draw(spec_rng), cfg, dropout_for, teacher,
                                            small_first=small_twin, first_from_labels=sampler.first_from_labels,
-                                           rows=sampler.rows, weights=sampler.weight, share_stem=share_stem)
+                                           rows=sampler.rows, weights=sampler.weight)
             run_loss += loss_sum
             run_correct += correct
             run_seen += len(batch["y"])
@@ -604,8 +602,6 @@ def train(
     metrics: dict = {"history": history, "train_seconds": round(elapsed, 1),
                      "train_cpu_seconds": round(sum_over_ranks(cpu_elapsed, d), 1), "world_size": d.world,
                      "train_examples": n, "rank_param_digests": check_in_step(model, d),
-                     "engine": {"channels_last": channels_last, "shared_stem": share_stem,
-                                "threads": torch.get_num_threads()},
                      "machines": machines_of(history)}
     metrics.update(finalize(model, space, fixed, calib, test_split))
     ck = Checkpoint(cfg.family, space, feat_cfg, tuple(labels), model.state_dict(),

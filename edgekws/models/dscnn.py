@@ -18,11 +18,10 @@ from a `SubnetSpec` alone. `DSCNNSupernet` holds the full-size weights.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edgekws.models.dscnn_arch import DSCNNArch, block_plan
-from edgekws.ops import DynamicConv2d, DynamicDepthwiseConv2d, DynamicLinear, SharedActivation, SwitchableBatchNorm2d
+from edgekws.ops import DynamicConv2d, DynamicDepthwiseConv2d, DynamicLinear, SwitchableBatchNorm2d
 from edgekws.spec import SearchSpace, SubnetSpec
 
 
@@ -121,51 +120,8 @@ class DSCNNSupernet(nn.Module):
             for block in stage:
                 block.pw.active_out = width
 
-    def share_stem(self, x: torch.Tensor, specs: list[SubnetSpec]) -> SharedActivation | None:
-        """The stem's convolution and batch normalisation without its affine, at the widest of
-        `specs`' stems, for those subnets of a training step (`forward(x, stem=...)`).
-
-        Exact in training mode: a subnet's stem is the first c output channels of the same
-        convolution of the same input, and BatchNorm's batch statistics are per channel, so they
-        are the first c of the full-width statistics; only the switchable BN's γ and β differ per
-        width, and `forward` applies them per subnet. The stem is a fifth of the largest subnet's
-        forward + backward and its 24×20 maps the step's largest tensors, which 9 subnets a step
-        otherwise each convolve and normalise again. The statistics ride along (no gradient) so
-        each width's running mean and variance advance exactly as its own BatchNorm would.
-
-        None where sharing would not be exact: BatchNorm in eval mode (running statistics, not
-        the batch's) or without running statistics."""
-        conv, bns = self.stem_conv.conv, self.stem_bn.bn
-        if not all(bn.training and bn.track_running_stats for bn in bns):
-            return None
-        c = max(spec.channels[0] for spec in specs)
-        bias = None if conv.bias is None else conv.bias[:c]
-        z = F.conv2d(x.unsqueeze(1), conv.weight[:c], bias, conv.stride, conv.padding)
-        eps = {bn.eps for bn in bns}
-        if len(eps) != 1:
-            raise RuntimeError(f"stem BatchNorms disagree on eps ({sorted(eps)}): cannot share the stem")
-        with torch.no_grad():
-            var, mean = torch.var_mean(z, dim=(0, 2, 3), correction=1)
-        return SharedActivation(F.batch_norm(z, None, None, training=True, eps=eps.pop()), mean=mean, var=var)
-
-    def _stem_from(self, shared: SharedActivation) -> torch.Tensor:
-        c = self.active.channels[0]
-        bn = self.stem_bn.bn[self.stem_bn.index(c)]
-        with torch.no_grad():  # what bn(x) would do to its buffers
-            bn.num_batches_tracked.add_(1)
-            m = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-            bn.running_mean.lerp_(shared.stats["mean"][:c], m)
-            bn.running_var.lerp_(shared.stats["var"][:c], m)
-        shape = (1, c, 1, 1)
-        return torch.relu_(torch.addcmul(bn.bias.view(shape), shared.take(c), bn.weight.view(shape)))
-
-    def forward(self, x: torch.Tensor, stem: SharedActivation | None = None) -> torch.Tensor:
-        """Logits of the active subnet; `stem` (from `share_stem(x)`, same x) reuses the step's
-        shared stem instead of computing this subnet's own."""
-        if stem is not None:
-            x = self._stem_from(stem)
-        else:
-            x = torch.relu_(self.stem_bn(self.stem_conv(x.unsqueeze(1))))  # in place: see _SuperDSBlock
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu_(self.stem_bn(self.stem_conv(x.unsqueeze(1))))  # in place: see _SuperDSBlock
         for stage, depth in zip(self.stages, self.active.depths):
             for block in stage[:depth]:
                 x = block(x)
