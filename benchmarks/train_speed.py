@@ -24,7 +24,10 @@ corpus's cached training clips, in one run, so the ratios compare like with like
   glibc's own allocator thresholds instead of the engine's (`edgekws.alloc`), and `…+draw_half`
   with each per-stage draw on half of the batch (`--draw-fraction 0.5`); `…+relu_out_of_place` the
   step with the previous engine's ReLU (a new tensor after every BatchNorm; the supernet now
-  applies it in place, exact because BN's backward needs its input, not its output).
+  applies it in place, exact because BN's backward needs its input, not its output);
+  `…+omp_active` / `…+omp_passive` the step with OpenMP's workers spinning for ever / sleeping at
+  once between parallel regions (OMP_WAIT_POLICY, set in the variant's fresh process before torch
+  loads; the engine keeps libgomp's default, a bounded spin).
 
 `--alternate A B` runs two variants that differ only in which subnets a step trains (or in the
 ReLU) step by step in one process, A B B A …, on the same spec draws, `--repeat` times: this
@@ -236,7 +239,13 @@ def run_isolated(v: dict, args, alt: dict | None = None) -> dict:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(target=_isolated_main, args=(v, args, q, alt))
-    p.start()
+    saved = dict(os.environ)
+    os.environ.update(v.get("env", {}))  # the child's environment, read by its runtimes at start
+    try:
+        p.start()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     while True:  # a child killed outright (out of memory, a signal) puts nothing: do not wait for ever
         try:
             res = q.get(timeout=5)
@@ -318,6 +327,12 @@ VARIANTS = {
     # one static graph each (dynamic=False); the per-stage draws stay eager
     "recipe+anchors3_nr7+compile_fixed": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
                                           "width_anchors": 3, "compile_fixed": True},
+    # the default step with OpenMP's worker threads spinning between ops instead of sleeping after
+    # libgomp's spin count (OMP_WAIT_POLICY, read when the runtime starts: a fresh process each)
+    "recipe+anchors3_nr7+omp_active": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
+                                       "width_anchors": 3, "env": {"OMP_WAIT_POLICY": "ACTIVE"}},
+    "recipe+anchors3_nr7+omp_passive": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
+                                        "width_anchors": 3, "env": {"OMP_WAIT_POLICY": "PASSIVE"}},
     # the default recipe with each of the 4 per-stage draws on half of the batch (--draw-fraction 0.5)
     "recipe+anchors3_nr7+draw_half": {"channels_last": True, "bank": 8, "sampling": "per_stage", "num_random": 7,
                                       "width_anchors": 3, "draw_fraction": 0.5},
@@ -337,6 +352,8 @@ def main() -> None:
                     help="fresh processes per variant, interleaved (A B A B …): a step's time moves between "
                          "processes, so each variant reports its median run and its step-time ratio to the first "
                          "--only variant (or the baseline) in each round")
+    ap.add_argument("--skip-baseline", action="store_true",
+                    help="with --only: run only those variants (speed-ups relative to the first of them)")
     ap.add_argument("--alternate", nargs=2, metavar=("A", "B"), default=None,
                     help="two variants differing only in which subnets a step trains (or the ReLU), alternating "
                          "A B B A in one process (--repeat processes): their ratio without the drift between processes")
@@ -344,7 +361,7 @@ def main() -> None:
     if args.alternate:
         return alternate(args)
     names = args.only or list(VARIANTS)
-    if "baseline" not in names:
+    if "baseline" not in names and not args.skip_baseline:
         names = ["baseline", *names]
     runs: dict[str, list] = {name: [] for name in names}
     for _ in range(max(1, args.repeat)):
@@ -371,7 +388,7 @@ def main() -> None:
         if "error" in r:
             print(f"{name:20s} failed: {r['error']}", flush=True)
             continue
-        base = results["baseline"]["median_step_s"]
+        base = results["baseline" if "baseline" in results else names[0]]["median_step_s"]
         r["speedup"] = round(base / r["median_step_s"] * (v.get("batch", 128) / 128), 3)
         r["variant"] = v
         sh = r["share"]
