@@ -699,3 +699,79 @@ def test_family_recipe_defaults(tiny_corpus, tmp_path):
     assert res.exit_code == 0, res.output
     cfg = load_checkpoint(out).train_config
     assert (cfg["num_random"], cfg["width_anchors"]) == (4, 0)
+
+
+def test_subnet_parallel_shares_sum_to_the_one_process_step():
+    """--split subnets: every rank runs a share of the step's subnets on the whole batch, the rank
+    with the first (the teacher) sends its logits to the others, and the summed gradients are the
+    one-process step's (float64: to rounding). The shares are a function of the costs alone."""
+    import copy
+
+    import numpy as np
+
+    from edgekws.models import create_supernet
+    from edgekws.step import make_sampler, train_step
+    from edgekws.train import share_subnets, subnet_cost
+
+    fam = get_family("dscnn")
+    cfg = TrainConfig()  # largest, smallest, 3 width anchors, 4 per-stage draws
+    sampler = make_sampler(cfg, fam.space)
+    specs = sampler.draw(np.random.default_rng(3))
+    costs = [subnet_cost(fam, s, 12, (49, 40)) for s in specs]
+    assert costs[0] == max(costs) and costs[1] == min(costs)  # the largest and the smallest
+    shares = share_subnets(costs, 2)
+    assert shares[0][0] == 0 and sorted(shares[0] + shares[1]) == list(range(len(specs)))
+    loads = [sum(costs[k] for k in s) for s in shares]
+    assert max(loads) / sum(loads) < 0.6  # balanced: the largest is about a third of the step
+    assert share_subnets(costs, 2) == shares and share_subnets(costs, 1) == [list(range(len(specs)))]
+    assert share_subnets(costs[:2], 3) == [[0], [1], []]  # more ranks than subnets: some idle
+
+    torch.manual_seed(0)
+    base = create_supernet("dscnn", 12, (49, 40)).double().train()
+    x = torch.randn(16, 49, 40, dtype=torch.float64)
+    batch = {"feats": x, "small": x, "y": torch.randint(0, 12, (16,))}
+    no_dropout = lambda s: 0.0  # dropout masks are each rank's own draw; without them the math is one
+
+    one = copy.deepcopy(base)
+    one_loss = train_step(one, batch, specs, cfg, no_dropout, rows=sampler.rows, weights=sampler.weight)[0]
+    sent = []
+
+    def first_logits(soft):  # rank 0 sends, rank 1 receives: here, one after the other
+        if soft is not None:
+            sent.append(soft)
+            return soft
+        return sent[0]
+
+    ranks = [copy.deepcopy(base) for _ in shares]
+    losses = []
+    for model, share in zip(ranks, shares):  # rank 0 first: it sends
+        losses.append(train_step(model, batch, [specs[k] for k in share], cfg, no_dropout, rows=sampler.rows,
+                                 weights=sampler.weight, positions=share, first_logits=first_logits)[0])
+    assert losses[0] == pytest.approx(one_loss, rel=1e-12) and losses[1] == 0.0  # rank 0 reports the first
+    for (name, p), *rank_ps in zip(one.named_parameters(), *(m.parameters() for m in ranks)):
+        got = [q.grad for q in rank_ps if q.grad is not None]
+        assert (p.grad is None) == (not got), name  # reached by some rank iff reached in one process
+        if got:
+            assert torch.allclose(p.grad, sum(got), rtol=1e-9, atol=1e-12), name
+
+    with pytest.raises(ValueError, match="needs first_logits"):  # a student share without the teacher's logits
+        train_step(copy.deepcopy(base), batch, [specs[k] for k in shares[1]], cfg, no_dropout, positions=shares[1])
+
+
+def test_subnet_parallel_processes_train_in_step(tiny_corpus, tmp_path):
+    """`--procs 2 --split subnets` trains (two gloo processes on this machine), the ranks agree to
+    the last bit every epoch, and the checkpoint says how the step was shared; a bad --split is one
+    line."""
+    out = tmp_path / "subnets.pt"
+    res = CliRunner().invoke(app, ["train", "--data-dir", str(tiny_corpus), "--out", str(out), "--epochs", "2",
+                                   "--batch-size", "32", "--num-random", "3", "--width-anchors", "1", "--procs", "2",
+                                   "--split", "subnets", "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 0, res.output
+    ck = load_checkpoint(out)
+    assert ck.metrics["world_size"] == 2 and ck.metrics["split"] == "subnets"
+    d = ck.metrics["rank_param_digests"]
+    assert len(d) == 2 and d[0] == d[1]
+    assert ck.metrics["history"][-1]["train_loss"] > 0  # rank 0 ran the largest and reports its loss
+    res = CliRunner().invoke(app, ["train", "--data-dir", str(tiny_corpus), "--out", str(out), "--split", "layers"])
+    assert res.exit_code == 1 and "--split must be one of batch, subnets (got 'layers')" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
