@@ -129,7 +129,6 @@ CacheDir = Annotated[Optional[Path], typer.Option(help="Feature cache folder.")]
 Threads = Annotated[Optional[int], typer.Option(callback=in_range(1, 1024), help="torch intra-op threads (default: torch's choice).")]
 Procs = Annotated[int, typer.Option(callback=in_range(1, 64), help="Training processes on this machine (gradients all-reduced; --threads each).")]
 ValEvery = Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Validate every N epochs (and after the last).")]
-Split = Annotated[str, typer.Option(help="How --procs share a step: batch (each a shard of the batch, every subnet) or subnets (each a share of the subnets, the whole batch).")]
 
 
 def _print_version(value: bool) -> None:
@@ -358,7 +357,6 @@ def train_cmd(
     cache_dir: CacheDir = None,
     threads: Threads = None,
     procs: Procs = 1,
-    split: Split = "batch",
     val_every: ValEvery = 5,
     as_json: AsJson = False,
 ) -> None:
@@ -378,12 +376,12 @@ def train_cmd(
                       teacher=str(teacher) if teacher else "", teacher_temperature=teacher_temperature,
                       teacher_weight=teacher_weight, seed=seed, init=str(init) if init else "",
                       fixed_spec=load_spec_file(spec_file).to_dict() if spec_file else None)
-    _train_and_report(cfg, data_dir, out_path, cache_dir, resume, threads, procs, val_every, as_json, split=split)
+    _train_and_report(cfg, data_dir, out_path, cache_dir, resume, threads, procs, val_every, as_json)
 
 
 def _train_and_report(cfg: TrainConfig, data_dir: Path, out_path: Path, cache_dir: Optional[Path], resume: bool,
                       threads: Optional[int], procs: int, val_every: int, as_json: bool,
-                      before: Optional[dict] = None, split: str = "batch"):
+                      before: Optional[dict] = None):
     """Run `train_local` with a progress bar, then print the test accuracies (`before`: a row
     label → accuracy the run started from, shown beside them)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -400,8 +398,7 @@ def _train_and_report(cfg: TrainConfig, data_dir: Path, out_path: Path, cache_di
         res = train_local(procs, data_dir, out_path, cfg, cache_dir=cache_dir, resume=resume,
                           log=lambda m: bar.console.print(m, markup=False, highlight=False),
                           on_step=lambda i, n, info: bar.update(task, completed=i, total=n, **info),
-                          threads_per_proc=threads or (1 if procs > 1 else None), val_every=val_every,
-                          split=split)
+                          threads_per_proc=threads or (1 if procs > 1 else None), val_every=val_every)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return
     if as_json:

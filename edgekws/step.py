@@ -275,9 +275,7 @@ def train_step(model: nn.Module, batch: dict, specs: list[SubnetSpec], cfg: Trai
                dropout_for: Callable[[SubnetSpec], float], teacher: nn.Module | None = None,
                timings: dict | None = None, small_first: bool = False, first_from_labels: bool = True,
                rows: Callable[[int, int], slice | None] | None = None,
-               weights: Callable[[int, SubnetSpec], float] | None = None,
-               positions: list[int] | None = None,
-               first_logits: Callable[[torch.Tensor | None], torch.Tensor] | None = None) -> tuple[float, int]:
+               weights: Callable[[int, SubnetSpec], float] | None = None) -> tuple[float, int]:
     """Forward and backward every subnet of one step (gradients accumulate; the caller steps the
     optimizer). With `first_from_labels`, the first spec learns from the labels (and the teacher)
     and the rest from its detached outputs; otherwise each learns from the teacher and the labels.
@@ -289,15 +287,8 @@ def train_step(model: nn.Module, batch: dict, specs: list[SubnetSpec], cfg: Trai
     supernet counterpart gets. `rows(k, batch_size)` (a sampler's `rows`) picks the rows of the
     batch the k-th spec trains on (None: all); the first spec always sees the whole batch.
     `weights(k, spec)` (a sampler's `weight`) scales the k-th spec's loss before its backward
-    (the reported loss of the first spec is unscaled).
-
-    Subnet-parallel ranks (`train(..., split="subnets")`) each run a share of the step: `specs` is
-    this rank's share and `positions` their places in the step's whole draw (what `rows` and
-    `weights` are indexed by; position 0 is the first spec). `first_logits` exchanges the first
-    spec's detached logits: the rank that runs it passes them and gets them back, the others pass
-    None and receive them — after their own forwards, so they do not wait idle for the first's."""
+    (the reported loss of the first spec is unscaled)."""
     y = batch["y"]
-    positions = list(range(len(specs))) if positions is None else positions
     t_logits = None
     if teacher is not None:
         with torch.no_grad():
@@ -306,16 +297,7 @@ def train_step(model: nn.Module, batch: dict, specs: list[SubnetSpec], cfg: Trai
     first_terms = loss_terms(cfg, "first", teacher is not None)
     student_terms = loss_terms(cfg, "student" if first_from_labels else "taught", teacher is not None)
     first_loss, correct = 0.0, 0
-    timing = (lambda key, t: timings.__setitem__(key, timings.get(key, 0.0) + t)) if timings is not None else (lambda *a: None)
-
-    def backward(k: int, spec: SubnetSpec, loss: torch.Tensor) -> None:
-        w = 1.0 if weights is None else weights(k, spec)
-        t1 = time.perf_counter()
-        (loss if w == 1.0 else w * loss).backward()
-        timing("backward", time.perf_counter() - t1)
-
-    later = []  # students whose target is the first spec's logits from another rank
-    for k, spec in zip(positions, specs):
+    for k, spec in enumerate(specs):
         t0 = time.perf_counter()
         model.set_active(spec)
         set_dropout(model, dropout_for(spec))
@@ -324,25 +306,18 @@ def train_step(model: nn.Module, batch: dict, specs: list[SubnetSpec], cfg: Trai
         logits = model(x if sub is None else x[sub])
         if k == 0 and first_from_labels:
             loss = combine(first_terms, logits, targets)
-            soft = logits.detach()
-            targets = Targets(y, soft if first_logits is None else first_logits(soft), t_logits)
-        elif first_from_labels and targets.soft is None:
-            if first_logits is None:
-                raise ValueError("a student before the step's first spec needs first_logits (subnet-parallel ranks)")
-            later.append((k, spec, logits, sub))
-            timing("forward", time.perf_counter() - t0)
-            continue
+            targets = Targets(y, logits.detach(), t_logits)
         else:
             loss = combine(student_terms, logits, targets.take(sub))
         if k == 0:
             first_loss = loss.item() * len(y)
             correct = int((logits.argmax(1) == y).sum())
-        timing("forward", time.perf_counter() - t0)
-        backward(k, spec, loss)
-    if later:
-        t0 = time.perf_counter()
-        targets = Targets(y, first_logits(None), t_logits)
-        timing("forward", time.perf_counter() - t0)
-        for k, spec, logits, sub in later:
-            backward(k, spec, combine(student_terms, logits, targets.take(sub)))
+        w = 1.0 if weights is None else weights(k, spec)
+        if w != 1.0:
+            loss = w * loss
+        t1 = time.perf_counter()
+        loss.backward()
+        if timings is not None:
+            timings["forward"] = timings.get("forward", 0.0) + t1 - t0
+            timings["backward"] = timings.get("backward", 0.0) + time.perf_counter() - t1
     return first_loss, correct

@@ -102,15 +102,15 @@ def init_distributed(local: LocalRanks | None = None) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size())
 
 
-def _local_rank_main(local: LocalRanks, data_dir, out, cfg, cache_dir, resume, threads, val_every, split) -> None:
+def _local_rank_main(local: LocalRanks, data_dir, out, cfg, cache_dir, resume, threads, val_every) -> None:
     train(data_dir, out, cfg, cache_dir=cache_dir, resume=resume, log=lambda m: None, threads=threads, local=local,
-          val_every=val_every, split=split)
+          val_every=val_every)
 
 
 def train_local(procs: int, data_dir: Path, out: Path, cfg: "TrainConfig", cache_dir: Path | None = None,
                 resume: bool = False, log: Callable[[str], None] = print,
                 on_step: Callable[[int, int, dict], None] | None = None, threads_per_proc: int | None = 1,
-                val_every: int = 5, split: str = "batch") -> "TrainResult":
+                val_every: int = 5) -> "TrainResult":
     """Train with `procs` processes on this machine, `threads_per_proc` torch threads each.
 
     Why: the models are tiny, so one process with two intra-op threads leaves most of each op
@@ -118,8 +118,6 @@ def train_local(procs: int, data_dir: Path, out: Path, cfg: "TrainConfig", cache
     were 1.03–1.08× faster than one process of two threads (benchmarks/train_speed.py, within
     this machine's noise, hence not the default). Rank 0 runs here (so progress and logs work as
     usual); the others are spawned and must all finish cleanly."""
-    if split not in SPLITS:  # before any process starts
-        raise EdgeKWSError(f"--split must be one of {', '.join(SPLITS)} (got '{split}')")
     if procs <= 1:
         return train(data_dir, out, cfg, cache_dir, resume, log, on_step, threads_per_proc, val_every=val_every)
     import socket
@@ -132,13 +130,13 @@ def train_local(procs: int, data_dir: Path, out: Path, cfg: "TrainConfig", cache
     ctx = mp.get_context("spawn")
     children = [ctx.Process(target=_local_rank_main, daemon=True,
                             args=(LocalRanks(r, procs, port), data_dir, out, cfg, cache_dir, resume, threads_per_proc,
-                                  val_every, split))
+                                  val_every))
                 for r in range(1, procs)]
     for c in children:
         c.start()
     try:
         res = train(data_dir, out, cfg, cache_dir, resume, log, on_step, threads_per_proc,
-                    local=LocalRanks(0, procs, port), val_every=val_every, split=split)
+                    local=LocalRanks(0, procs, port), val_every=val_every)
     finally:
         for c in children:
             c.join(timeout=60)
@@ -150,30 +148,11 @@ def train_local(procs: int, data_dir: Path, out: Path, cfg: "TrainConfig", cache
     return res
 
 
-def allreduce_grads(model: nn.Module, d: Dist, split: str = "batch") -> None:
-    """The step's gradient on every rank: the mean of the ranks' (each trained the step's subnets
-    on its shard of the batch) or, subnet-parallel, their sum (each trained its share of the
-    subnets on the whole batch). Summed, a parameter no rank's subnets reached keeps no gradient,
-    as in one process, so AdamW skips it (no decay, no moment update)."""
+def allreduce_grads(model: nn.Module, d: Dist) -> None:
     if d.world == 1:
         return
     import torch.distributed as dist
 
-    if split == "subnets":
-        params = list(model.parameters())
-        reached = torch.tensor([float(p.grad is not None) for p in params])
-        flat = torch.cat([reached] + [(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1) for p in params])
-        dist.all_reduce(flat)
-        offset = len(params)
-        for p, r in zip(params, flat[: len(params)].tolist()):
-            g = flat[offset : offset + p.numel()].view(p.shape)
-            offset += p.numel()
-            if r > 0:
-                if p.grad is None:
-                    p.grad = g.clone()
-                else:
-                    p.grad.copy_(g)
-        return
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     if not grads:
         return
@@ -187,9 +166,7 @@ def allreduce_grads(model: nn.Module, d: Dist, split: str = "batch") -> None:
 
 
 def average_buffers(model: nn.Module, d: Dist) -> None:
-    """Average BN running statistics across ranks (each saw its own shard, or ran its own
-    subnets); batch counts take the largest. Every evaluation recalibrates BN first
-    (`evaluate_spec`, `finalize`), so these only have to agree across ranks, not be exact."""
+    """Average BN running statistics across ranks (each saw its own shard)."""
     if d.world == 1:
         return
     import torch.distributed as dist
@@ -198,8 +175,6 @@ def average_buffers(model: nn.Module, d: Dist) -> None:
         if buf.dtype.is_floating_point:
             dist.all_reduce(buf)
             buf /= d.world
-        else:
-            dist.all_reduce(buf, op=dist.ReduceOp.MAX)
 
 
 def sum_over_ranks(x: float, d: Dist) -> float:
@@ -495,66 +470,6 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
 
 
-SPLITS = ("batch", "subnets")  # how --procs ranks share a step
-# Training cost of a subnet's forward + backward, as MACs + ELEMS_PER_MAC × activation elements:
-# a least-squares fit over 14 dscnn specs timed on one thread (the largest 118 ms, the smallest
-# 13 ms at batch 128; fit within ±10 % but one spec) — BatchNorm and ReLU passes over the
-# activations cost about as much as the convolutions' MACs.
-ELEMS_PER_MAC = 48
-
-
-def subnet_cost(fam, spec: SubnetSpec, num_classes: int, input_shape: tuple[int, int]) -> float:
-    """Relative time of a subnet's training forward + backward, from the family's cost table."""
-    if fam.ops is None:
-        return float(fam.params(spec, num_classes, input_shape))
-    ops = fam.ops(spec, fam.arch, num_classes, input_shape)
-    return float(sum(o.macs + ELEMS_PER_MAC * o.out_elems for o in ops))
-
-
-def share_subnets(costs: list[float], world: int) -> list[list[int]]:
-    """Which positions of a step's draw each rank runs: the first (the teacher) on rank 0, the rest
-    greedily, costliest first, to the least loaded rank (ties to the lowest rank) — a function of
-    the costs alone, so every rank computes the same shares."""
-    shares: list[list[int]] = [[] for _ in range(world)]
-    load = [0.0] * world
-    shares[0].append(0)
-    load[0] = costs[0]
-    for k in sorted(range(1, len(costs)), key=lambda k: (-costs[k], k)):
-        r = min(range(world), key=lambda r: (load[r], r))
-        shares[r].append(k)
-        load[r] += costs[k]
-    return [sorted(s) for s in shares]
-
-
-class FirstLogits:
-    """The step's first subnet's logits, from rank 0 (which runs it) to the other subnet-parallel
-    ranks: sent without waiting (rank 0 goes on with its students), received when needed."""
-
-    def __init__(self, d: Dist):
-        self.d, self.sent, self.done = d, None, False
-
-    def __call__(self, soft: torch.Tensor | None, rows: int = 0, classes: int = 0) -> torch.Tensor:
-        import torch.distributed as dist
-
-        self.done = True
-        if soft is not None:
-            soft = soft.contiguous()
-            self.sent = dist.broadcast(soft, src=0, async_op=True)
-            return soft
-        buf = torch.empty(rows, classes)
-        dist.broadcast(buf, src=0)
-        return buf
-
-    def finish(self, rows: int, classes: int) -> None:
-        """End of a step: every rank took part in the broadcast once (a rank whose share needed
-        no target receives and drops it); rank 0's send has completed."""
-        if not self.done:
-            self(None, rows, classes)
-        if self.sent is not None:
-            self.sent.wait()
-        self.sent, self.done = None, False
-
-
 def train(
     data_dir: Path,
     out: Path,
@@ -567,20 +482,12 @@ def train(
     local: LocalRanks | None = None,
     channels_last: bool = True,
     val_every: int = 5,
-    split: str = "batch",
 ) -> TrainResult:
     """Train a supernet (or, with `cfg.fixed_spec`, one subnet) and write its checkpoint.
 
     `threads`, `channels_last` and `val_every` are engine settings, not part of the config that
     `--resume` checks: NHWC convolutions (`channels_last`, 1.2× faster here) change only float
-    rounding; validation every `val_every` epochs (and at the last) only thins the history.
-
-    `split` (engine, several ranks only): "batch" gives each rank a shard of every batch and all
-    of the step's subnets, so BatchNorm sees a rank's shard; "subnets" gives each rank the whole
-    batch and a share of the step's subnets (`share_subnets`, by `subnet_cost`), gradients summed
-    — the step's arithmetic is one process's, up to float rounding and the dropout masks."""
-    if split not in SPLITS:
-        raise EdgeKWSError(f"split must be one of {', '.join(SPLITS)} (got '{split}')")
+    rounding; validation every `val_every` epochs (and at the last) only thins the history."""
     d = init_distributed(local)
     keep_freed_memory()  # engine setting, like the threads: see edgekws.alloc
     if threads:
@@ -618,8 +525,7 @@ def train(
         teacher.set_active(tck.space.largest())
         teacher.eval()
 
-    by_subnet = split == "subnets" and d.world > 1
-    per_rank = cfg.batch_size if by_subnet else cfg.batch_size // d.world
+    per_rank = cfg.batch_size // d.world
     if per_rank < 1:
         raise EdgeKWSError(f"--batch-size {cfg.batch_size} is smaller than the {d.world} ranks")
     n = len(train_split.targets)
@@ -647,14 +553,7 @@ def train(
     calib = np.array(train_split.features[:CALIBRATION_EXAMPLES], dtype=np.float32)  # pinned order
     wave_aug = WaveAugment(ds.noise_span("train", feat_cfg.sample_rate), AugmentConfig()) if cfg.wave_augment else None
     make_batch = BatchMaker(np.asarray(train_split.waves), train_split.targets, LogMel(feat_cfg, dtype=torch.float32),
-                            wave_aug, cfg, 0 if by_subnet else d.rank)  # subnet-parallel: one batch for all
-    costs_of: dict[SubnetSpec, float] = {}
-    exchange = FirstLogits(d) if by_subnet else None
-
-    def cost(spec: SubnetSpec) -> float:
-        if spec not in costs_of:
-            costs_of[spec] = subnet_cost(fam, spec, len(labels), feat_cfg.shape)
-        return costs_of[spec]
+                            wave_aug, cfg, d.rank)
 
     sampler = make_sampler(cfg, space)
     small_twin = fixed is not None and fixed != space.largest()
@@ -667,30 +566,18 @@ def train(
         spec_rng = np.random.default_rng([cfg.seed, epoch, 1])
         run_loss, run_correct, run_seen = 0.0, 0, 0
         for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            if not by_subnet:
-                idx = idx[d.rank * per_rank : (d.rank + 1) * per_rank]
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size][d.rank * per_rank : (d.rank + 1) * per_rank]
             batch = make_batch(step, idx, epoch)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total_steps, warmup, cfg.lr)
             opt.zero_grad(set_to_none=True)
-            specs = sampler.draw(spec_rng)
-            if by_subnet:
-                mine = share_subnets([cost(s) for s in specs], d.world)[d.rank]
-                n_rows, n_classes = len(batch["y"]), len(labels)
-                loss_sum, correct = train_step(model, batch, [specs[k] for k in mine], cfg, dropout_for, teacher,
-                                               small_first=small_twin, first_from_labels=sampler.first_from_labels,
-                                               rows=sampler.rows, weights=sampler.weight, positions=mine,
-                                               first_logits=lambda soft: exchange(soft, n_rows, n_classes))
-                exchange.finish(n_rows, n_classes)
-            else:
-                loss_sum, correct = train_step(model, batch, specs, cfg, dropout_for, teacher,
-                                               small_first=small_twin, first_from_labels=sampler.first_from_labels,
-                                               rows=sampler.rows, weights=sampler.weight)
+            loss_sum, correct = train_step(model, batch, sampler.draw(spec_rng), cfg, dropout_for, teacher,
+                                           small_first=small_twin, first_from_labels=sampler.first_from_labels,
+                                           rows=sampler.rows, weights=sampler.weight)
             run_loss += loss_sum
             run_correct += correct
             run_seen += len(batch["y"])
-            allreduce_grads(model, d, split if by_subnet else "batch")
+            allreduce_grads(model, d)
             opt.step()
             step += 1
             if on_step is not None and d.main:
@@ -715,7 +602,6 @@ def train(
     metrics: dict = {"history": history, "train_seconds": round(elapsed, 1),
                      "train_cpu_seconds": round(sum_over_ranks(cpu_elapsed, d), 1), "world_size": d.world,
                      "train_examples": n, "rank_param_digests": check_in_step(model, d),
-                     **({"split": split} if d.world > 1 else {}),
                      "machines": machines_of(history)}
     metrics.update(finalize(model, space, fixed, calib, test_split))
     ck = Checkpoint(cfg.family, space, feat_cfg, tuple(labels), model.state_dict(),
