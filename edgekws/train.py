@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,8 +105,31 @@ def init_distributed(local: LocalRanks | None = None) -> Dist:
 
 
 def _local_rank_main(local: LocalRanks, data_dir, out, cfg, cache_dir, resume, threads, val_every) -> None:
-    train(data_dir, out, cfg, cache_dir=cache_dir, resume=resume, log=lambda m: None, threads=threads, local=local,
-          val_every=val_every)
+    """A spawned rank: its failure is one line on stderr and a non-zero exit, which rank 0 turns
+    into the run's error (`train_local`). A user error is rank 0's to report (it meets the same
+    input), and an interrupt ends the rank quietly."""
+    try:
+        train(data_dir, out, cfg, cache_dir=cache_dir, resume=resume, log=lambda m: None, threads=threads,
+              local=local, val_every=val_every)
+    except EdgeKWSError:
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        print(f"error: training process {local.rank}: {type(exc).__name__}: {first}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def _ended(code: int | None) -> str:
+    if code is None:
+        return "did not exit"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 def train_local(procs: int, data_dir: Path, out: Path, cfg: "TrainConfig", cache_dir: Path | None = None,
@@ -117,7 +142,9 @@ def train_local(procs: int, data_dir: Path, out: Path, cfg: "TrainConfig", cache
     serial; two processes of one thread each, gradients all-reduced once per step over gloo,
     were 1.03–1.08× faster than one process of two threads (benchmarks/train_speed.py, within
     this machine's noise, hence not the default). Rank 0 runs here (so progress and logs work as
-    usual); the others are spawned and must all finish cleanly."""
+    usual); the others are spawned and must all finish cleanly. A rank that ends early (killed,
+    out of memory, its own error) ends the run at once with one line naming it and what was kept
+    (the last finished epoch's `.state`, for `--resume`)."""
     if procs <= 1:
         return train(data_dir, out, cfg, cache_dir, resume, log, on_step, threads_per_proc, val_every=val_every)
     import socket
@@ -137,14 +164,31 @@ def train_local(procs: int, data_dir: Path, out: Path, cfg: "TrainConfig", cache
     try:
         res = train(data_dir, out, cfg, cache_dir, resume, log, on_step, threads_per_proc,
                     local=LocalRanks(0, procs, port), val_every=val_every)
-    finally:
+    except BaseException as exc:
+        # Rank 0 stopped, so the others cannot finish. When one of them ended first (killed, out
+        # of memory, its own error), rank 0 only saw a closed connection: name the process that
+        # ended and what the run kept, in one line, instead of gloo's traceback.
         for c in children:
-            c.join(timeout=60)
+            c.join(timeout=2)  # one that is ending has its exit code in a moment
+        died = [(r, c.exitcode) for r, c in enumerate(children, 1) if c.exitcode not in (None, 0)]
+        for c in children:
             if c.is_alive():
                 c.terminate()
-    bad = [c.exitcode for c in children if c.exitcode != 0]
+                c.join(timeout=10)
+        if died and not isinstance(exc, (EdgeKWSError, KeyboardInterrupt)):
+            state = out.with_name(out.name + ".state")
+            kept = (f"{state} keeps the last finished epoch: rerun with --resume to continue" if state.exists()
+                    else "no epoch had finished")
+            r, code = died[0]
+            raise EdgeKWSError(f"training process {r} of {procs} {_ended(code)} before the run finished; {kept}") from None
+        raise
+    for c in children:
+        c.join(timeout=60)
+        if c.is_alive():
+            c.terminate()
+    bad = [(r, c.exitcode) for r, c in enumerate(children, 1) if c.exitcode != 0]
     if bad:
-        raise EdgeKWSError(f"{len(bad)} training process(es) failed (exit codes {bad})")
+        raise EdgeKWSError(f"training process {bad[0][0]} of {procs} {_ended(bad[0][1])} after rank 0 finished")
     return res
 
 

@@ -699,3 +699,36 @@ def test_family_recipe_defaults(tiny_corpus, tmp_path):
     assert res.exit_code == 0, res.output
     cfg = load_checkpoint(out).train_config
     assert (cfg["num_random"], cfg["width_anchors"]) == (4, 0)
+
+
+def test_a_rank_that_dies_ends_a_multi_process_run_with_one_line(tiny_corpus, tmp_path):
+    """`--procs 2`: when a spawned rank is killed mid-run, rank 0 sees only a closed connection;
+    the run ends at once with one line naming the process and what the run kept (the last
+    finished epoch's .state, for --resume), exit 1, no traceback."""
+    import signal
+    import time
+
+    out = tmp_path / "killed.pt"
+    state = out.with_name(out.name + ".state")
+    cmd = [sys.executable, "-m", "edgekws", "train", "--data-dir", str(tiny_corpus), "--out", str(out),
+           "--epochs", "100000", "--batch-size", "32", "--num-random", "1", "--width-anchors", "0", "--procs", "2",
+           "--cache-dir", str(tmp_path / "cache")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert state.exists(), "no epoch finished"
+        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "multiprocessing-fork"],
+                                                   capture_output=True, text=True).stdout.split()]
+        assert len(children) == 1
+        os.kill(children[0], signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    lines = stderr.strip().splitlines()
+    assert lines == [f"error: training process 1 of 2 was killed by SIGKILL before the run finished; {state} keeps "
+                     "the last finished epoch: rerun with --resume to continue"], stderr[-2000:]
+    assert state.exists() and not out.exists()
