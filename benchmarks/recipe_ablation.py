@@ -39,6 +39,7 @@ VARIANTS = {
     "num_random=4": {"num_random": 4},
     "small_label_weight=0.75": {"small_label_weight": 0.75},
     "kd_only_small_subnets": {"small_label_weight": 0.0},
+    "kd_ladder": {"kd_ladder": True},  # each width anchor taught by the next wider uniform subnet
 }
 
 

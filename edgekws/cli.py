@@ -346,6 +346,7 @@ def train_cmd(
     spec_augment_scope: Annotated[str, typer.Option(help="SpecAugment for all subnets, or only the largest.")] = RECIPE.spec_augment_scope,
     channel_augment: Annotated[bool, typer.Option(help="Speed perturbation, VTLP, band limits and spectral tilt.")] = RECIPE.channel_augment,
     kd: Annotated[str, typer.Option(help="In-place distillation loss: kl or alpha (TODM alpha-divergence).")] = RECIPE.kd,
+    kd_ladder: Annotated[bool, typer.Option(help="Each width anchor learns from the next wider uniform subnet of its step (0.25 from 0.5, …), not from the largest.")] = RECIPE.kd_ladder,
     adaptive_dropout: Annotated[bool, typer.Option(help="Scale dropout with subnet size (TODM).")] = RECIPE.adaptive_dropout,
     teacher: Annotated[Optional[Path], typer.Option(help="Teacher checkpoint for teacher-student KD of the largest subnet.")] = None,
     teacher_temperature: Annotated[float, typer.Option(callback=in_range(hi=100, positive=True), help="KD temperature.")] = RECIPE.teacher_temperature,
@@ -372,7 +373,7 @@ def train_cmd(
                       sampling=sampling, sampler=sampler, small_width_bias=small_width_bias,
                       anchor_depth=anchor_depth, draw_fraction=draw_fraction, **family_set,
                       narrowest_anchor_weight=narrowest_anchor_weight, small_label_weight=small_label_weight, spec_augment_scope=spec_augment_scope,
-                      channel_augment=channel_augment, kd=kd, adaptive_dropout=adaptive_dropout,
+                      channel_augment=channel_augment, kd=kd, kd_ladder=kd_ladder, adaptive_dropout=adaptive_dropout,
                       teacher=str(teacher) if teacher else "", teacher_temperature=teacher_temperature,
                       teacher_weight=teacher_weight, seed=seed, init=str(init) if init else "",
                       fixed_spec=load_spec_file(spec_file).to_dict() if spec_file else None)

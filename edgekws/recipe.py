@@ -99,6 +99,10 @@ class TrainConfig:
     # Hard labels mixed into the distilled subnets' loss: (1 - w) · KD + w · CE(labels). Twins
     # trained alone on labels beat the supernet's narrow subnets (train_once).
     small_label_weight: float = 0.5
+    # Ladder in-place distillation: each width anchor learns from the next wider uniform subnet of
+    # its step (0.25 from 0.5, 0.5 from 0.75, 0.75 from the largest) instead of from the largest —
+    # a teacher assistant for the narrowest (Mirzadeh et al. 2020); every other student unchanged.
+    kd_ladder: bool = False
     # Weight decay only on conv/linear weights (not on BN/LayerNorm affine parameters and biases).
     decay_weights_only: bool = True
     seed: int = 0

@@ -287,7 +287,9 @@ def train_step(model: nn.Module, batch: dict, specs: list[SubnetSpec], cfg: Trai
     supernet counterpart gets. `rows(k, batch_size)` (a sampler's `rows`) picks the rows of the
     batch the k-th spec trains on (None: all); the first spec always sees the whole batch.
     `weights(k, spec)` (a sampler's `weight`) scales the k-th spec's loss before its backward
-    (the reported loss of the first spec is unscaled)."""
+    (the reported loss of the first spec is unscaled). With `cfg.kd_ladder` the step's uniform
+    full-depth subnets (the width anchors) run widest first and each distils from the next wider
+    one the step has run, not from the first (a teacher assistant for the narrowest)."""
     y = batch["y"]
     t_logits = None
     if teacher is not None:
@@ -297,7 +299,13 @@ def train_step(model: nn.Module, batch: dict, specs: list[SubnetSpec], cfg: Trai
     first_terms = loss_terms(cfg, "first", teacher is not None)
     student_terms = loss_terms(cfg, "student" if first_from_labels else "taught", teacher is not None)
     first_loss, correct = 0.0, 0
-    for k, spec in enumerate(specs):
+    order = list(enumerate(specs))
+    ladder: dict[SubnetSpec, float] = {}
+    if cfg.kd_ladder and first_from_labels and hasattr(model, "space"):
+        ladder = {s: m for m, s in model.space.width_multiplier_specs().items()}
+        order = order[:1] + sorted(order[1:], key=lambda ks: -ladder.get(ks[1], -1.0))  # widest anchors first
+    wider: dict[float, torch.Tensor] = {}  # detached logits of the step's uniform subnets, by multiplier
+    for k, spec in order:
         t0 = time.perf_counter()
         model.set_active(spec)
         set_dropout(model, dropout_for(spec))
@@ -307,8 +315,13 @@ def train_step(model: nn.Module, batch: dict, specs: list[SubnetSpec], cfg: Trai
         if k == 0 and first_from_labels:
             loss = combine(first_terms, logits, targets)
             targets = Targets(y, logits.detach(), t_logits)
+        elif spec in ladder and any(m > ladder[spec] for m in wider):
+            m = min(m for m in wider if m > ladder[spec])
+            loss = combine(student_terms, logits, Targets(targets.labels, wider[m], targets.teacher).take(sub))
         else:
             loss = combine(student_terms, logits, targets.take(sub))
+        if spec in ladder and sub is None:
+            wider[ladder[spec]] = logits.detach()
         if k == 0:
             first_loss = loss.item() * len(y)
             correct = int((logits.argmax(1) == y).sum())

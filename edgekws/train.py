@@ -427,6 +427,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise EdgeKWSError(f"--narrowest-anchor-weight must be in (0, 100] (got {cfg.narrowest_anchor_weight})")
     if cfg.narrowest_anchor_weight != 1.0 and cfg.width_anchors == 0:
         raise EdgeKWSError("--narrowest-anchor-weight weights a width anchor: it needs --width-anchors 1 or more")
+    if cfg.kd_ladder and (cfg.width_anchors == 0 or cfg.fixed_spec or cfg.sampler != "sandwich"):
+        raise EdgeKWSError("--kd-ladder teaches the width anchors of a sandwich step: it needs --width-anchors 1 or more")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.num_random < 0:
         raise EdgeKWSError("--epochs and --batch-size must be at least 1 and --num-random at least 0")
 

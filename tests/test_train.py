@@ -732,3 +732,47 @@ def test_a_rank_that_dies_ends_a_multi_process_run_with_one_line(tiny_corpus, tm
     assert lines == [f"error: training process 1 of 2 was killed by SIGKILL before the run finished; {state} keeps "
                      "the last finished epoch: rerun with --resume to continue"], stderr[-2000:]
     assert state.exists() and not out.exists()
+
+
+def test_kd_ladder_teaches_each_width_anchor_from_the_next_wider():
+    """`kd_ladder`: the width anchors run widest first, and each learns from the next wider
+    uniform subnet of its step (0.75 from the largest, 0.5 from 0.75, 0.25 from 0.5); the
+    smallest and the per-stage draws still learn from the largest. Checked against the losses
+    written out by hand, float64."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from edgekws.models import create_supernet
+    from edgekws.step import Targets, combine, loss_terms, make_sampler, train_step
+
+    space = get_family("dscnn").space
+    cfg = replace(TrainConfig(), kd_ladder=True, adaptive_dropout=False)
+    sampler = make_sampler(cfg, space)
+    ladder = {s: m for m, s in space.width_multiplier_specs().items()}
+    specs = next(d for d in (sampler.draw(np.random.default_rng(seed)) for seed in range(50))
+                 if [ladder[s] for s in d[2:5]] != [0.75, 0.5, 0.25])  # anchors drawn out of order
+    torch.manual_seed(0)
+    model = create_supernet("dscnn", 12, (49, 40)).double().eval()  # no dropout, BN on running stats
+    x = torch.randn(8, 49, 40, dtype=torch.float64)
+    y = torch.randint(0, 12, (8,))
+    train_step(model, {"feats": x, "small": x, "y": y}, specs, cfg, lambda s: 0.0)
+    got = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+
+    model.zero_grad()
+    out = {}
+    for s in specs:
+        model.set_active(s)
+        out[s] = model(x)
+    combine(loss_terms(cfg, "first", False), out[specs[0]], Targets(y)).backward(retain_graph=True)
+    for s in specs[1:]:
+        teacher = space.uniform(min(m for m in (0.5, 0.75, 1.0) if m > ladder[s])) if s in ladder else specs[0]
+        combine(loss_terms(cfg, "student", False), out[s], Targets(y, out[teacher].detach())).backward(retain_graph=True)
+    assert all((a is None and p.grad is None) or torch.allclose(a, p.grad, rtol=1e-9, atol=1e-12)
+               for a, p in zip(got, model.parameters()))
+    assert not TrainConfig().kd_ladder  # off by default
+    from edgekws.errors import EdgeKWSError
+    from edgekws.train import check_config
+
+    with pytest.raises(EdgeKWSError, match="--kd-ladder teaches the width anchors"):
+        check_config(replace(TrainConfig(), kd_ladder=True, width_anchors=0))
