@@ -40,6 +40,7 @@ VARIANTS = {
     "small_label_weight=0.75": {"small_label_weight": 0.75},
     "kd_only_small_subnets": {"small_label_weight": 0.0},
     "kd_ladder": {"kd_ladder": True},  # each width anchor taught by the next wider uniform subnet
+    "label_smoothing=0": {"label_smoothing": 0.0},  # hard labels unsmoothed (tiny models underfit)
 }
 
 
