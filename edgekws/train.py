@@ -121,6 +121,14 @@ def _local_rank_main(local: LocalRanks, data_dir, out, cfg, cache_dir, resume, t
         sys.exit(1)
 
 
+def _terminate(children: list) -> None:
+    """End the ranks still running and reap them, so each has its exit code."""
+    for c in children:
+        if c.is_alive():
+            c.terminate()
+            c.join(timeout=10)
+
+
 def _ended(code: int | None) -> str:
     if code is None:
         return "did not exit"
@@ -171,10 +179,7 @@ def train_local(procs: int, data_dir: Path, out: Path, cfg: "TrainConfig", cache
         for c in children:
             c.join(timeout=2)  # one that is ending has its exit code in a moment
         died = [(r, c.exitcode) for r, c in enumerate(children, 1) if c.exitcode not in (None, 0)]
-        for c in children:
-            if c.is_alive():
-                c.terminate()
-                c.join(timeout=10)
+        _terminate(children)
         if died and not isinstance(exc, (EdgeKWSError, KeyboardInterrupt)):
             state = out.with_name(out.name + ".state")
             kept = (f"{state} keeps the last finished epoch: rerun with --resume to continue" if state.exists()
@@ -184,8 +189,7 @@ def train_local(procs: int, data_dir: Path, out: Path, cfg: "TrainConfig", cache
         raise
     for c in children:
         c.join(timeout=60)
-        if c.is_alive():
-            c.terminate()
+    _terminate(children)
     bad = [(r, c.exitcode) for r, c in enumerate(children, 1) if c.exitcode != 0]
     if bad:
         raise EdgeKWSError(f"training process {bad[0][0]} of {procs} {_ended(bad[0][1])} after rank 0 finished")
