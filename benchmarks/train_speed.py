@@ -361,6 +361,11 @@ def main() -> None:
     if args.alternate:
         return alternate(args)
     names = args.only or list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        sys.exit(f"error: unknown variant '{unknown[0]}' (valid: {', '.join(VARIANTS)})")
+    if args.skip_baseline and not args.only:
+        sys.exit("error: --skip-baseline needs --only (the variants to compare without the baseline)")
     if "baseline" not in names and not args.skip_baseline:
         names = ["baseline", *names]
     runs: dict[str, list] = {name: [] for name in names}
@@ -388,12 +393,15 @@ def main() -> None:
         if "error" in r:
             print(f"{name:20s} failed: {r['error']}", flush=True)
             continue
-        base = results["baseline" if "baseline" in results else names[0]]["median_step_s"]
-        r["speedup"] = round(base / r["median_step_s"] * (v.get("batch", 128) / 128), 3)
+        # speed-ups are relative to the baseline (or the first --only variant); when that one failed
+        # there is nothing to divide by, so the variant reports its own figures only
+        base = results["baseline" if "baseline" in results else names[0]].get("median_step_s")
+        if base is not None:
+            r["speedup"] = round(base / r["median_step_s"] * (v.get("batch", 128) / 128), 3)
         r["variant"] = v
         sh = r["share"]
         print(f"{name:20s} {1000 * r['median_step_s']:7.1f} ms/step {r['examples_per_s']:7.1f} ex/s "
-              f"x{r['speedup']:.2f}  batch {sh['batch']:.0%} fwd {sh['forward']:.0%} bwd {sh['backward']:.0%} "
+              + (f"x{r['speedup']:.2f}" if "speedup" in r else "x?   ") + f"  batch {sh['batch']:.0%} fwd {sh['forward']:.0%} bwd {sh['backward']:.0%} "
               f"opt {sh['optimizer']:.0%}" + (f"  compile+warm-up {r['compile_and_warmup_s']} s" if r.get("compile_and_warmup_s") else "")
               + (f"  bank variant {r['feature_bank_variant_s']} s" if r.get("feature_bank_variant_s") else "")
               + (f"  paired ×{r['paired_step_ratios']} vs {r['paired_with']}" if r.get("paired_step_ratios") else ""),
