@@ -104,20 +104,22 @@ def init_distributed(local: LocalRanks | None = None) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size())
 
 
-def _local_rank_main(local: LocalRanks, data_dir, out, cfg, cache_dir, resume, threads, val_every) -> None:
-    """A spawned rank: its failure is one line on stderr and a non-zero exit, which rank 0 turns
-    into the run's error (`train_local`). A user error is rank 0's to report (it meets the same
-    input), and an interrupt ends the rank quietly."""
+def _local_rank_main(local: LocalRanks, data_dir, out, cfg, cache_dir, resume, threads, val_every,
+                     errors=None) -> None:
+    """A spawned rank: its failure is a non-zero exit and one line sent to rank 0 on `errors`,
+    which rank 0 puts in the run's error (`train_local`) — so a failure only this rank met is
+    named, and one both met (a user error) is reported once, by rank 0. An interrupt ends the
+    rank quietly."""
     try:
         train(data_dir, out, cfg, cache_dir=cache_dir, resume=resume, log=lambda m: None, threads=threads,
               local=local, val_every=val_every)
-    except EdgeKWSError:
-        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
-        print(f"error: training process {local.rank}: {type(exc).__name__}: {first}", file=sys.stderr, flush=True)
+        msg = first if isinstance(exc, EdgeKWSError) else f"{type(exc).__name__}: {first}"
+        if errors is not None:
+            errors.put((local.rank, msg))
         sys.exit(1)
 
 
@@ -163,9 +165,10 @@ def train_local(procs: int, data_dir: Path, out: Path, cfg: "TrainConfig", cache
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     ctx = mp.get_context("spawn")
+    errors = ctx.SimpleQueue()
     children = [ctx.Process(target=_local_rank_main, daemon=True,
                             args=(LocalRanks(r, procs, port), data_dir, out, cfg, cache_dir, resume, threads_per_proc,
-                                  val_every))
+                                  val_every, errors))
                 for r in range(1, procs)]
     for c in children:
         c.start()
@@ -185,15 +188,28 @@ def train_local(procs: int, data_dir: Path, out: Path, cfg: "TrainConfig", cache
             kept = (f"{state} keeps the last finished epoch: rerun with --resume to continue" if state.exists()
                     else "no epoch had finished")
             r, code = died[0]
-            raise EdgeKWSError(f"training process {r} of {procs} {_ended(code)} before the run finished; {kept}") from None
+            why = _rank_errors(errors).get(r)
+            raise EdgeKWSError(f"training process {r} of {procs} {_ended(code)} before the run finished"
+                               + (f" ({why})" if why else "") + f"; {kept}") from None
         raise
     for c in children:
         c.join(timeout=60)
     _terminate(children)
     bad = [(r, c.exitcode) for r, c in enumerate(children, 1) if c.exitcode != 0]
     if bad:
-        raise EdgeKWSError(f"training process {bad[0][0]} of {procs} {_ended(bad[0][1])} after rank 0 finished")
+        why = _rank_errors(errors).get(bad[0][0])
+        raise EdgeKWSError(f"training process {bad[0][0]} of {procs} {_ended(bad[0][1])} after rank 0 finished"
+                           + (f" ({why})" if why else ""))
     return res
+
+
+def _rank_errors(errors) -> dict[int, str]:
+    """What the spawned ranks that failed sent before exiting (rank → one line)."""
+    out: dict[int, str] = {}
+    while not errors.empty():
+        r, msg = errors.get()
+        out.setdefault(r, msg)
+    return out
 
 
 def allreduce_grads(model: nn.Module, d: Dist) -> None:

@@ -734,6 +734,29 @@ def test_a_rank_that_dies_ends_a_multi_process_run_with_one_line(tiny_corpus, tm
     assert state.exists() and not out.exists()
 
 
+def test_a_spawned_rank_sends_its_own_error_to_rank_0(tmp_path):
+    """A spawned rank that fails exits 1 and sends its one-line error to rank 0 (which puts it
+    in the run's error), so a failure only that rank met is named, not just its exit code. Run
+    in a fresh interpreter: the rank joins a real one-process gloo group before it fails."""
+    code = f"""
+import queue, socket
+from pathlib import Path
+from edgekws.train import LocalRanks, TrainConfig, _local_rank_main, _rank_errors
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+q = queue.SimpleQueue()
+try:
+    _local_rank_main(LocalRanks(0, 1, port), Path({str(tmp_path / 'missing')!r}), Path({str(tmp_path / 'x.pt')!r}),
+                     TrainConfig(), None, False, 1, 5, q)
+except SystemExit as e:
+    print("exit", e.code)
+print(_rank_errors(q))
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.splitlines() == ["exit 1", repr({0: f"data folder '{tmp_path / 'missing'}' does not exist"})]
+    assert res.stderr == ""
+
+
 def test_kd_ladder_teaches_each_width_anchor_from_the_next_wider():
     """`kd_ladder`: the width anchors run widest first, and each learns from the next wider
     uniform subnet of its step (0.75 from the largest, 0.5 from 0.75, 0.25 from 0.5); the
