@@ -146,12 +146,17 @@ class Checkpoint:
         return net.eval()
 
 
-def _registry_arch(family: str) -> dict:
+def arch_dict(arch) -> dict:
+    """A family's architecture dataclass as a checkpoint's `arch` table (tuples as lists)."""
     from dataclasses import asdict
 
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(arch).items()}
+
+
+def _registry_arch(family: str) -> dict:
     from edgekws.models import get_family
 
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(get_family(family).arch).items()}
+    return arch_dict(get_family(family).arch)
 
 
 def save_checkpoint(path: Path, ck: Checkpoint) -> None:

@@ -105,6 +105,10 @@ class TrainConfig:
     kd_ladder: bool = False
     # Weight decay only on conv/linear weights (not on BN/LayerNorm affine parameters and biases).
     decay_weights_only: bool = True
+    # Per-clip normalisation of the log-mel input, part of the model (its `arch.input_norm`, so
+    # checkpoints and exports carry it): "none", "band_mean" or "spectral_shape"
+    # (`edgekws.models.input_norm`; measured on an unheard engine in the README, `edgekws loeo`).
+    input_norm: str = "none"
     seed: int = 0
     fixed_spec: dict | None = None  # train one spec only (the "twin" baseline of train_once)
 

@@ -34,7 +34,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -44,12 +44,13 @@ from torch import nn
 
 from edgekws.alloc import keep_freed_memory
 from edgekws.augment import AugmentConfig, ChannelConfig, WaveAugment, channel_augment, spec_augment, speed_perturb
-from edgekws.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, save_torch
+from edgekws.checkpoint import Checkpoint, arch_dict, load_checkpoint, save_checkpoint, save_torch
 from edgekws.data import CachedSplit, SpeechCommands, load_split
 from edgekws.errors import EdgeKWSError
 from edgekws.features import FeatureConfig, LogMel
 from edgekws.fileio import ensure_writable_dir, sha256_file
 from edgekws.models import create_supernet, get_family
+from edgekws.models.input_norm import INPUT_NORMS
 from edgekws.recipe import TrainConfig
 from edgekws.spec import SearchSpace, SubnetSpec
 from edgekws.targets import host_facts
@@ -423,9 +424,21 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
+def family_for(cfg: TrainConfig):
+    """The registered family with the architecture arguments the recipe sets (`input_norm`)."""
+    fam = get_family(cfg.family)
+    if cfg.input_norm != "none":
+        if "input_norm" not in {f.name for f in fields(fam.arch)}:
+            raise EdgeKWSError(f"--input-norm: family '{cfg.family}' has no input normalisation (dscnn has)")
+        fam = replace(fam, arch=replace(fam.arch, input_norm=cfg.input_norm))
+    return fam
+
+
 def check_config(cfg: TrainConfig) -> None:
     if cfg.kd not in ("kl", "alpha"):
         raise EdgeKWSError(f"--kd must be 'kl' or 'alpha' (got '{cfg.kd}')")
+    if cfg.input_norm not in INPUT_NORMS:
+        raise EdgeKWSError(f"--input-norm must be one of {', '.join(INPUT_NORMS)} (got '{cfg.input_norm}')")
     if cfg.sampler not in SAMPLERS or cfg.sampler == "fixed":
         raise EdgeKWSError(f"--sampler must be sandwich or students (got '{cfg.sampler}')")
     if cfg.sampling not in SAMPLING_POLICIES:
@@ -562,7 +575,7 @@ def train(
     ensure_writable_dir(out.parent if str(out.parent) else Path("."))
     state_path = out.with_name(out.name + ".state")
     check_config(cfg)
-    fam = get_family(cfg.family)
+    fam = family_for(cfg)
     feat_cfg = FeatureConfig()
     ds = SpeechCommands.open(data_dir, cfg.protocol, cfg.seed)
     train_split = load_split(ds, "train", feat_cfg, cache_dir)
@@ -572,7 +585,7 @@ def train(
     space = fam.space
 
     torch.manual_seed(cfg.seed)
-    model = create_supernet(cfg.family, num_classes=len(labels), input_shape=feat_cfg.shape)
+    model = create_supernet(cfg.family, num_classes=len(labels), input_shape=feat_cfg.shape, arch=fam.arch)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.init:
@@ -674,7 +687,7 @@ def train(
                     train_config={**cfg.to_dict(), "data_dir": str(data_dir), "world_size": d.world,
                                   **sources_sha256(cfg)}, metrics=metrics,
                     calibration=torch.from_numpy(calib).to(torch.float16),
-                    sampling="fixed" if fixed is not None else cfg.sampling)
+                    sampling="fixed" if fixed is not None else cfg.sampling, arch=arch_dict(fam.arch))
     if d.main:
         save_checkpoint(out, ck)
         state_path.unlink(missing_ok=True)

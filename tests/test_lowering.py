@@ -80,6 +80,23 @@ def test_registered_families_lower_without_layout_transposes(family):
         assert ops.count("TRANSPOSE") == 4 * layers  # q, k, v split and the merge, per layer
 
 
+@pytest.mark.parametrize("mode, means, subs", [("band_mean", 2, 1), ("spectral_shape", 3, 2)])
+def test_input_norm_lowers_to_means_and_a_subtraction(mode, means, subs):
+    """`arch.input_norm` is part of the exported graph: the per-band mean over time (and, for
+    spectral_shape, its mean over the bands) and the subtraction, still without a Transpose."""
+    from dataclasses import replace
+
+    from edgekws.models.dscnn import DSCNN
+
+    fam = get_family("dscnn")
+    torch.manual_seed(0)
+    net = fold_bn(DSCNN(fam.space.uniform(0.5), replace(fam.arch, input_norm=mode)).eval())
+    diff, data = _parity(net)
+    assert diff <= 1e-4
+    ops = _ops(data)
+    assert "TRANSPOSE" not in ops and ops.count("MEAN") == means and ops.count("SUB") == subs, ops
+
+
 def test_an_op_without_a_lowering_is_one_line():
     class Cumulative(nn.Module):
         def forward(self, x):

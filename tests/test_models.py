@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 from torch import nn
 
 from edgekws.errors import EdgeKWSError
 from edgekws.extract import extract, fold_bn, recalibrate_bn
 from edgekws.models import PARAM_BUDGET, Family, build_subnet, count_params, create_supernet, get_family, list_families, register_family
+from edgekws.models.layers import InputNorm
 from edgekws.ops import DynamicOp
 from edgekws.spec import SearchSpace
 
 PLAIN = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.GELU, nn.Linear, nn.LayerNorm, nn.Dropout, nn.AdaptiveAvgPool2d,
-         nn.Sequential, nn.Identity)
+         nn.Sequential, nn.Identity, InputNorm)
 
 
 def randomize(net: nn.Module, seed: int = 0) -> nn.Module:
@@ -189,3 +192,43 @@ def test_every_dynamic_op_has_a_to_static_that_matches_it():
         static = op.to_static(8).eval()
         assert not isinstance(static, ops.DynamicOp)
         assert torch.equal(static(x), op(x)), type(op).__name__
+
+
+@pytest.mark.parametrize("mode", ["band_mean", "spectral_shape"])
+def test_input_norm_is_part_of_the_model_and_survives_extraction(mode):
+    """`arch.input_norm`: the supernet and every subnet extracted from it are the plain model on
+    the normalised input (same weights), and the extracted subnet carries the layer."""
+    from dataclasses import replace
+
+    fam = get_family("dscnn")
+    sup = randomize(create_supernet("dscnn", arch=replace(fam.arch, input_norm=mode))).eval()
+    plain = randomize(create_supernet("dscnn")).eval()
+    x = input_for(fam) + torch.linspace(-3, 2, 40)  # a coloured, offset input
+    for spec in specs_for(fam.space):
+        sup.set_active(spec)
+        plain.set_active(spec)
+        sub = extract(sup, spec).eval()
+        with torch.no_grad():
+            y = sup(x)
+            torch.testing.assert_close(sub(x), y, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(plain(InputNorm(mode)(x)), y, atol=1e-5, rtol=1e-5)
+        assert isinstance(sub.input_norm, InputNorm) and sub.input_norm.mode == mode
+    with pytest.raises(EdgeKWSError, match="input_norm must be one of none, band_mean, spectral_shape"):
+        replace(fam.arch, input_norm="cmvn")
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), level=st.floats(-20, 20), frames=st.integers(1, 60))
+def test_input_norm_removes_a_fixed_colouring(seed, level, frames):
+    """A fixed per-band offset (a microphone's or codec's colouring, in log-mel) leaves
+    `band_mean`'s output unchanged, and `spectral_shape`'s up to the offset's mean over the bands
+    (the clip's level, which it keeps); `none` is the identity."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, frames, 40, generator=g, dtype=torch.float64) * 3
+    colour = torch.randn(1, 1, 40, generator=g, dtype=torch.float64) * 4 + level
+    band, shape, none = InputNorm("band_mean"), InputNorm("spectral_shape"), InputNorm("none")
+    torch.testing.assert_close(band(x + colour), band(x))
+    torch.testing.assert_close(shape(x + colour), shape(x) + colour.mean())
+    torch.testing.assert_close(band(x).mean(dim=1), torch.zeros(2, 40, dtype=torch.float64))
+    torch.testing.assert_close(shape(x).mean(dim=(1, 2)), x.mean(dim=(1, 2)))  # the level kept
+    assert none(x) is x

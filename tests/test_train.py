@@ -799,3 +799,34 @@ def test_kd_ladder_teaches_each_width_anchor_from_the_next_wider():
 
     with pytest.raises(EdgeKWSError, match="--kd-ladder teaches the width anchors"):
         check_config(replace(TrainConfig(), kd_ladder=True, width_anchors=0))
+
+
+def test_input_norm_trains_into_the_checkpoints_architecture(tiny_corpus, tmp_path):
+    """`--input-norm` is recorded twice — as a training knob (so `--resume` checks it) and in the
+    checkpoint's `arch` (so every loader, extraction and export rebuilds the layer); checkpoints
+    made before the option (the shipped supernet) load without it. Bad values and a family
+    without the option are one line."""
+    from edgekws.assets import DEFAULT_CHECKPOINT
+
+    out = tmp_path / "norm.pt"
+    res = CliRunner().invoke(app, ["train", "--data-dir", str(tiny_corpus), "--out", str(out), "--epochs", "1",
+                                   "--batch-size", "32", "--num-random", "1", "--width-anchors", "0",
+                                   "--input-norm", "spectral_shape", "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 0, res.output
+    ck = load_checkpoint(out)
+    assert ck.arch["input_norm"] == "spectral_shape" and ck.train_config["input_norm"] == "spectral_shape"
+    net = ck.supernet()
+    assert net.input_norm.mode == "spectral_shape"
+    net.set_active(ck.space.uniform(0.25))
+    assert net.get_active_subnet().input_norm.mode == "spectral_shape"
+    res = CliRunner().invoke(app, ["eval", "--checkpoint", str(out), "--data-dir", str(tiny_corpus), "--width", "0.5",
+                                   "--cache-dir", str(tmp_path / "cache"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert load_checkpoint(DEFAULT_CHECKPOINT).supernet().input_norm.mode == "none"
+    for args, msg in ((["--input-norm", "cmvn"], "error: --input-norm must be one of none, band_mean, spectral_shape (got 'cmvn')"),
+                      (["--family", "kwt", "--input-norm", "band_mean"],
+                       "error: --input-norm: family 'kwt' has no input normalisation (dscnn has)")):
+        res = CliRunner().invoke(app, ["train", "--data-dir", str(tiny_corpus), "--out", str(tmp_path / "bad.pt"),
+                                       "--epochs", "1", *args])
+        assert res.exit_code == 1 and res.stderr.strip() == msg, res.output
+    assert not (tmp_path / "bad.pt").exists()

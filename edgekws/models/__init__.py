@@ -15,7 +15,7 @@ unless `allow_over_budget=True` (for research).
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from edgekws.errors import EdgeKWSError
@@ -101,8 +101,11 @@ def list_families() -> list[str]:
 
 
 def create_supernet(name: str, num_classes: int = 12, input_shape: tuple[int, int] = DEFAULT_INPUT,
-                    allow_over_budget: bool = False):
+                    allow_over_budget: bool = False, arch: Any = None):
+    """The family's supernet, with `arch` (its architecture dataclass) replacing the registered one."""
     fam = get_family(name)
+    if arch is not None:
+        fam = replace(fam, arch=arch)
     if not allow_over_budget:
         _check_budget(fam, num_classes, input_shape)
     return fam.supernet(num_classes, input_shape)

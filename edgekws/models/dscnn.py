@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from edgekws.models.dscnn_arch import DSCNNArch, block_plan
+from edgekws.models.layers import InputNorm
 from edgekws.ops import DynamicConv2d, DynamicDepthwiseConv2d, DynamicLinear, SwitchableBatchNorm2d
 from edgekws.spec import SearchSpace, SubnetSpec
 
@@ -48,6 +49,7 @@ class DSCNN(nn.Module):
         """Built from the spec, or (extraction) from ready `layers` {stem, blocks, head}."""
         super().__init__()
         self.spec, self.arch = spec, arch
+        self.input_norm = InputNorm(arch.input_norm)
         if layers is None:
             w0 = spec.channels[0]
             plan = _plan(spec, arch)
@@ -66,7 +68,7 @@ class DSCNN(nn.Module):
         self.head = layers["head"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.stem(x.unsqueeze(1)))
+        x = self.blocks(self.stem(self.input_norm(x).unsqueeze(1)))
         return self.head(self.dropout(torch.flatten(self.pool(x), 1)))
 
 
@@ -99,6 +101,7 @@ class DSCNNSupernet(nn.Module):
                  input_shape: tuple[int, int] = (49, 40)):
         super().__init__()
         self.space, self.arch, self.num_classes, self.input_shape = space, arch, num_classes, input_shape
+        self.input_norm = InputNorm(arch.input_norm)
         wc = space.channel_choices
         self.stem_conv = DynamicConv2d(1, wc[0][-1], arch.stem_kernel, arch.stem_stride, arch.stem_padding, bias=arch.bias)
         self.stem_bn = SwitchableBatchNorm2d(wc[0])
@@ -121,7 +124,7 @@ class DSCNNSupernet(nn.Module):
                 block.pw.active_out = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu_(self.stem_bn(self.stem_conv(x.unsqueeze(1))))  # in place: see _SuperDSBlock
+        x = torch.relu_(self.stem_bn(self.stem_conv(self.input_norm(x).unsqueeze(1))))  # in place: see _SuperDSBlock
         for stage, depth in zip(self.stages, self.active.depths):
             for block in stage[:depth]:
                 x = block(x)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgekws import costs
+from edgekws.models.input_norm import check_input_norm, input_norm_ops
 from edgekws.spec import SubnetSpec
 
 
@@ -19,6 +20,12 @@ class DSCNNArch:
     stage_strides: tuple[int, ...] = (2, 2, 2)  # stride of the first block of each stage
     bias: bool = False  # conv biases are redundant before BN; MLPerf's reference keeps them
     dropout: float = 0.1
+    # Per-clip normalisation of the log-mel input inside the model (`edgekws.models.input_norm`);
+    # "none" is every checkpoint made before the option.
+    input_norm: str = "none"
+
+    def __post_init__(self) -> None:
+        check_input_norm(self.input_norm)
 
     @property
     def stem_padding(self) -> tuple[int, int]:
@@ -36,11 +43,12 @@ def block_plan(spec: SubnetSpec, arch: DSCNNArch) -> list[tuple[int, int, int]]:
 
 
 def dscnn_ops(spec: SubnetSpec, arch: DSCNNArch, num_classes: int, input_shape: tuple[int, int]) -> list[costs.Op]:
-    """Stem conv (+BN, ReLU), depthwise-separable blocks (dw 3×3 +BN, ReLU, pw 1×1 +BN, ReLU),
-    global average pool, dropout, linear head."""
+    """Input normalisation (if any), stem conv (+BN, ReLU), depthwise-separable blocks (dw 3×3 +BN,
+    ReLU, pw 1×1 +BN, ReLU), global average pool, dropout, linear head."""
     w0 = spec.channels[0]
-    ops, hw = costs.conv2d_bn(1, w0, input_shape, arch.stem_kernel, arch.stem_stride, arch.stem_padding, bias=arch.bias)
-    ops.append(costs.elementwise("relu", ops[-1].out_elems))
+    ops = input_norm_ops(arch.input_norm, input_shape)
+    stem, hw = costs.conv2d_bn(1, w0, input_shape, arch.stem_kernel, arch.stem_stride, arch.stem_padding, bias=arch.bias)
+    ops += stem + [costs.elementwise("relu", stem[-1].out_elems)]
     channels = w0
     for cin, cout, stride in block_plan(spec, arch):
         dw, hw = costs.conv2d_bn(cin, cin, hw, (3, 3), (stride, stride), (1, 1), groups=cin, bias=arch.bias)
