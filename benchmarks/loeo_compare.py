@@ -1,6 +1,6 @@
 """Two leave-one-engine-out reports side by side: did a recipe change close the gap, and where?
 
-    python benchmarks/loeo_compare.py BASE.json CANDIDATE.json [--out results/NAME.json]
+    python benchmarks/loeo_compare.py BASE.json CANDIDATE.json [--out results/NAME.json] [--note TEXT]
 
 Both files are `loeo.json` reports of `edgekws loeo` for the same held-out engine and corpus (this
 refuses otherwise: a gap measured on other clips is not comparable). Prints, per width, the
@@ -72,6 +72,7 @@ def markdown(result: dict, base_name: str, cand_name: str) -> str:
     lines = [f"Leave {result['engine']} out: `{base_name}` → `{cand_name}` "
              f"({result['heldout_examples']} held-out examples); recipe changes: "
              + (", ".join(f"`{k}` {'unset' if a is None else repr(a)} → {b!r}" for k, (a, b) in result["recipe_changes"].items()) or "none"),
+             *(["", f"Note: {result['note']}"] if result.get("note") else []),
              "",
              "| width | held-out | Δ pt (±2 SE) | in-distribution | Δ pt | gap (pt) |",
              "| --- | --- | --- | --- | --- | --- |"]
@@ -99,6 +100,9 @@ def main() -> None:
     ap.add_argument("candidate", type=Path)
     ap.add_argument("--out", type=Path, default=RESULTS / "loeo_compare.json",
                     help="results file; the Markdown table goes beside it (.md)")
+    ap.add_argument("--note", default="",
+                    help="a sentence kept with the comparison (e.g. a change the reports' training configs do not "
+                         "record, such as code that differed between the runs)")
     args = ap.parse_args()
     reports = []
     for path in (args.base, args.candidate):
@@ -112,6 +116,8 @@ def main() -> None:
         raise SystemExit(f"not a loeo report: missing or malformed field {err}")
     result["date"] = time.strftime("%Y-%m-%d")
     result["files"] = [args.base.name, args.candidate.name]
+    if args.note:
+        result["note"] = args.note
     text = markdown(result, args.base.name, args.candidate.name)
     print(text, end="")
     write_text_atomic(args.out, json.dumps(result, indent=1, sort_keys=True) + "\n")
