@@ -822,6 +822,14 @@ def test_input_norm_trains_into_the_checkpoints_architecture(tiny_corpus, tmp_pa
     res = CliRunner().invoke(app, ["eval", "--checkpoint", str(out), "--data-dir", str(tiny_corpus), "--width", "0.5",
                                    "--cache-dir", str(tmp_path / "cache"), "--json"])
     assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["info", "--checkpoint", str(out)])
+    assert res.exit_code == 0 and "input normalisation: spectral_shape (a layer of the model" in res.stdout, res.output
+    # the export's graph has the layer, its gates ran on it, and the manifest tells a port so
+    res = CliRunner().invoke(app, ["export", "--checkpoint", str(out), "--width", "0.25", "--formats", "tflite",
+                                   "--precision", "float", "--out", str(tmp_path / "export"), "--json"])
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout)["manifest"]
+    assert m["input"]["normalisation"].startswith("spectral_shape: the model itself subtracts") and m["validation"]["passed"]
     assert load_checkpoint(DEFAULT_CHECKPOINT).supernet().input_norm.mode == "none"
     for args, msg in ((["--input-norm", "cmvn"], "error: --input-norm must be one of none, band_mean, spectral_shape (got 'cmvn')"),
                       (["--family", "kwt", "--input-norm", "band_mean"],

@@ -245,7 +245,8 @@ def export_subnet(
             "family": spec.family,
             "labels": list(ck.labels),
             "input": {"name": "features", "shape": [1, *shape], "dtype": "float32 (int8 for model_int8.tflite)",
-                      "layout": "(batch, frames, n_mels) log-mel, see frontend.json"},
+                      "layout": "(batch, frames, n_mels) log-mel, see frontend.json",
+                      **_input_norm_note((ck.arch or {}).get("input_norm", "none"))},
             "output": {"name": "logits", "shape": [1, len(ck.labels)]},
             "accounting": {k: v for k, v in acc.to_dict().items() if k not in ("spec", "name")},
             "sizes_bytes": {name: len(data) for name, data in sorted(files.items())},
@@ -332,3 +333,14 @@ def _write_golden(folder: Path, net, files: dict[str, bytes], pack, n: int, feat
     for name, data in files.items():
         EXPORT_FORMATS[name.rsplit(".", 1)[1]].golden(name, data, feats, folder, index, tools)  # model_<p>.<format>
     (folder / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+def _input_norm_note(mode: str) -> dict:
+    """What a firmware port must know of `--input-norm` (nothing to do: the graph has it); absent
+    for models without it, so their manifests stay byte for byte what they were."""
+    if mode == "none":
+        return {}
+    what = {"band_mean": "subtracts each mel band's mean over the clip",
+            "spectral_shape": "subtracts each mel band's mean over the clip less their mean over the bands"}[mode]
+    return {"normalisation": f"{mode}: the model itself {what} (MEAN and SUB ops in the graph); "
+                             "feed the frontend's log-mels unchanged"}
