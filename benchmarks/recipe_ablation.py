@@ -41,6 +41,9 @@ VARIANTS = {
     "kd_only_small_subnets": {"small_label_weight": 0.0},
     "kd_ladder": {"kd_ladder": True},  # each width anchor taught by the next wider uniform subnet
     "label_smoothing=0": {"label_smoothing": 0.0},  # hard labels unsmoothed (tiny models underfit)
+    # per-clip input normalisation inside the model (`--input-norm`; measured on an unheard engine
+    # with `edgekws loeo`, README Stage 3)
+    "input_norm=band_mean": {"input_norm": "band_mean"},
 }
 
 
