@@ -59,6 +59,12 @@ class Checkpoint:
     # the model it was trained as even if the registry's defaults change. None: the registry's.
     arch: dict | None = None
 
+    @property
+    def input_norm(self) -> str:
+        """The model's per-clip input normalisation (`edgekws.models.input_norm`); "none" for
+        checkpoints made before the option."""
+        return (self.arch or {}).get("input_norm", "none")
+
     def family_def(self):
         """The registered family with this checkpoint's search space and architecture arguments."""
         from dataclasses import fields, replace

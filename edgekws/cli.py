@@ -312,8 +312,8 @@ def info(
         from edgekws.checkpoint import SAMPLING_COVERAGE
 
         out.print(f"trained specs: {ck.sampling} — {SAMPLING_COVERAGE[ck.sampling]}", markup=False, highlight=False)
-        if (ck.arch or {}).get("input_norm", "none") != "none":
-            out.print(f"input normalisation: {ck.arch['input_norm']} (a layer of the model: extraction and exports carry it)",
+        if ck.input_norm != "none":
+            out.print(f"input normalisation: {ck.input_norm} (a layer of the model: extraction and exports carry it)",
                       markup=False, highlight=False)
         if ck.only_spec is not None:
             out.print(f"the one subnet: {ck.only_spec.name}", markup=False, highlight=False)

@@ -473,10 +473,12 @@ def sources_sha256(cfg: TrainConfig) -> dict:
 
 
 def init_from(model: nn.Module, path: Path, family: str, space: SearchSpace, labels) -> None:
-    """Start from a finished checkpoint's weights: it must be the same family, search space and
-    labels, or the copied weights would mean something else (one line saying which differs)."""
+    """Start from a finished checkpoint's weights: it must be the same family, search space,
+    architecture (e.g. its input normalisation) and labels, or the copied weights would mean
+    something else (one line saying which differs)."""
     ck = load_checkpoint(path)
     for what, have, want in (("family", ck.family, family), ("search space", ck.space, space),
+                             ("architecture", ck.family_def().arch, model.arch),
                              ("labels", tuple(ck.labels), tuple(labels))):
         if have != want:
             raise EdgeKWSError(f"--init {path}: its {what} differs from this run's; it cannot start it")

@@ -246,7 +246,7 @@ def export_subnet(
             "labels": list(ck.labels),
             "input": {"name": "features", "shape": [1, *shape], "dtype": "float32 (int8 for model_int8.tflite)",
                       "layout": "(batch, frames, n_mels) log-mel, see frontend.json",
-                      **_input_norm_note((ck.arch or {}).get("input_norm", "none"))},
+                      **_input_norm_note(ck.input_norm)},
             "output": {"name": "logits", "shape": [1, len(ck.labels)]},
             "accounting": {k: v for k, v in acc.to_dict().items() if k not in ("spec", "name")},
             "sizes_bytes": {name: len(data) for name, data in sorted(files.items())},
