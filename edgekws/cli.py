@@ -349,6 +349,7 @@ def train_cmd(
     spec_augment_scope: Annotated[str, typer.Option(help="SpecAugment for all subnets, or only the largest.")] = RECIPE.spec_augment_scope,
     channel_augment: Annotated[bool, typer.Option(help="Speed perturbation, VTLP, band limits and spectral tilt.")] = RECIPE.channel_augment,
     input_norm: Annotated[str, typer.Option(help="Per-clip normalisation of the log-mel input, part of the model: none, band_mean (each band minus its mean over the clip) or spectral_shape (the same, the clip's level kept).")] = RECIPE.input_norm,
+    engine_balance: Annotated[float, typer.Option(callback=in_range(0, 1), help="How often an epoch draws each TTS engine's clips (needs the corpus's meta.csv): 0 = as the corpus has them, 1 = an equal share per engine, 0.5 between.")] = RECIPE.engine_balance,
     kd: Annotated[str, typer.Option(help="In-place distillation loss: kl or alpha (TODM alpha-divergence).")] = RECIPE.kd,
     kd_ladder: Annotated[bool, typer.Option(help="Each width anchor learns from the next wider uniform subnet of its step (0.25 from 0.5, …), not from the largest.")] = RECIPE.kd_ladder,
     adaptive_dropout: Annotated[bool, typer.Option(help="Scale dropout with subnet size (TODM).")] = RECIPE.adaptive_dropout,
@@ -377,7 +378,7 @@ def train_cmd(
                       sampling=sampling, sampler=sampler, small_width_bias=small_width_bias,
                       anchor_depth=anchor_depth, draw_fraction=draw_fraction, **family_set,
                       narrowest_anchor_weight=narrowest_anchor_weight, small_label_weight=small_label_weight, spec_augment_scope=spec_augment_scope,
-                      channel_augment=channel_augment, input_norm=input_norm, kd=kd, kd_ladder=kd_ladder,
+                      channel_augment=channel_augment, input_norm=input_norm, engine_balance=engine_balance, kd=kd, kd_ladder=kd_ladder,
                       adaptive_dropout=adaptive_dropout,
                       teacher=str(teacher) if teacher else "", teacher_temperature=teacher_temperature,
                       teacher_weight=teacher_weight, seed=seed, init=str(init) if init else "",
@@ -558,6 +559,7 @@ def loeo_cmd(
     epochs: Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Passes over the training split.")] = RECIPE.epochs,
     channel_augment: Annotated[bool, typer.Option(help="Train with speed perturbation, VTLP, band limits and spectral tilt (what an unheard engine should need).")] = RECIPE.channel_augment,
     input_norm: Annotated[str, typer.Option(help="Per-clip normalisation of the log-mel input, part of the model: none, band_mean (each band minus its mean over the clip) or spectral_shape (the same, the clip's level kept).")] = RECIPE.input_norm,
+    engine_balance: Annotated[float, typer.Option(callback=in_range(0, 1), help="How often an epoch draws each TTS engine's clips (needs the corpus's meta.csv): 0 = as the corpus has them, 1 = an equal share per engine, 0.5 between.")] = RECIPE.engine_balance,
     seed: Seed = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted training run (views that hold out the same engine are always reused).")] = False,
     force: Annotated[bool, typer.Option(help="Rebuild the views if they exist (replaced by rename).")] = False,
@@ -574,7 +576,7 @@ def loeo_cmd(
     from edgekws.holdout import leave_one_engine_out
 
     cfg = TrainConfig.for_family(family, seed=seed, epochs=epochs, channel_augment=channel_augment,
-                                 input_norm=input_norm)
+                                 input_norm=input_norm, engine_balance=engine_balance)
     rep = leave_one_engine_out(data_dir, engine, out_dir, cfg, cache_dir=cache_dir, threads=threads, resume=resume,
                                force=force, log=lambda m: err.print(m, markup=False, highlight=False))
     if as_json:

@@ -77,6 +77,7 @@ def _link_tree(corpus: Path, dest: Path, clips: list[str], lists: dict[str, list
     noise = corpus / BACKGROUND_DIR
     if noise.is_dir():
         os.symlink(noise.resolve(), dest / BACKGROUND_DIR)
+    os.symlink((corpus / "meta.csv").resolve(), dest / "meta.csv")  # each clip's engine: --engine-balance
     for split, paths in lists.items():
         (dest / LIST_FILES[split]).write_text("".join(p + "\n" for p in sorted(paths)))
 
@@ -134,6 +135,8 @@ def leave_one_engine_out(corpus: Path, engine: str, out: Path, cfg, cache_dir: P
     ensure_writable_dir(out)
     if views.exists() and not force:
         counts = reusable_views(corpus, engine, views)
+        if cfg.engine_balance and not (views / "train" / "meta.csv").exists():
+            raise EdgeKWSError(f"'{views}' was made before --engine-balance and has no meta.csv (use --force to rebuild it)")
     else:
         counts = holdout_views(corpus, engine, views, force=force)
     ckpt = out / f"supernet_without_{engine}.pt"

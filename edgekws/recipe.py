@@ -109,6 +109,10 @@ class TrainConfig:
     # checkpoints and exports carry it): "none", "band_mean" or "spectral_shape"
     # (`edgekws.models.input_norm`; measured on an unheard engine in the README, `edgekws loeo`).
     input_norm: str = "none"
+    # How often an epoch draws each TTS engine's clips: engine g with n_g clips ∝ n_g^(1 − P),
+    # so 0 = the corpus as it is, 1 = an equal share per engine (`edgekws.balance`; needs the
+    # corpus's meta.csv; measured on an unheard engine in the README, `edgekws loeo`).
+    engine_balance: float = 0.0
     seed: int = 0
     fixed_spec: dict | None = None  # train one spec only (the "twin" baseline of train_once)
 

@@ -44,6 +44,7 @@ from torch import nn
 
 from edgekws.alloc import keep_freed_memory
 from edgekws.augment import AugmentConfig, ChannelConfig, WaveAugment, channel_augment, spec_augment, speed_perturb
+from edgekws.balance import epoch_order, epoch_shares, example_engines, require_meta
 from edgekws.checkpoint import Checkpoint, arch_dict, load_checkpoint, save_checkpoint, save_torch
 from edgekws.data import CachedSplit, SpeechCommands, load_split
 from edgekws.errors import EdgeKWSError
@@ -462,6 +463,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise EdgeKWSError("--narrowest-anchor-weight weights a width anchor: it needs --width-anchors 1 or more")
     if cfg.kd_ladder and (cfg.width_anchors == 0 or cfg.fixed_spec or cfg.sampler != "sandwich"):
         raise EdgeKWSError("--kd-ladder teaches the width anchors of a sandwich step: it needs --width-anchors 1 or more")
+    if not 0 <= cfg.engine_balance <= 1:
+        raise EdgeKWSError(f"--engine-balance must be in [0, 1] (got {cfg.engine_balance})")
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.num_random < 0:
         raise EdgeKWSError("--epochs and --batch-size must be at least 1 and --num-random at least 0")
 
@@ -577,6 +580,8 @@ def train(
     ensure_writable_dir(out.parent if str(out.parent) else Path("."))
     state_path = out.with_name(out.name + ".state")
     check_config(cfg)
+    if cfg.engine_balance:
+        require_meta(data_dir)  # before minutes of decoding, not after
     fam = family_for(cfg)
     feat_cfg = FeatureConfig()
     ds = SpeechCommands.open(data_dir, cfg.protocol, cfg.seed)
@@ -637,13 +642,17 @@ def train(
                             wave_aug, cfg, d.rank)
 
     sampler = make_sampler(cfg, space)
+    engines = example_engines(data_dir, train_split.keys) if cfg.engine_balance else None
+    if engines is not None and d.main:
+        shares = epoch_shares(engines, cfg.engine_balance)
+        log("engine balance: " + ", ".join(f"{g} {k} of {int((engines == g).sum())}" for g, k in sorted(shares.items())))
     small_twin = fixed is not None and fixed != space.largest()
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, cfg.epochs):
         t0, c0 = time.perf_counter(), time.process_time()
         model.train()
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout masks: reproducible per epoch
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+        order = epoch_order(n, engines, cfg.engine_balance, np.random.default_rng([cfg.seed, epoch]))
         spec_rng = np.random.default_rng([cfg.seed, epoch, 1])
         run_loss, run_correct, run_seen = 0.0, 0, 0
         for b in range(steps_per_epoch):
