@@ -324,6 +324,27 @@ def test_leave_one_engine_out_command(tiny_corpus, tmp_path):
             weighted = sum(sizes[v] * acc[way] for v, acc in a["per_voice"].items()) / rep["heldout_examples"]
             assert abs(weighted - a["heldout_accuracy"][way]) < 1e-3
             assert a["gap_pt"][way] == round(100 * (a["heldout_accuracy"][way] - r["in_distribution_accuracy"]), 2)
+    # benchmarks/loeo_silence.py on this run: the silence cuts of both views, counted from the
+    # corpus's own split, scored per width; the held-out figures agree with the report's per-voice table
+    sil = [sys.executable, str(Path(__file__).resolve().parent.parent / "benchmarks" / "loeo_silence.py")]
+    ck = tmp_path / "loeo" / "supernet_without_flite.pt"
+    res = subprocess.run([*sil, "--views", str(tmp_path / "loeo" / "views"), str(ck), "--cache-dir", str(tmp_path / "cache"),
+                          "--out", str(tmp_path / "sil.json")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    scored = json.loads((tmp_path / "sil.json").read_text())["checkpoints"][0]
+    assert scored["engine"] == "flite" and scored["held_out_verified"] is True
+    held_silence = next(g for g in groups if g["voice"] == "(silence)")
+    assert scored["views"]["held-out"]["silence_cuts"] == held_silence["examples"]
+    for row in scored["views"]["held-out"]["rows"]:
+        assert row["silence_accuracy"] == held_silence["accuracy"][row["width"]]
+        assert 0 <= row["silence_called_keyword"] <= 1 - row["silence_accuracy"] + 1e-9
+    assert [r["accuracy"] for r in scored["views"]["in-distribution"]["rows"]] == \
+        [rep_row["in_distribution_accuracy"] for rep_row in rep["rows"]]
+    from edgekws.assets import DEFAULT_CHECKPOINT  # trained on the whole corpus: not a held-out model
+    res = subprocess.run([*sil, "--views", str(tmp_path / "loeo" / "views"), str(DEFAULT_CHECKPOINT),
+                          "--out", str(tmp_path / "sil2.json")], capture_output=True, text=True)
+    assert res.returncode == 1 and "not on the train view of an `edgekws loeo` run" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "sil2.json").exists()
     tampered = json.loads((tmp_path / "loeo" / "loeo.json").read_text())
     tampered["rows"][0]["heldout_accuracy"] = 1.5
     bad = tmp_path / "bad_run"
@@ -420,6 +441,7 @@ def test_loeo_summary_on_the_committed_reports(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [r["file"] for r in rows] == ["loeo_flite_dscnn_20ep.json", "loeo_flite_dscnn_150ep.json", "near.json"]
     assert rows[1]["gap_pt"] == {r["width"]: r["gap_pt"] for r in rep["rows"]} and rows[1]["epochs"] == 150
+    assert rows[1]["engine_balance"] == 0.0  # a report made before the option ran without it
     assert [r["widest"]["within_goal"] for r in rows] == [False, False, True]
     voices = {v["voice"]: v["accuracy"]["1"] for v in rep["heldout_per_voice"] if v["voice"] != "(silence)"}
     assert rows[1]["widest"]["lowest_voice"]["voice"] == min(voices, key=voices.get) == "awb"
