@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekws.data import SILENCE
+from edgekws.data import SILENCE, clip_column
 from edgekws.errors import DataError
 
 NO_ENGINE = "(none)"  # silence cuts: made from the background recordings, not by an engine
@@ -37,8 +37,6 @@ def require_meta(data_dir: Path) -> None:
 def example_engines(data_dir: Path, keys: list[str]) -> np.ndarray:
     """The engine of each training example, from the corpus's `meta.csv`; silence cuts get
     `NO_ENGINE`. A clip that meta.csv does not list is an error: its share could not be kept."""
-    from edgekws.holdout import clip_column
-
     try:
         engines = clip_column(Path(data_dir), "engine")
     except DataError as exc:

@@ -19,7 +19,9 @@ training, the next 10 % for validation, the last 10 % for testing.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -71,6 +73,21 @@ def get_protocol(name: str) -> Protocol:
         return PROTOCOLS[str(name)]
     except KeyError:
         raise EdgeKWSError(f"unknown protocol '{name}' (valid: {', '.join(PROTOCOLS)})") from None
+
+
+def clip_column(corpus: Path, column: str) -> dict[str, str]:
+    """path → one column of the corpus's meta.csv (engine, voice, speaker, …), which `edgekws data
+    synth` writes: what leave-one-engine-out and engine-balanced epochs know of each clip."""
+    meta = Path(corpus) / "meta.csv"
+    if not meta.is_file():
+        raise DataError(f"'{corpus}' has no meta.csv: it needs a corpus made by `edgekws data synth`")
+    try:
+        rows = list(csv.DictReader(io.StringIO(read_text(meta, "corpus metadata"), newline="")))
+    except csv.Error as exc:
+        raise DataError(f"{meta}: not a readable CSV ({exc})") from None
+    if not rows or column not in rows[0] or "path" not in rows[0]:
+        raise DataError(f"{meta}: no 'path' and '{column}' columns")
+    return {r["path"]: r[column] for r in rows}
 
 
 @dataclass(frozen=True)

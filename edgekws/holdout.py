@@ -19,12 +19,10 @@ The engine of each clip comes from the corpus's `meta.csv` (written by `edgekws 
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from pathlib import Path
 
-from edgekws.data import BACKGROUND_DIR, LIST_FILES
+from edgekws.data import BACKGROUND_DIR, LIST_FILES, clip_column
 from edgekws.errors import DataError, EdgeKWSError
 from edgekws.fileio import atomic_dir, ensure_writable_dir, load_json, read_text, write_json_atomic
 
@@ -34,20 +32,6 @@ VIEWS_RECORD = "views.json"  # what a views folder holds out, and from which cor
 def clip_engines(corpus: Path) -> dict[str, str]:
     """path → engine, from the corpus's meta.csv."""
     return clip_column(corpus, "engine")
-
-
-def clip_column(corpus: Path, column: str) -> dict[str, str]:
-    """path → one column of the corpus's meta.csv (engine, voice, speaker, …)."""
-    meta = Path(corpus) / "meta.csv"
-    if not meta.is_file():
-        raise DataError(f"'{corpus}' has no meta.csv: leave-one-engine-out needs a corpus made by `edgekws data synth`")
-    try:
-        rows = list(csv.DictReader(io.StringIO(read_text(meta, "corpus metadata"), newline="")))
-    except csv.Error as exc:
-        raise DataError(f"{meta}: not a readable CSV ({exc})") from None
-    if not rows or column not in rows[0] or "path" not in rows[0]:
-        raise DataError(f"{meta}: no 'path' and '{column}' columns")
-    return {r["path"]: r[column] for r in rows}
 
 
 SILENCE_GROUP = "(silence)"  # silence cuts come from the background recordings, not from a voice
