@@ -44,8 +44,7 @@ def _score(model, spec, feats: np.ndarray, targets: np.ndarray, calib: np.ndarra
 
 def adapt(run: Path, folds: int, n_calib: int, seed: int, cache_dir: Path | None, log=print) -> dict:
     from edgekws.checkpoint import load_checkpoint
-    from edgekws.data import SpeechCommands, load_split
-    from edgekws.data import clip_column
+    from edgekws.data import SpeechCommands, clip_column, load_split
     from edgekws.holdout import SILENCE_GROUP
 
     report = json.loads((run / "loeo.json").read_text())
