@@ -44,7 +44,7 @@ VARIANTS = {
     # per-clip input normalisation inside the model (`--input-norm`; measured on an unheard engine
     # with `edgekws loeo`, README Stage 3)
     "input_norm=band_mean": {"input_norm": "band_mean"},
-    # each engine an equal share of the epoch (`--engine-balance 1`; the corpus is 87 % espeak-ng)
+    # each engine an equal share of the epoch (`--engine-balance 1`; the training split is 68 % espeak-ng)
     "engine_balance=1": {"engine_balance": 1.0},
 }
 

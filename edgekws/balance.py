@@ -1,10 +1,11 @@
 """Engine-balanced epochs: how often a training epoch shows each TTS engine's clips.
 
-Why: the default corpus is 87 % espeak-ng (17,338 of its 25,474 spoken training clips, from 816
-formant-synthesised voices), against 2,608 festival and 5,528 flite clips from 8 voices built on
-recorded speech. A model that hears one engine in seven or eight steps learns espeak-ng's
-rendering of the words; `edgekws loeo` measures what that costs on an engine it never heard, and
-the unheard *speaker* is where it costs most (README, Stage 3). `--engine-balance P` changes only
+Why: the default corpus's training split (protocol 12) is 68 % espeak-ng — 10,370 of its 15,199
+spoken clips, from formant-synthesised voices — against 3,241 flite and 1,588 festival clips from 8
+voices built on recorded speech; with flite held out (`edgekws loeo`) it is 87 %. A model that hears
+mostly one engine learns that engine's rendering of the words; `edgekws loeo` measures what that
+costs on an engine it never heard, and the unheard *speaker* is where it costs most (README,
+Stage 3). `--engine-balance P` changes only
 the epoch's order: engine `g` with `n_g` clips is drawn `∝ n_g^(1 − P)` times, so P = 0 is the
 corpus as it is (and bit-identical to the plain permutation), P = 1 an equal share per engine,
 0.5 in between. The spoken clips keep their share of the epoch in total and the silence cuts
