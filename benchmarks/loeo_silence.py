@@ -3,8 +3,9 @@
     python benchmarks/loeo_silence.py --views DIR CHECKPOINT [CHECKPOINT ...] [--out results/NAME.json]
 
 DIR is the `views` folder of any `edgekws loeo --engine E` run (`train/`, `heldout/`, `views.json`);
-each CHECKPOINT a supernet trained without E (each `loeo` run's `supernet_without_E.pt`; one
-trained on E is refused, as its held-out figure would be no such thing). A change
+each CHECKPOINT a supernet trained without E (each `loeo` run's `supernet_without_E.pt`). One not
+trained on a loeo train view is refused, and so is one whose training views record another engine
+or corpus; where those views are gone, the result says `held_out_verified: false`. A change
 that helps an unheard engine can cost the silence cuts (`--input-norm band_mean` removes the clip's
 level, README Stage 3), and a silence cut called a *keyword* is a false accept — what a device's
 user hears as a wrong wake — where one called `_unknown_` is rejected like silence. Neither the
@@ -109,8 +110,14 @@ def main() -> None:
     for ck in args.checkpoints:
         if not ck.is_file():
             raise SystemExit(f"{ck}: no such checkpoint")
+    from edgekws.errors import EdgeKWSError
+
+    try:
+        scored = [score(ck, args.views, args.cache_dir) for ck in args.checkpoints]
+    except (EdgeKWSError, json.JSONDecodeError) as exc:  # a broken checkpoint, views or record: one line
+        raise SystemExit(f"error: {exc}") from None
     result = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "views": str(args.views),
-              "checkpoints": [score(ck, args.views, args.cache_dir) for ck in args.checkpoints]}
+              "checkpoints": scored}
     write_json_atomic(args.out, result)
     md = markdown(result)
     write_text_atomic(args.out.with_suffix(".md"), md)

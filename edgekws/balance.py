@@ -28,20 +28,21 @@ from edgekws.errors import DataError
 NO_ENGINE = "(none)"  # silence cuts: made from the background recordings, not by an engine
 
 
-def require_meta(data_dir: Path) -> None:
-    """A one-line error, early, when the corpus cannot say which engine made each clip."""
+def read_engines(data_dir: Path) -> dict[str, str]:
+    """clip path → engine, from the corpus's `meta.csv`, read once and before the minutes of
+    decoding: a corpus without one (or with a broken one) is a one-line error up front."""
     if not (Path(data_dir) / "meta.csv").is_file():
         raise DataError(f"--engine-balance needs each clip's engine, from the meta.csv that `edgekws data synth` "
                         f"writes; '{data_dir}' has none")
-
-
-def example_engines(data_dir: Path, keys: list[str]) -> np.ndarray:
-    """The engine of each training example, from the corpus's `meta.csv`; silence cuts get
-    `NO_ENGINE`. A clip that meta.csv does not list is an error: its share could not be kept."""
     try:
-        engines = clip_column(Path(data_dir), "engine")
+        return clip_column(Path(data_dir), "engine")
     except DataError as exc:
         raise DataError(f"--engine-balance needs each clip's engine: {exc}") from None
+
+
+def example_engines(engines: dict[str, str], keys: list[str], data_dir: Path) -> np.ndarray:
+    """The engine of each training example (`engines` from `read_engines(data_dir)`); silence
+    cuts get `NO_ENGINE`. A clip that meta.csv does not list is an error: its share could not be kept."""
     out, missing = [], []
     for k in keys:
         if k.startswith(SILENCE + "/"):

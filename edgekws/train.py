@@ -44,7 +44,7 @@ from torch import nn
 
 from edgekws.alloc import keep_freed_memory
 from edgekws.augment import AugmentConfig, ChannelConfig, WaveAugment, channel_augment, spec_augment, speed_perturb
-from edgekws.balance import epoch_order, epoch_shares, example_engines, require_meta
+from edgekws.balance import epoch_order, epoch_shares, example_engines, read_engines
 from edgekws.checkpoint import Checkpoint, arch_dict, load_checkpoint, save_checkpoint, save_torch
 from edgekws.data import CachedSplit, SpeechCommands, load_split
 from edgekws.errors import EdgeKWSError
@@ -580,8 +580,7 @@ def train(
     ensure_writable_dir(out.parent if str(out.parent) else Path("."))
     state_path = out.with_name(out.name + ".state")
     check_config(cfg)
-    if cfg.engine_balance:
-        require_meta(data_dir)  # before minutes of decoding, not after
+    engine_of = read_engines(data_dir) if cfg.engine_balance else None  # before minutes of decoding, not after
     fam = family_for(cfg)
     feat_cfg = FeatureConfig()
     ds = SpeechCommands.open(data_dir, cfg.protocol, cfg.seed)
@@ -642,7 +641,7 @@ def train(
                             wave_aug, cfg, d.rank)
 
     sampler = make_sampler(cfg, space)
-    engines = example_engines(data_dir, train_split.keys) if cfg.engine_balance else None
+    engines = example_engines(engine_of, train_split.keys, data_dir) if engine_of is not None else None
     if engines is not None and d.main:
         shares = epoch_shares(engines, cfg.engine_balance)
         log("engine balance: " + ", ".join(f"{g} {k} of {int((engines == g).sum())}" for g, k in sorted(shares.items())))

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from edgekws.balance import NO_ENGINE, epoch_order, epoch_shares, example_engines
+from edgekws.balance import NO_ENGINE, epoch_order, epoch_shares, example_engines, read_engines
 from edgekws.checkpoint import load_checkpoint
 from edgekws.cli import app
 from edgekws.data import SpeechCommands
@@ -90,9 +90,14 @@ def test_engine_balance_trains_from_the_corpus_engines(tiny_corpus, tmp_path):
     bare = tmp_path / "bare"
     shutil.copytree(tiny_corpus, bare)
     (bare / "meta.csv").unlink()
+    noengine = tmp_path / "noengine"  # a meta.csv without the column: refused up front, not after decoding
+    shutil.copytree(tiny_corpus, noengine)
+    (noengine / "meta.csv").write_text("path,voice\nyes/a.wav,kal\n")
     for args, msg in ((["--data-dir", str(bare), "--engine-balance", "0.5"],
                        f"error: --engine-balance needs each clip's engine, from the meta.csv that `edgekws data synth` "
                        f"writes; '{bare}' has none"),
+                      (["--data-dir", str(noengine), "--engine-balance", "1"],
+                       f"error: --engine-balance needs each clip's engine: {noengine / 'meta.csv'}: no 'path' and 'engine' columns"),
                       (["--data-dir", str(tiny_corpus), "--engine-balance", "1.5"], None)):
         res = CliRunner().invoke(app, ["train", *args, "--out", str(tmp_path / "bad.pt"), "--epochs", "1"])
         assert res.exit_code != 0 and "Traceback" not in res.output
@@ -106,9 +111,10 @@ def test_engine_balance_trains_from_the_corpus_engines(tiny_corpus, tmp_path):
 def test_a_clip_missing_from_meta_is_an_error_not_a_guess(tiny_corpus):
     with open(tiny_corpus / "meta.csv", newline="") as f:
         first = next(csv.DictReader(f))
-    assert list(example_engines(tiny_corpus, [first["path"], "_silence_/white.wav@100"])) == [first["engine"], NO_ENGINE]
+    engines = read_engines(tiny_corpus)
+    assert list(example_engines(engines, [first["path"], "_silence_/white.wav@100"], tiny_corpus)) == [first["engine"], NO_ENGINE]
     with pytest.raises(DataError, match=r"1 training clips are not in .*meta.csv \(first: 'yes/nowhere.wav'\)"):
-        example_engines(tiny_corpus, [first["path"], "yes/nowhere.wav"])
+        example_engines(engines, [first["path"], "yes/nowhere.wav"], tiny_corpus)
 
 
 def test_loeo_views_carry_the_engines_for_engine_balance(tiny_corpus, tmp_path):
