@@ -430,7 +430,7 @@ def family_for(cfg: TrainConfig):
     fam = get_family(cfg.family)
     if cfg.input_norm != "none":
         if "input_norm" not in {f.name for f in fields(fam.arch)}:
-            raise EdgeKWSError(f"--input-norm: family '{cfg.family}' has no input normalisation (dscnn has)")
+            raise EdgeKWSError(f"--input-norm: family '{cfg.family}' has no input normalisation")
         fam = replace(fam, arch=replace(fam.arch, input_norm=cfg.input_norm))
     return fam
 

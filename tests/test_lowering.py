@@ -80,21 +80,29 @@ def test_registered_families_lower_without_layout_transposes(family):
         assert ops.count("TRANSPOSE") == 4 * layers  # q, k, v split and the merge, per layer
 
 
-@pytest.mark.parametrize("mode, means, subs", [("band_mean", 2, 1), ("spectral_shape", 3, 2)])
-def test_input_norm_lowers_to_means_and_a_subtraction(mode, means, subs):
-    """`arch.input_norm` is part of the exported graph: the per-band mean over time (and, for
-    spectral_shape, its mean over the bands) and the subtraction, still without a Transpose."""
+@pytest.mark.parametrize("family", ["dscnn", "kwt"])
+@pytest.mark.parametrize("mode, means, subs", [("band_mean", 1, 1), ("spectral_shape", 2, 2)])
+def test_input_norm_lowers_to_means_and_a_subtraction(family, mode, means, subs):
+    """`arch.input_norm` is part of the exported graph, in both families: against the same subnet
+    without it, the per-band mean over time (and, for spectral_shape, its mean over the bands)
+    and the subtraction are added — besides a Reshape at most, nothing else, no Transpose (DS-CNN
+    has none at all)."""
+    from collections import Counter
     from dataclasses import replace
 
-    from edgekws.models.dscnn import DSCNN
-
-    fam = get_family("dscnn")
-    torch.manual_seed(0)
-    net = fold_bn(DSCNN(fam.space.uniform(0.5), replace(fam.arch, input_norm=mode)).eval())
-    diff, data = _parity(net)
-    assert diff <= 1e-4
-    ops = _ops(data)
-    assert "TRANSPOSE" not in ops and ops.count("MEAN") == means and ops.count("SUB") == subs, ops
+    fam = get_family(family)
+    spec = fam.space.uniform(0.5)
+    graphs = {}
+    for norm in ("none", mode):
+        torch.manual_seed(0)
+        net = fold_bn(replace(fam, arch=replace(fam.arch, input_norm=norm)).subnet(spec).eval())
+        diff, data = _parity(net)
+        assert diff <= 1e-4
+        graphs[norm] = Counter(_ops(data))
+    added = graphs[mode] - graphs["none"]
+    assert (added["MEAN"], added["SUB"]) == (means, subs) and set(added) <= {"MEAN", "SUB", "RESHAPE"}, added
+    assert not graphs["none"] - graphs[mode]  # nothing of the model itself is lost
+    assert family == "kwt" or "TRANSPOSE" not in graphs[mode]
 
 
 def test_an_op_without_a_lowering_is_one_line():

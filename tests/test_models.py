@@ -194,15 +194,18 @@ def test_every_dynamic_op_has_a_to_static_that_matches_it():
         assert torch.equal(static(x), op(x)), type(op).__name__
 
 
+@pytest.mark.parametrize("family", ["dscnn", "kwt"])
 @pytest.mark.parametrize("mode", ["band_mean", "spectral_shape"])
-def test_input_norm_is_part_of_the_model_and_survives_extraction(mode):
-    """`arch.input_norm`: the supernet and every subnet extracted from it are the plain model on
-    the normalised input (same weights), and the extracted subnet carries the layer."""
+def test_input_norm_is_part_of_the_model_and_survives_extraction(family, mode):
+    """`arch.input_norm`, in both families: the supernet and every subnet extracted from it are
+    the plain model on the normalised input (same weights, the layer has none), and the extracted
+    subnet carries the layer."""
     from dataclasses import replace
 
-    fam = get_family("dscnn")
-    sup = randomize(create_supernet("dscnn", arch=replace(fam.arch, input_norm=mode))).eval()
-    plain = randomize(create_supernet("dscnn")).eval()
+    fam = get_family(family)
+    sup = randomize(create_supernet(family, arch=replace(fam.arch, input_norm=mode))).eval()
+    plain = randomize(create_supernet(family)).eval()
+    assert sup.state_dict().keys() == plain.state_dict().keys()  # old checkpoints load into either
     x = input_for(fam) + torch.linspace(-3, 2, 40)  # a coloured, offset input
     for spec in specs_for(fam.space):
         sup.set_active(spec)

@@ -163,3 +163,15 @@ def test_toy_family_exports_to_every_format_behind_the_gates(toy_family, tmp_pat
         if c["metric"] == "top-1 agreement":
             assert c["value"] >= 0.9
     assert res.manifest["spec"]["family"] == FAMILY
+
+
+def test_a_family_without_input_norm_refuses_it_in_one_line(toy_family):
+    """`--input-norm` sets a field of the family's architecture; a family whose architecture has
+    no such field (this one) is refused by name, not with a dataclass TypeError."""
+    from edgekws.errors import EdgeKWSError
+    from edgekws.recipe import TrainConfig
+    from edgekws.train import family_for
+
+    assert family_for(TrainConfig(family=FAMILY)).arch == ToyArch()
+    with pytest.raises(EdgeKWSError, match=f"^--input-norm: family '{FAMILY}' has no input normalisation$"):
+        family_for(TrainConfig(family=FAMILY, input_norm="band_mean"))

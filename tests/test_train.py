@@ -854,11 +854,15 @@ def test_input_norm_trains_into_the_checkpoints_architecture(tiny_corpus, tmp_pa
     assert m["input"]["normalisation"].startswith("spectral_shape: the model itself subtracts") and m["validation"]["passed"]
     assert load_checkpoint(DEFAULT_CHECKPOINT).supernet().input_norm.mode == "none"
     for args, msg in ((["--input-norm", "cmvn"], "error: --input-norm must be one of none, band_mean, spectral_shape (got 'cmvn')"),
-                      (["--family", "kwt", "--input-norm", "band_mean"],
-                       "error: --input-norm: family 'kwt' has no input normalisation (dscnn has)"),
                       (["--init", str(out), "--batch-size", "32", "--cache-dir", str(tmp_path / "cache")],
                        f"error: --init {out}: its architecture differs from this run's; it cannot start it")):
         res = CliRunner().invoke(app, ["train", "--data-dir", str(tiny_corpus), "--out", str(tmp_path / "bad.pt"),
                                        "--epochs", "1", *args])
         assert res.exit_code == 1 and res.stderr.strip() == msg, res.output
     assert not (tmp_path / "bad.pt").exists()
+    # KWT has the layer too (its model, extraction and lowering tests are in test_models and
+    # test_lowering); a family without the field is one line (test_toy_family)
+    from edgekws.train import family_for
+
+    kwt = family_for(TrainConfig(family="kwt", input_norm="band_mean"))
+    assert kwt.arch.input_norm == "band_mean" and kwt.supernet().input_norm.mode == "band_mean"

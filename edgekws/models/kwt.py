@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekws.models.kwt_arch import KWTArch
+from edgekws.models.layers import InputNorm
 from edgekws.ops import DynamicLayerNorm, DynamicLinear
 from edgekws.spec import SearchSpace, SubnetSpec
 
@@ -88,6 +89,7 @@ class KWT(nn.Module):
         blocks, norm, head}."""
         super().__init__()
         self.spec, self.arch = spec, arch
+        self.input_norm = InputNorm(arch.input_norm)  # no parameters: extraction rebuilds it from arch
         dim, mlp_dim = spec.channels
         frames, n_mels = input_shape
         if layers is None:
@@ -101,7 +103,7 @@ class KWT(nn.Module):
         self.head = layers["head"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.embed(x)
+        x = self.embed(self.input_norm(x))
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
         x = self.norm(self.blocks(x))
         return self.head(self.dropout(x[:, 0]))
@@ -145,6 +147,7 @@ class KWTSupernet(nn.Module):
         self.space, self.arch, self.num_classes, self.input_shape = space, arch, num_classes, input_shape
         dim, mlp_dim = (c[-1] for c in space.channel_choices)
         frames, n_mels = input_shape
+        self.input_norm = InputNorm(arch.input_norm)
         self.embed = DynamicLinear(n_mels, dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, frames + 1, dim))
@@ -167,7 +170,7 @@ class KWTSupernet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dim = self.active.channels[0]
-        x = self.embed(x)
+        x = self.embed(self.input_norm(x))
         x = torch.cat([self.cls_token[..., :dim].expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed[..., :dim]
         for block in self.blocks[: self.active.depths[0]]:
             x = block(x)
