@@ -17,7 +17,8 @@ class KWTArch:
     head_dim: int = 16
     dropout: float = 0.1
     # Per-clip normalisation of the log-mel input inside the model (`edgekws.models.input_norm`),
-    # as DS-CNN has it; "none" is every KWT checkpoint made before the option.
+    # as DS-CNN has it; "none" is every KWT checkpoint made before the option. Measured on an
+    # unheard engine it does not help KWT (README, Stage 3: `band_mean`, flite held out).
     input_norm: str = "none"
 
     def __post_init__(self) -> None:
