@@ -2,14 +2,18 @@
 
     python benchmarks/train_once.py --data-dir DIR [--epochs N] [--supernet CKPT] [--twins-only]
         [--widths 0.25 0.5 ...] [--procs 2] [--seed N] [--twins-from RESULTS.json] [--tag _X]
+        [--results DIR]
 
 For each width (0.25, 0.5, 0.75, 1.0) an independent model of exactly that spec is trained from
 scratch with the same data, recipe, seed and epochs (`TrainConfig(fixed_spec=...)`); the supernet
 (trained here, or an existing checkpoint trained with the same epochs via --supernet) gives the
 same four subnets in one run. Writes benchmarks/results/train_once_<family>_<epochs>ep.{json,md}:
 test accuracy per width, supernet vs twin, and CPU time of the supernet vs the sum of the twins.
-Both use the family's default recipe (`TrainConfig.for_family`) at the same epochs; checkpoints are
-kept under --work and every run resumes, so the comparison can span sessions.
+Both use the family's default recipe (`TrainConfig.for_family`) at the same epochs, or, with
+--supernet, the twins take that supernet's recorded recipe (its supernet-only knobs aside), so a
+supernet trained with another recipe (`--input-norm band_mean --channel-augment`) is compared with
+twins trained the same way. Checkpoints are kept under --work (twins of a non-default recipe under
+names that say how it differs) and every run resumes, so the comparison can span sessions.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from edgekws.checkpoint import load_checkpoint
+from edgekws.fileio import write_text_atomic
 from edgekws.models import get_family
 from edgekws.train import TrainConfig, train_local
 
@@ -27,9 +33,31 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # Recipe fields that only a supernet's training uses: a twin (one spec, from the labels) is the same
 # whatever they are.
 SUPERNET_ONLY = {"num_random", "sampling", "sampler", "small_width_bias", "width_anchors", "anchor_depth", "draw_fraction",
-                 "narrowest_anchor_weight",
+                 "narrowest_anchor_weight", "kd_ladder",
                  "small_label_weight", "kd", "alpha_min",
                  "alpha_max", "alpha_clip", "fixed_spec", "teacher", "teacher_temperature", "teacher_weight"}
+
+
+def twin_recipe(family: str, epochs: int, seed: int, supernet_config: dict | None) -> TrainConfig:
+    """The recipe every twin trains with (before its `fixed_spec`): the family's default, or the
+    knobs of the supernet it is compared with that a one-spec run uses. Why: a twin on another
+    recipe than its supernet's would measure the recipe, not training once."""
+    base = TrainConfig.for_family(family, epochs=epochs, seed=seed)
+    if supernet_config is None:
+        return base
+    recorded = TrainConfig.recorded(supernet_config, known_only=True).to_dict()
+    if recorded["family"] != family:
+        raise SystemExit(f"the supernet is a {recorded['family']} supernet, not {family}")
+    shared = {k: v for k, v in recorded.items() if k not in SUPERNET_ONLY | {"family", "epochs", "seed"}}
+    return replace(base, **shared)
+
+
+def recipe_suffix(family: str, cfg: TrainConfig) -> str:
+    """File-name suffix of a twin trained with `cfg`: empty for the family's default (the names
+    earlier runs used), else the knobs that differ, e.g. `_input_norm-band_mean_channel_augment-True`."""
+    default = TrainConfig.for_family(family, epochs=cfg.epochs, seed=cfg.seed).to_dict()
+    diff = [f"{k}-{v}" for k, v in cfg.to_dict().items() if k not in SUPERNET_ONLY and default[k] != v]
+    return "".join(f"_{d}" for d in diff)
 
 
 def main() -> None:
@@ -49,6 +77,7 @@ def main() -> None:
                          "trained (a twin is "
                          "one spec trained alone: the supernet-only knobs — random subnets, sampling, small-subnet "
                          "losses — do not change it; the rest of the recipe must match, or this refuses)")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder of the results files")
     ap.add_argument("--tag", default="", help="suffix of the results file names (several supernets against the same twins)")
     ap.add_argument("--seed", type=int, default=0,
                     help="training seed of the twins (and of a supernet trained here); twins of seed N > 0 are kept as "
@@ -57,6 +86,11 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     seeded = f"_seed{args.seed}" if args.seed else ""  # seed 0 keeps the file names of earlier runs
     space = get_family(args.family).space
+    sup = load_checkpoint(args.supernet) if args.supernet is not None else None
+    if sup is not None and sup.train_config["epochs"] != args.epochs:
+        raise SystemExit(f"{args.supernet} was trained for {sup.train_config['epochs']} epochs, not {args.epochs}")
+    twin_cfg = twin_recipe(args.family, args.epochs, args.seed, sup.train_config if sup is not None else None)
+    recipe_tag = recipe_suffix(args.family, twin_cfg)
 
     twins = {}
     recorded = json.loads(args.twins_from.read_text()) if args.twins_from else None
@@ -66,30 +100,27 @@ def main() -> None:
             continue
         if m in recorded_widths:  # a width the earlier file lacks is trained here, beside the recorded ones
             continue
-        path = args.work / f"twin_{m:g}_{args.epochs}ep{seeded}.pt"
+        path = args.work / f"twin_{m:g}_{args.epochs}ep{seeded}{recipe_tag}.pt"
         if not path.exists():
-            train_local(args.procs, args.data_dir, path,
-                        TrainConfig.for_family(args.family, epochs=args.epochs, fixed_spec=spec.to_dict(), seed=args.seed),
+            train_local(args.procs, args.data_dir, path, replace(twin_cfg, fixed_spec=spec.to_dict()),
                         cache_dir=args.cache_dir, resume=True, threads_per_proc=args.threads)
         twins[m] = (spec, path)
     if args.twins_only:
         return
-    if args.supernet is None:
+    if sup is None:
         args.supernet = args.work / f"supernet_{args.epochs}ep{seeded}.pt"
         if not args.supernet.exists():
             train_local(args.procs, args.data_dir, args.supernet,
                         TrainConfig.for_family(args.family, epochs=args.epochs, seed=args.seed),
                         cache_dir=args.cache_dir, resume=True, threads_per_proc=args.threads)
-    sup = load_checkpoint(args.supernet)
-    if sup.train_config["epochs"] != args.epochs:
-        raise SystemExit(f"{args.supernet} was trained for {sup.train_config['epochs']} epochs, not {args.epochs}")
+        sup = load_checkpoint(args.supernet)
 
     rows = []
     if recorded is not None:
-        twin_knobs = {k: v for k, v in TrainConfig.for_family(args.family, epochs=args.epochs, seed=args.seed).to_dict().items()
-                      if k not in SUPERNET_ONLY}
-        mismatch = {k: (recorded["recipe"].get(k), v) for k, v in twin_knobs.items()
-                    if k in recorded["recipe"] and recorded["recipe"][k] != v}
+        twin_knobs = {k: v for k, v in twin_cfg.to_dict().items() if k not in SUPERNET_ONLY}
+        # a knob the file predates ran as it did before the knob existed (`input_norm` "none")
+        ran = TrainConfig.recorded(recorded["recipe"], known_only=True).to_dict()
+        mismatch = {k: (ran[k], v) for k, v in twin_knobs.items() if ran[k] != v}
         if mismatch or recorded["epochs"] != args.epochs:
             raise SystemExit(f"{args.twins_from}: twins were trained with another recipe ({mismatch}) or epochs")
         for r in recorded["rows"]:
@@ -141,10 +172,10 @@ def main() -> None:
                               "(each makes its own share of every batch and waits in the all-reduce), so its CPU "
                               "seconds are not comparable with a one-process run's")
         lines.append(f"Note: {result['cpu_note']}.")
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"train_once_{args.family}_{args.epochs}ep{args.tag}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    args.results.mkdir(parents=True, exist_ok=True)
+    stem = args.results / f"train_once_{args.family}_{args.epochs}ep{args.tag}"
+    write_text_atomic(stem.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
+    write_text_atomic(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -866,3 +866,34 @@ def test_input_norm_trains_into_the_checkpoints_architecture(tiny_corpus, tmp_pa
 
     kwt = family_for(TrainConfig(family="kwt", input_norm="band_mean"))
     assert kwt.arch.input_norm == "band_mean" and kwt.supernet().input_norm.mode == "band_mean"
+
+
+def test_train_once_twins_take_the_supernets_recipe(tiny_corpus, tmp_path):
+    """benchmarks/train_once.py with --supernet trains each twin on that supernet's recipe (here
+    `--input-norm band_mean --channel-augment`, a smaller batch), minus the supernet-only knobs,
+    under a file name that says how it differs from the default; an earlier results file whose
+    twins ran another recipe is refused by name."""
+    sup = tmp_path / "sup.pt"
+    res = CliRunner().invoke(app, ["train", "--data-dir", str(tiny_corpus), "--out", str(sup), "--epochs", "1",
+                                   "--batch-size", "32", "--num-random", "1", "--width-anchors", "1",
+                                   "--input-norm", "band_mean", "--channel-augment", "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 0, res.output
+    script = [sys.executable, str(Path(__file__).resolve().parent.parent / "benchmarks" / "train_once.py"),
+              "--data-dir", str(tiny_corpus), "--epochs", "1", "--supernet", str(sup), "--widths", "0.25",
+              "--procs", "1", "--work", str(tmp_path / "work"), "--cache-dir", str(tmp_path / "cache")]
+    out = subprocess.run([*script, "--results", str(tmp_path / "results")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    twin_path = tmp_path / "work" / "twin_0.25_1ep_batch_size-32_channel_augment-True_input_norm-band_mean.pt"
+    twin = load_checkpoint(twin_path)
+    assert twin.train_config["input_norm"] == "band_mean" and twin.train_config["channel_augment"] is True
+    assert twin.train_config["batch_size"] == 32 and twin.arch["input_norm"] == "band_mean"
+    assert twin.train_config["fixed_spec"] == get_family("dscnn").space.uniform(0.25).to_dict()
+    row, = json.loads((tmp_path / "results" / "train_once_dscnn_1ep.json").read_text())["rows"]
+    assert row["width"] == 0.25 and row["twin"] == twin.metrics["test"]["fixed"]["accuracy"]
+    assert row["supernet"] == load_checkpoint(sup).metrics["test"]["width_0.25"]["accuracy"]
+    # the committed twins ran the default recipe for 150 epochs: not this supernet's twins
+    earlier = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "train_once_dscnn_150ep_v5.json"
+    out = subprocess.run([*script, "--twins-from", str(earlier), "--results", str(tmp_path / "r2")],
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "twins were trained with another recipe" in out.stderr
+    assert "'input_norm': ('none', 'band_mean')" in out.stderr and not (tmp_path / "r2").exists()
