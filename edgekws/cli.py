@@ -34,6 +34,13 @@ def _family_default(knob: str) -> str:
     others = [f"{f}: {dict(get_family(f).recipe)[knob]}" for f in list_families() if knob in dict(get_family(f).recipe)]
     return f" (default: {getattr(RECIPE, knob)}" + "".join(f"; {o}" for o in others) + ")"
 
+
+def _given(**knobs) -> dict:
+    """The recipe knobs given on the command line: an option left out (None) takes its family's
+    default (`TrainConfig.for_family`), not the class default, so it is not passed on."""
+    return {k: v for k, v in knobs.items() if v is not None}
+
+
 app = typer.Typer(
     help="edgekws: train once, deploy many — slimmable keyword spotting for edge devices.",
     no_args_is_help=True,
@@ -347,8 +354,8 @@ def train_cmd(
     narrowest_anchor_weight: Annotated[float, typer.Option(callback=in_range(hi=100, positive=True), help="Loss weight of the width anchor at the narrowest width (1 = like every other subnet).")] = RECIPE.narrowest_anchor_weight,
     small_label_weight: Annotated[float, typer.Option(callback=in_range(0, 1), help="Hard-label share of the distilled subnets' loss (0 = KD only).")] = RECIPE.small_label_weight,
     spec_augment_scope: Annotated[str, typer.Option(help="SpecAugment for all subnets, or only the largest.")] = RECIPE.spec_augment_scope,
-    channel_augment: Annotated[bool, typer.Option(help="Speed perturbation, VTLP, band limits and spectral tilt.")] = RECIPE.channel_augment,
-    input_norm: Annotated[str, typer.Option(help="Per-clip normalisation of the log-mel input, part of the model: none, band_mean (each band minus its mean over the clip) or spectral_shape (the same, the clip's level kept).")] = RECIPE.input_norm,
+    channel_augment: Annotated[Optional[bool], typer.Option("--channel-augment/--no-channel-augment", help="Speed perturbation, VTLP, band limits and spectral tilt." + _family_default("channel_augment"))] = None,
+    input_norm: Annotated[Optional[str], typer.Option(help="Per-clip normalisation of the log-mel input, part of the model: none, band_mean (each band minus its mean over the clip) or spectral_shape (the same, the clip's level kept)." + _family_default("input_norm"))] = None,
     engine_balance: Annotated[float, typer.Option(callback=in_range(0, 1), help="How often an epoch draws each TTS engine's clips (needs the corpus's meta.csv): 0 = as the corpus has them, 1 = an equal share per engine, 0.5 between.")] = RECIPE.engine_balance,
     kd: Annotated[str, typer.Option(help="In-place distillation loss: kl or alpha (TODM alpha-divergence).")] = RECIPE.kd,
     kd_ladder: Annotated[bool, typer.Option(help="Each width anchor learns from the next wider uniform subnet of its step (0.25 from 0.5, …), not from the largest.")] = RECIPE.kd_ladder,
@@ -372,13 +379,14 @@ def train_cmd(
     """
     from edgekws.info import load_spec_file
 
-    family_set = {k: v for k, v in (("num_random", num_random), ("width_anchors", width_anchors)) if v is not None}
+    family_set = _given(num_random=num_random, width_anchors=width_anchors, channel_augment=channel_augment,
+                        input_norm=input_norm)
     cfg = TrainConfig.for_family(family, protocol=protocol, epochs=epochs, batch_size=batch_size, lr=lr,
                       warmup_epochs=warmup_epochs, weight_decay=weight_decay, decay_weights_only=decay_weights_only,
                       sampling=sampling, sampler=sampler, small_width_bias=small_width_bias,
                       anchor_depth=anchor_depth, draw_fraction=draw_fraction, **family_set,
                       narrowest_anchor_weight=narrowest_anchor_weight, small_label_weight=small_label_weight, spec_augment_scope=spec_augment_scope,
-                      channel_augment=channel_augment, input_norm=input_norm, engine_balance=engine_balance, kd=kd, kd_ladder=kd_ladder,
+                      engine_balance=engine_balance, kd=kd, kd_ladder=kd_ladder,
                       adaptive_dropout=adaptive_dropout,
                       teacher=str(teacher) if teacher else "", teacher_temperature=teacher_temperature,
                       teacher_weight=teacher_weight, seed=seed, init=str(init) if init else "",
@@ -557,8 +565,8 @@ def loeo_cmd(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the views, the checkpoint and loeo.json.")],
     family: Annotated[str, typer.Option(help="Model family: dscnn or kwt.")] = "dscnn",
     epochs: Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Passes over the training split.")] = RECIPE.epochs,
-    channel_augment: Annotated[bool, typer.Option(help="Train with speed perturbation, VTLP, band limits and spectral tilt (what an unheard engine should need).")] = RECIPE.channel_augment,
-    input_norm: Annotated[str, typer.Option(help="Per-clip normalisation of the log-mel input, part of the model: none, band_mean (each band minus its mean over the clip) or spectral_shape (the same, the clip's level kept).")] = RECIPE.input_norm,
+    channel_augment: Annotated[Optional[bool], typer.Option("--channel-augment/--no-channel-augment", help="Train with speed perturbation, VTLP, band limits and spectral tilt (what an unheard engine should need)." + _family_default("channel_augment"))] = None,
+    input_norm: Annotated[Optional[str], typer.Option(help="Per-clip normalisation of the log-mel input, part of the model: none, band_mean (each band minus its mean over the clip) or spectral_shape (the same, the clip's level kept)." + _family_default("input_norm"))] = None,
     engine_balance: Annotated[float, typer.Option(callback=in_range(0, 1), help="How often an epoch draws each TTS engine's clips (needs the corpus's meta.csv): 0 = as the corpus has them, 1 = an equal share per engine, 0.5 between.")] = RECIPE.engine_balance,
     seed: Seed = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted training run (views that hold out the same engine are always reused).")] = False,
@@ -575,8 +583,8 @@ def loeo_cmd(
 
     from edgekws.holdout import leave_one_engine_out
 
-    cfg = TrainConfig.for_family(family, seed=seed, epochs=epochs, channel_augment=channel_augment,
-                                 input_norm=input_norm, engine_balance=engine_balance)
+    cfg = TrainConfig.for_family(family, seed=seed, epochs=epochs, engine_balance=engine_balance,
+                                 **_given(channel_augment=channel_augment, input_norm=input_norm))
     rep = leave_one_engine_out(data_dir, engine, out_dir, cfg, cache_dir=cache_dir, threads=threads, resume=resume,
                                force=force, log=lambda m: err.print(m, markup=False, highlight=False))
     if as_json:
