@@ -31,7 +31,7 @@ from typing import Callable
 from edgekws.artefacts import GOLDEN_INPUT, PRECISION_FILE, RUNTIME_FILES, RUNTIME_FORMAT, expected_outputs
 from edgekws.devices import Device, DeviceError, missing_runtimes
 from edgekws.errors import EdgeKWSError
-from edgekws.fileio import load_toml
+from edgekws.fileio import load_toml, shown_key
 
 
 
@@ -63,14 +63,14 @@ def load_suite(path: Path) -> Suite:
     doc = load_toml(path, "suite")
     unknown = sorted(set(doc) - SUITE_KEYS)
     if unknown:
-        raise EdgeKWSError(f"{path}: unknown key(s) {', '.join(unknown)} (valid: {', '.join(sorted(SUITE_KEYS))})")
+        raise EdgeKWSError(f"{path}: unknown key(s) {', '.join(map(shown_key, unknown))} (valid: {', '.join(sorted(SUITE_KEYS))})")
     models = doc.get("models")
     if not isinstance(models, list) or not models or not all(isinstance(m, dict) for m in models):
         raise EdgeKWSError(f"{path}: needs one or more [[models]] tables (width = 0.5, spec = 'x.json' or export = 'dir')")
     for i, m in enumerate(models):
         pre = f"models[{i}]."
         if set(m) - MODEL_KEYS:
-            raise EdgeKWSError(f"{path}: models[{i}] has unknown key(s) {', '.join(sorted(set(m) - MODEL_KEYS))} "
+            raise EdgeKWSError(f"{path}: models[{i}] has unknown key(s) {', '.join(map(shown_key, sorted(set(m) - MODEL_KEYS)))} "
                                f"(valid: {', '.join(sorted(MODEL_KEYS))})")
         if len({"width", "spec", "export", "sample"} & set(m)) != 1:
             raise EdgeKWSError(f"{path}: models[{i}] needs exactly one of width, spec, export, sample")

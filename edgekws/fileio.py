@@ -241,6 +241,12 @@ _KINDS = {int: "an integer", float: "a number", str: "a string", bool: "true or 
           dict: "a table"}
 
 
+def shown_key(key: str) -> str:
+    """A document's key as an error message may show it: control characters (a newline in a
+    key of a hand-edited or corrupt file) escaped, so the message stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in key)
+
+
 def typed(doc: dict, key: str, typ: type, where: str, default=..., lo: float | None = None,
           hi: float | None = None, prefix: str = "", positive: bool = False):
     """`doc[key]` checked for type (an int is a valid float, a bool is not a number), finiteness
@@ -248,7 +254,7 @@ def typed(doc: dict, key: str, typ: type, where: str, default=..., lo: float | N
     was found. A missing key is an error unless a default is given."""
     if key not in doc:
         if default is ...:
-            raise EdgeKWSError(f"{where}: missing key '{prefix}{key}' ({_KINDS.get(typ, typ.__name__)})")
+            raise EdgeKWSError(f"{where}: missing key '{shown_key(prefix + key)}' ({_KINDS.get(typ, typ.__name__)})")
         return default
     v = doc[key]
     number = typ in (int, float)
@@ -256,10 +262,10 @@ def typed(doc: dict, key: str, typ: type, where: str, default=..., lo: float | N
     if typ is float and isinstance(v, int) and not isinstance(v, bool):
         ok, v = True, float(v)
     if not ok:
-        raise EdgeKWSError(f"{where}: key '{prefix}{key}' must be {_KINDS.get(typ, typ.__name__)}, "
+        raise EdgeKWSError(f"{where}: key '{shown_key(prefix + key)}' must be {_KINDS.get(typ, typ.__name__)}, "
                            f"got {type(v).__name__} {v!r}"[:300])
     if number:
-        check_range(v, f"{where}: key '{prefix}{key}'", lo, hi, positive)
+        check_range(v, f"{where}: key '{shown_key(prefix + key)}'", lo, hi, positive)
     return v
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekws.errors import EdgeKWSError
-from edgekws.fileio import load_json, typed
+from edgekws.fileio import load_json, shown_key, typed
 
 
 def load_manifest(folder: Path) -> dict:
@@ -31,7 +31,7 @@ def load_manifest(folder: Path) -> dict:
     quant = typed(m, "quantization", dict, where, default={})
     for fmt, q in quant.items():
         if not isinstance(q, dict):
-            raise EdgeKWSError(f"{where}: key 'quantization.{fmt}' must be a table")
+            raise EdgeKWSError(f"{where}: key 'quantization.{shown_key(fmt)}' must be a table")
         if "output" in q:
             out = typed(q, "output", dict, where, prefix=f"quantization.{fmt}.")
             typed(out, "scale", float, where, positive=True, prefix=f"quantization.{fmt}.output.")

@@ -395,3 +395,31 @@ def test_checkpoint_with_one_zeroed_byte_is_one_error():
     raw = bytearray(DEFAULT_CHECKPOINT.read_bytes())
     raw[6166] = 0
     _check(load_checkpoint, "ck.pt", bytes(raw))  # the project's own error or a valid result, nothing else
+
+
+@pytest.mark.parametrize("doc", [
+    {**MANIFEST_DOC, "quantization": {"\n": None}},  # found by the mutation test above
+    {**MANIFEST_DOC, "validation": {"accuracy": {"onnx\nfloat": "high"}}},
+    {**MANIFEST_DOC, "validation": {"accuracy": {"tab\there\r": 2.0}}},  # out of range
+])
+def test_a_key_with_control_characters_is_shown_escaped_on_one_line(tmp_path, doc):
+    """A document's own keys go into the error message; a newline in one must not split it."""
+    from edgekws.manifest import load_manifest
+
+    (tmp_path / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(EdgeKWSError) as exc:
+        load_manifest(tmp_path)
+    msg = str(exc.value)
+    assert "\n" not in msg and "\r" not in msg and "\t" not in msg, msg
+    assert "\\n" in msg or "'validation.accuracy.tab\\there\\r'" in msg, msg
+
+
+def test_a_suite_key_with_a_newline_is_shown_escaped_on_one_line(tmp_path):
+    """TOML's quoted keys may hold escapes: `"runs\\nx" = 1` is a key with a newline in it."""
+    from edgekws.bench import load_suite
+
+    for text in ('"runs\\nx" = 1\n' + SUITE_TEXT, SUITE_TEXT.replace("[[models]]\n", '[[models]]\n"a\\nb" = 1\n', 1)):
+        (tmp_path / "s.toml").write_text(text)
+        with pytest.raises(EdgeKWSError) as exc:
+            load_suite(tmp_path / "s.toml")
+        assert "\n" not in str(exc.value) and "\\n" in str(exc.value), str(exc.value)
