@@ -423,3 +423,14 @@ def test_a_suite_key_with_a_newline_is_shown_escaped_on_one_line(tmp_path):
         with pytest.raises(EdgeKWSError) as exc:
             load_suite(tmp_path / "s.toml")
         assert "\n" not in str(exc.value) and "\\n" in str(exc.value), str(exc.value)
+
+
+def test_a_spec_naming_a_family_with_a_newline_is_one_line(tmp_path):
+    """The family a spec file names reaches the registry's error as written: escaped there too."""
+    from typer.testing import CliRunner
+
+    from edgekws.cli import app
+
+    (tmp_path / "s.json").write_text(json.dumps({"family": "x\ny", "channels": [16, 24, 40, 56], "depths": [2, 3, 3]}))
+    res = CliRunner().invoke(app, ["info", "--spec", str(tmp_path / "s.json")])
+    assert res.exit_code == 1 and res.stderr == "error: unknown family 'x\\ny' (valid: dscnn, dscnn_mlperf, kwt)\n", res.output

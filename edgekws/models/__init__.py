@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from edgekws.errors import EdgeKWSError
+from edgekws.fileio import shown_key
 from edgekws.models.dscnn_arch import DSCNNArch, dscnn_ops
 from edgekws.models.kwt_arch import KWTArch, kwt_ops
 from edgekws.spec import SearchSpace, SubnetSpec
@@ -93,7 +94,7 @@ def get_family(name: str) -> Family:
     try:
         return _FAMILIES[name]
     except KeyError:
-        raise EdgeKWSError(f"unknown family '{name}' (valid: {', '.join(list_families())})") from None
+        raise EdgeKWSError(f"unknown family '{shown_key(str(name))}' (valid: {', '.join(list_families())})") from None
 
 
 def list_families() -> list[str]:
