@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from edgekws.errors import EdgeKWSError
-from edgekws.fileio import load_toml, typed
+from edgekws.fileio import load_toml, shown_key, typed
 
 TARGETS_DIR = Path(__file__).resolve().parent / "assets" / "targets"  # package data: a wheel has them too
 RUNTIMES = ("litert", "onnxruntime")
@@ -88,7 +88,7 @@ def load_target(path: Path) -> DeviceTarget:
     unknown = sorted(set(doc) - set(top) - {"budgets"})
     unknown += sorted(f"budgets.{k}" for k in set(b) - {f.name for f in fields(Budgets)})
     if unknown:
-        raise EdgeKWSError(f"{path}: unknown key(s) {', '.join(unknown)} (a typo?)")
+        raise EdgeKWSError(f"{path}: unknown key(s) {', '.join(map(shown_key, unknown))} (a typo?)")
     target = DeviceTarget(key=path.stem, budgets=budgets, **top)
     if target.runtime not in RUNTIMES:
         raise EdgeKWSError(f"{path}: key 'runtime' must be one of {', '.join(RUNTIMES)}, got {target.runtime!r}")

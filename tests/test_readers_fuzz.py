@@ -414,14 +414,19 @@ def test_a_key_with_control_characters_is_shown_escaped_on_one_line(tmp_path, do
     assert "\\n" in msg or "'validation.accuracy.tab\\there\\r'" in msg, msg
 
 
-def test_a_suite_key_with_a_newline_is_shown_escaped_on_one_line(tmp_path):
-    """TOML's quoted keys may hold escapes: `"runs\\nx" = 1` is a key with a newline in it."""
+def test_a_toml_key_with_a_newline_is_shown_escaped_on_one_line(tmp_path):
+    """TOML's quoted keys may hold escapes: `"runs\\nx" = 1` is a key with a newline in it; a
+    suite's and a target's unknown keys are named escaped."""
     from edgekws.bench import load_suite
+    from edgekws.targets import load_target
 
-    for text in ('"runs\\nx" = 1\n' + SUITE_TEXT, SUITE_TEXT.replace("[[models]]\n", '[[models]]\n"a\\nb" = 1\n', 1)):
-        (tmp_path / "s.toml").write_text(text)
+    for load, text in ((load_suite, '"runs\\nx" = 1\n' + SUITE_TEXT),
+                       (load_suite, SUITE_TEXT.replace("[[models]]\n", '[[models]]\n"a\\nb" = 1\n', 1)),
+                       (load_target, '"cpu\\nx" = 1\n' + TARGET_TEXT),
+                       (load_target, TARGET_TEXT.replace("[budgets]\n", '[budgets]\n"a\\nb" = 1\n', 1))):
+        (tmp_path / "f.toml").write_text(text)
         with pytest.raises(EdgeKWSError) as exc:
-            load_suite(tmp_path / "s.toml")
+            load(tmp_path / "f.toml")
         assert "\n" not in str(exc.value) and "\\n" in str(exc.value), str(exc.value)
 
 
