@@ -54,7 +54,7 @@ def twin_recipe(family: str, epochs: int, seed: int, supernet_config: dict | Non
 
 def recipe_suffix(family: str, cfg: TrainConfig) -> str:
     """File-name suffix of a twin trained with `cfg`: empty for the family's default (the names
-    earlier runs used), else the knobs that differ, e.g. `_input_norm-band_mean_channel_augment-True`."""
+    earlier runs used), else the knobs that differ in field order, e.g. `_channel_augment-True_input_norm-band_mean`."""
     default = TrainConfig.for_family(family, epochs=cfg.epochs, seed=cfg.seed).to_dict()
     diff = [f"{k}-{v}" for k, v in cfg.to_dict().items() if k not in SUPERNET_ONLY and default[k] != v]
     return "".join(f"_{d}" for d in diff)
