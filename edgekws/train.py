@@ -106,22 +106,55 @@ def init_distributed(local: LocalRanks | None = None) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size())
 
 
+class _SupervisorGone(Exception):
+    """Rank 0 found the process that started the run gone: no one is left to take its result."""
+
+
+def _peer_lost(exc: BaseException) -> bool:
+    """Did a collective fail because another rank ended? (gloo raises a RuntimeError naming its
+    own source file — "Connection reset by peer", "Connection closed by peer".)"""
+    import torch.distributed as dist
+
+    return isinstance(exc, dist.DistError) or "/gloo/" in str(exc)
+
+
 def _local_rank_main(local: LocalRanks, data_dir, out, cfg, cache_dir, resume, threads, val_every,
-                     errors=None) -> None:
-    """A spawned rank: its failure is a non-zero exit and one line sent to rank 0 on `errors`,
-    which rank 0 puts in the run's error (`train_local`) — so a failure only this rank met is
-    named, and one both met (a user error) is reported once, by rank 0. An interrupt ends the
-    rank quietly."""
+                     errors=None, events=None, parent: int | None = None) -> None:
+    """A spawned rank of `train_local`.
+
+    Rank 0 sends its log lines, its progress and its result to the supervising process on
+    `events`, and stops when that process is gone, so no rank trains on orphaned. A failure is a
+    non-zero exit and one `(rank, kind, line)` on `errors`; `kind` says what the supervisor may
+    make of it: 'user' (an EdgeKWSError — every rank meets those, so rank 0's is reported once,
+    verbatim), 'peer' (a collective failed because another rank ended: a symptom, never the
+    cause) or 'bug' (anything else; its traceback is printed too). An interrupt ends the rank
+    quietly."""
+
+    def on_step(i: int, n: int, info: dict) -> None:
+        if parent is not None and os.getppid() != parent:
+            raise _SupervisorGone()
+        if events is not None:
+            events.put(("step", i, n, info))
+
+    log = (lambda m: events.put(("log", m))) if events is not None else (lambda m: None)
     try:
-        train(data_dir, out, cfg, cache_dir=cache_dir, resume=resume, log=lambda m: None, threads=threads,
-              local=local, val_every=val_every)
+        res = train(data_dir, out, cfg, cache_dir=cache_dir, resume=resume, log=log, on_step=on_step,
+                    threads=threads, local=local, val_every=val_every)
+        if events is not None:
+            events.put(("done", res))
     except KeyboardInterrupt:
         sys.exit(130)
+    except _SupervisorGone:
+        sys.exit(1)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
-        msg = first if isinstance(exc, EdgeKWSError) else f"{type(exc).__name__}: {first}"
+        kind = "user" if isinstance(exc, EdgeKWSError) else "peer" if _peer_lost(exc) else "bug"
+        if kind == "bug":
+            import traceback
+
+            traceback.print_exc()
         if errors is not None:
-            errors.put((local.rank, msg))
+            errors.put((local.rank, kind, first if kind == "user" else f"{type(exc).__name__}: {first}"))
         sys.exit(1)
 
 
@@ -153,12 +186,18 @@ def train_local(procs: int, data_dir: Path, out: Path, cfg: "TrainConfig", cache
     Why: the models are tiny, so one process with two intra-op threads leaves most of each op
     serial; two processes of one thread each, gradients all-reduced once per step over gloo,
     were 1.03–1.08× faster than one process of two threads (benchmarks/train_speed.py, within
-    this machine's noise, hence not the default). Rank 0 runs here (so progress and logs work as
-    usual); the others are spawned and must all finish cleanly. A rank that ends early (killed,
-    out of memory, its own error) ends the run at once with one line naming it and what was kept
-    (the last finished epoch's `.state`, for `--resume`)."""
+    this machine's noise, hence not the default).
+
+    Every rank is spawned; this process only supervises (rank 0's log lines and progress come
+    here, so logs and the progress bar work as usual). Why not train rank 0 here: when a peer
+    dies, gloo may throw from its own I/O thread, which no Python code can catch — the process
+    aborts (SIGABRT, seen once in CI) and the run's one-line error is lost with it. A rank that
+    ends early (killed, out of memory, its own error) ends the run at once with one line naming
+    it, its pid (what the kernel's OOM killer logs) and what was kept (the last finished epoch's
+    `.state`, for `--resume`)."""
     if procs <= 1:
         return train(data_dir, out, cfg, cache_dir, resume, log, on_step, threads_per_proc, val_every=val_every)
+    import queue
     import socket
 
     import torch.multiprocessing as mp
@@ -167,50 +206,80 @@ def train_local(procs: int, data_dir: Path, out: Path, cfg: "TrainConfig", cache
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     ctx = mp.get_context("spawn")
-    errors = ctx.SimpleQueue()
-    children = [ctx.Process(target=_local_rank_main, daemon=True,
-                            args=(LocalRanks(r, procs, port), data_dir, out, cfg, cache_dir, resume, threads_per_proc,
-                                  val_every, errors))
-                for r in range(1, procs)]
-    for c in children:
-        c.start()
+    errors, events = ctx.SimpleQueue(), ctx.Queue()
+    ranks = [ctx.Process(target=_local_rank_main, daemon=True,
+                         args=(LocalRanks(r, procs, port), data_dir, out, cfg, cache_dir, resume, threads_per_proc,
+                               val_every, errors, events if r == 0 else None, os.getpid()))
+             for r in range(procs)]
+    result = None
+
+    def handle(msg) -> None:
+        nonlocal result
+        if msg[0] == "log":
+            log(msg[1])
+        elif msg[0] == "step":
+            if on_step is not None:
+                on_step(*msg[1:])
+        else:
+            result = msg[1]
+
+    ended: list[int] = []  # ranks in the order they were seen to end
     try:
-        res = train(data_dir, out, cfg, cache_dir, resume, log, on_step, threads_per_proc,
-                    local=LocalRanks(0, procs, port), val_every=val_every)
-    except BaseException as exc:
-        # Rank 0 stopped, so the others cannot finish. When one of them ended first (killed, out
-        # of memory, its own error), rank 0 only saw a closed connection: name the process that
-        # ended and what the run kept, in one line, instead of gloo's traceback.
-        for c in children:
-            c.join(timeout=2)  # one that is ending has its exit code in a moment
-        died = [(r, c.exitcode) for r, c in enumerate(children, 1) if c.exitcode not in (None, 0)]
-        _terminate(children)
-        if died and not isinstance(exc, (EdgeKWSError, KeyboardInterrupt)):
-            state = out.with_name(out.name + ".state")
-            kept = (f"{state} keeps the last finished epoch: rerun with --resume to continue" if state.exists()
-                    else "no epoch had finished")
-            r, code = died[0]
-            why = _rank_errors(errors).get(r)
-            raise EdgeKWSError(f"training process {r} of {procs} {_ended(code)} before the run finished"
-                               + (f" ({why})" if why else "") + f"; {kept}") from None
+        for c in ranks:
+            c.start()
+        while result is None:
+            try:
+                handle(events.get(timeout=0.2))
+            except queue.Empty:
+                pass
+            ended += [r for r, c in enumerate(ranks) if c.exitcode is not None and r not in ended]
+            if ended and result is None:
+                for c in ranks:
+                    c.join(timeout=2)  # the others notice in a moment; let them say why
+                ended += [r for r, c in enumerate(ranks) if c.exitcode is not None and r not in ended]
+                try:
+                    while result is None:
+                        handle(events.get(timeout=0.5))  # what rank 0 sent before it ended
+                except queue.Empty:
+                    pass
+                break
+    except BaseException:
+        _terminate(ranks)
         raise
-    for c in children:
+    if result is None:
+        _terminate(ranks)  # the ones still waiting in a collective can never finish
+        codes = {r: c.exitcode for r, c in enumerate(ranks)}
+        sent = _rank_errors(errors)
+
+        def symptom(r: int) -> bool:  # ended because another rank did
+            return sent.get(r, ("",))[0] == "peer" or codes[r] == -signal.SIGABRT
+
+        if sent.get(0, ("",))[0] == "user":  # every rank meets those: said once, as one process would
+            raise EdgeKWSError(sent[0][1])
+        cause = min(ended, key=lambda r: (symptom(r), ended.index(r)))
+        why = sent.get(cause, (None, None))[1]
+        state = out.with_name(out.name + ".state")
+        kept = (f"{state} keeps the last finished epoch: rerun with --resume to continue" if state.exists()
+                else "no epoch had finished")
+        raise EdgeKWSError(f"training process {cause} of {procs} (pid {ranks[cause].pid}) {_ended(codes[cause])} "
+                           "before the run finished" + (f" ({why})" if why else "") + f"; {kept}")
+    for c in ranks:
         c.join(timeout=60)
-    _terminate(children)
-    bad = [(r, c.exitcode) for r, c in enumerate(children, 1) if c.exitcode != 0]
+    _terminate(ranks)
+    bad = [(r, c.exitcode) for r, c in enumerate(ranks) if c.exitcode != 0]
     if bad:
-        why = _rank_errors(errors).get(bad[0][0])
-        raise EdgeKWSError(f"training process {bad[0][0]} of {procs} {_ended(bad[0][1])} after rank 0 finished"
-                           + (f" ({why})" if why else ""))
-    return res
+        why = _rank_errors(errors).get(bad[0][0], (None, None))[1]
+        raise EdgeKWSError(f"training process {bad[0][0]} of {procs} (pid {ranks[bad[0][0]].pid}) "
+                           f"{_ended(bad[0][1])} after sending its result" + (f" ({why})" if why else ""))
+    return result
 
 
-def _rank_errors(errors) -> dict[int, str]:
-    """What the spawned ranks that failed sent before exiting (rank → one line)."""
-    out: dict[int, str] = {}
+def _rank_errors(errors) -> dict[int, tuple[str, str]]:
+    """What the spawned ranks that failed sent before exiting (rank → (kind, one line))."""
+    out: dict[int, tuple[str, str]] = {}
     while not errors.empty():
-        r, msg = errors.get()
-        out.setdefault(r, msg)
+        r, kind, msg = errors.get()
+        out.setdefault(r, (kind, msg))
     return out
 
 

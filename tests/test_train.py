@@ -723,11 +723,9 @@ def test_family_recipe_defaults(tiny_corpus, tmp_path):
     assert (cfg["num_random"], cfg["width_anchors"]) == (4, 0)
 
 
-def test_a_rank_that_dies_ends_a_multi_process_run_with_one_line(tiny_corpus, tmp_path):
-    """`--procs 2`: when a spawned rank is killed mid-run, rank 0 sees only a closed connection;
-    the run ends at once with one line naming the process and what the run kept (the last
-    finished epoch's .state, for --resume), exit 1, no traceback."""
-    import signal
+def _start_killable_run(tiny_corpus, tmp_path):
+    """A `--procs 2` run that trains until stopped; returned once an epoch has finished, with
+    its two ranks' pids in start order (rank 0 first)."""
     import time
 
     out = tmp_path / "killed.pt"
@@ -736,30 +734,78 @@ def test_a_rank_that_dies_ends_a_multi_process_run_with_one_line(tiny_corpus, tm
            "--epochs", "100000", "--batch-size", "32", "--num-random", "1", "--width-anchors", "0", "--procs", "2",
            "--cache-dir", str(tmp_path / "cache")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    ranks = sorted(int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "multiprocessing-fork"],
+                                                  capture_output=True, text=True).stdout.split())
+    return proc, out, state, ranks
+
+
+@pytest.mark.parametrize("killed", [0, 1])
+def test_a_rank_that_dies_ends_a_multi_process_run_with_one_line(tiny_corpus, tmp_path, killed):
+    """`--procs 2`: when either rank is killed mid-run, the run ends at once with one line naming
+    the process, its pid and what the run kept (the last finished epoch's .state, for --resume),
+    exit 1, no traceback. Rank 0 is killed too: the other rank then fails in a collective (or gloo
+    aborts it), a symptom the line must not name instead of the cause. Before every rank was
+    spawned, rank 0 trained in the command's own process and gloo aborted it (SIGABRT, once in CI)."""
+    import signal
+
+    proc, out, state, ranks = _start_killable_run(tiny_corpus, tmp_path)
     try:
-        deadline = time.monotonic() + 300
-        while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
         assert state.exists(), "no epoch finished"
-        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "multiprocessing-fork"],
-                                                   capture_output=True, text=True).stdout.split()]
-        assert len(children) == 1
-        os.kill(children[0], signal.SIGKILL)
+        assert len(ranks) == 2
+        os.kill(ranks[killed], signal.SIGKILL)
         _, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 1
+    assert proc.returncode == 1, stderr[-2000:]
     lines = stderr.strip().splitlines()
-    assert lines == [f"error: training process 1 of 2 was killed by SIGKILL before the run finished; {state} keeps "
-                     "the last finished epoch: rerun with --resume to continue"], stderr[-2000:]
+    assert lines == [f"error: training process {killed} of 2 (pid {ranks[killed]}) was killed by SIGKILL before the "
+                     f"run finished; {state} keeps the last finished epoch: rerun with --resume to continue"], stderr[-2000:]
     assert state.exists() and not out.exists()
 
 
-def test_a_spawned_rank_sends_its_own_error_to_rank_0(tmp_path):
-    """A spawned rank that fails exits 1 and sends its one-line error to rank 0 (which puts it
-    in the run's error), so a failure only that rank met is named, not just its exit code. Run
-    in a fresh interpreter: the rank joins a real one-process gloo group before it fails."""
+def test_ranks_stop_when_the_command_that_started_them_is_gone(tiny_corpus, tmp_path):
+    """The ranks are the command's children: killed with SIGKILL, it can clean nothing up, so
+    rank 0 checks at every step that it is still there, and the other ranks follow rank 0 —
+    no training goes on orphaned, holding the .state."""
+    import signal
+    import time
+
+    proc, out, state, ranks = _start_killable_run(tiny_corpus, tmp_path)
+    try:
+        assert state.exists() and len(ranks) == 2
+        proc.kill()
+        proc.wait(timeout=60)  # not communicate(): orphaned ranks would hold its pipes open
+
+        def running(pid: int) -> bool:  # a zombie left for an init that does not reap has ended too
+            try:
+                return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+            except FileNotFoundError:
+                return False
+
+        deadline = time.monotonic() + 120  # a liveness bound, not a timing claim
+        while any(running(p) for p in ranks) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(running(p) for p in ranks)
+    finally:
+        for p in ranks:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.stdout.close()
+        proc.stderr.close()
+    assert not out.exists()
+
+
+def test_a_spawned_rank_sends_its_own_error_to_the_supervisor(tmp_path):
+    """A spawned rank that fails exits 1 and sends its one-line error, tagged 'user' (an
+    EdgeKWSError), to the process that started it (which puts it in the run's error), so a
+    failure only that rank met is named, not just its exit code. Run in a fresh interpreter: the
+    rank joins a real one-process gloo group before it fails."""
     code = f"""
 import queue, socket
 from pathlib import Path
@@ -775,7 +821,7 @@ print(_rank_errors(q))
 """
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.splitlines() == ["exit 1", repr({0: f"data folder '{tmp_path / 'missing'}' does not exist"})]
+    assert res.stdout.splitlines() == ["exit 1", repr({0: ("user", f"data folder '{tmp_path / 'missing'}' does not exist")})]
     assert res.stderr == ""
 
 
