@@ -10,10 +10,13 @@ every corner of the space alike, while a release ships only the search's picks â
 edge of each tier's budget. A supernet that trades a little on random specs for a lot on the
 uniform widths may or may not change what a tier gets; this says which.
 
-The latency and RAM models are fitted once, from the measurement rows of the first checkpoint's
-release run in `--work` (latency depends on the architecture, not on the weights, so every
-candidate is searched under identical budgets and models; nothing is measured again when those
-rows are there). Each checkpoint's accuracy comes from its own oracle (BN recalibrated per
+The latency and RAM models are fitted once, from the measurement rows of one checkpoint's
+release run in `--work` (`--rows-of`, default the first checkpoint; latency depends on the
+architecture, not on the weights, so every candidate is searched under identical budgets and
+models; nothing is measured again when those rows are there). Which checkpoint's rows is recorded
+in the results: a release folder can hold several sets, measured on different machines, and two
+runs that listed the checkpoints in another order once gave different picks for the tiers where
+the machine matters. Each checkpoint's accuracy comes from its own oracle (BN recalibrated per
 subnet, cached by checkpoint). Writes benchmarks/results/tier_picks<tag>.{json,md}.
 """
 
@@ -29,7 +32,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main() -> None:
     from edgekws.assets import DEFAULT_PACK
-    from edgekws.fileio import write_text_atomic
+    from edgekws.fileio import sha256_file, write_text_atomic
     from edgekws.oracle import AccuracyOracle
     from edgekws.release import prepare
     from edgekws.search import best_uniform, search
@@ -38,7 +41,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoints", nargs="+", type=Path)
     ap.add_argument("--work", type=Path, default=RESULTS / "release",
-                    help="release folder whose measurement rows fit the latency models (first checkpoint's)")
+                    help="release folder whose measurement rows fit the latency models")
+    ap.add_argument("--rows-of", type=Path, default=None,
+                    help="the checkpoint whose rows in --work fit the models (default: the first checkpoint)")
     ap.add_argument("--targets", nargs="+", default=["pi_zero2w", "pi3", "pi4", "pi5", "host_x86"])
     ap.add_argument("--trials", type=int, default=200)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -47,7 +52,9 @@ def main() -> None:
     args = ap.parse_args()
 
     targets = [get_target(t) for t in args.targets]
-    ctx = prepare(targets, args.work, checkpoint=args.checkpoints[0], samples=args.samples)
+    rows_of = args.rows_of or args.checkpoints[0]
+    ctx = prepare(targets, args.work, checkpoint=rows_of, samples=args.samples)
+    rows_of_sha = sha256_file(rows_of)
     preds = {t.key: ctx.predictor(t) for t in targets}
     rows = []
     for ck in args.checkpoints:
@@ -77,7 +84,8 @@ def main() -> None:
         rows.append({"checkpoint": str(ck), "sha256": val.checkpoint_sha256, "tiers": per_tier})
 
     doc = {"benchmark": "tier_picks", "date": time.strftime("%Y-%m-%d"), "trials": args.trials, "seeds": args.seeds,
-           "latency_rows_from": str(args.work), "validation": val.source, "test_pack": f"{DEFAULT_PACK.name} sha256 {test.pack_sha256[:12]}", "rows": rows}
+           "latency_rows_from": str(args.work),
+           "latency_rows_of": {"checkpoint": str(rows_of), "sha256": rows_of_sha}, "validation": val.source, "test_pack": f"{DEFAULT_PACK.name} sha256 {test.pack_sha256[:12]}", "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     write_text_atomic(RESULTS / f"tier_picks{args.tag}.json", json.dumps(doc, indent=1) + "\n")
 
@@ -86,7 +94,8 @@ def main() -> None:
         return f"{100 * sum(xs) / len(xs):.2f}" if xs else "none"
 
     lines = ["# The search's pick per tier, per supernet", "",
-             f"{args.trials} trials, seeds {args.seeds}; latency models from `{args.work}`; "
+             f"{args.trials} trials, seeds {args.seeds}; latency models from `{args.work}`, the rows of "
+             f"`{rows_of.name}` (sha256 {rows_of_sha[:12]}); "
              f"val: {val.source}; test: the same oracle on `{DEFAULT_PACK.name}` (1,000 clips of the test split). "
              "Mean over seeds, %.", "",
              "| tier | " + " | ".join(f"`{Path(r['checkpoint']).name}` val / test (best uniform test)" for r in rows) + " |",
