@@ -67,6 +67,42 @@ def test_instruction_counts_on_a_sysroot_without_bytecode(small_export):
     assert not any(site.rglob("*.pyc"))  # counting leaves the cache as it found it
 
 
+def test_a_count_is_not_moved_by_bytecode_written_under_it(small_export, monkeypatch):
+    """The sysroot's own bytecode can change between a count's two runs: another emulated run
+    writes it, a test deletes it. Counting reads only its own cache, so it cannot: here the
+    sysroot's modules are compiled between the 5- and the 25-inference run. Before, the 25-run
+    loaded what the 5-run compiled, and the count failed ("25 inferences counted no more than 5",
+    once in a CI run beside another) or came out wrong."""
+    import compileall
+    import shutil
+
+    import edgekws.estimate as estimate
+    from edgekws.emulation import default_sysroot
+
+    _need_arm()
+    site = default_sysroot() / "site"
+    model = small_export / "model_int8.tflite"
+    before = estimate.count_instructions(model, "litert", "cortex-a53")["instructions"]
+    once = estimate._count_once
+    compiled = []
+
+    def compiling_between(model, runtime, cpu, runs, *args, **kw):
+        n = once(model, runtime, cpu, runs, *args, **kw)
+        if runs == estimate.LOW:
+            compileall.compile_dir(str(site), quiet=1, workers=1)  # the host's CPython 3.11: the same magic
+            compiled.append(any(site.rglob("*.pyc")))
+        return n
+
+    monkeypatch.setattr(estimate, "_count_once", compiling_between)
+    try:
+        after = estimate.count_instructions(model, "litert", "cortex-a53")["instructions"]
+    finally:
+        for cache in list(site.rglob("__pycache__")):
+            shutil.rmtree(cache)
+    assert compiled == [True]
+    assert abs(after - before) / before < 0.02
+
+
 def test_unknown_cpu_is_one_line(small_export):
     from edgekws.errors import EdgeKWSError
     from edgekws.estimate import count_instructions
