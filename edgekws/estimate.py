@@ -185,6 +185,7 @@ def count_instructions(model: Path, runtime: str, cpu: str, sysroot: Path | None
     warm = _bytecode_cache(sysroot) / f".warm-{runtime}"
     if not warm.exists():  # compiles what this runtime's runs import into the cache, once (not counted)
         _count_once(Path(model), runtime, cpu, 1, sysroot, plugin, timeout, write_bytecode=True)
+        warm.parent.mkdir(parents=True, exist_ok=True)
         warm.touch()
     low = _count_once(Path(model), runtime, cpu, LOW, sysroot, plugin, timeout)
     high = _count_once(Path(model), runtime, cpu, HIGH, sysroot, plugin, timeout)

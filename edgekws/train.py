@@ -224,6 +224,10 @@ def train_local(procs: int, data_dir: Path, out: Path, cfg: "TrainConfig", cache
             result = msg[1]
 
     ended: list[int] = []  # ranks in the order they were seen to end
+
+    def see_ended() -> None:
+        ended.extend(r for r, c in enumerate(ranks) if c.exitcode is not None and r not in ended)
+
     try:
         for c in ranks:
             c.start()
@@ -232,11 +236,11 @@ def train_local(procs: int, data_dir: Path, out: Path, cfg: "TrainConfig", cache
                 handle(events.get(timeout=0.2))
             except queue.Empty:
                 pass
-            ended += [r for r, c in enumerate(ranks) if c.exitcode is not None and r not in ended]
+            see_ended()
             if ended and result is None:
                 for c in ranks:
                     c.join(timeout=2)  # the others notice in a moment; let them say why
-                ended += [r for r, c in enumerate(ranks) if c.exitcode is not None and r not in ended]
+                see_ended()
                 try:
                     while result is None:
                         handle(events.get(timeout=0.5))  # what rank 0 sent before it ended
