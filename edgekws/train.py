@@ -52,6 +52,7 @@ from edgekws.features import FeatureConfig, LogMel
 from edgekws.fileio import ensure_writable_dir, sha256_file
 from edgekws.models import create_supernet, get_family
 from edgekws.models.input_norm import INPUT_NORMS
+from edgekws.models.kwt_arch import EMBEDS
 from edgekws.recipe import TrainConfig
 from edgekws.spec import SearchSpace, SubnetSpec
 from edgekws.targets import host_facts
@@ -499,12 +500,18 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
 
 
 def family_for(cfg: TrainConfig):
-    """The registered family with the architecture arguments the recipe sets (`input_norm`)."""
+    """The registered family with the architecture arguments the recipe sets (`input_norm`,
+    `embed`)."""
     fam = get_family(cfg.family)
+    arch_fields = {f.name for f in fields(fam.arch)}
     if cfg.input_norm != "none":
-        if "input_norm" not in {f.name for f in fields(fam.arch)}:
+        if "input_norm" not in arch_fields:
             raise EdgeKWSError(f"--input-norm: family '{cfg.family}' has no input normalisation")
         fam = replace(fam, arch=replace(fam.arch, input_norm=cfg.input_norm))
+    if cfg.embed != "linear":
+        if "embed" not in arch_fields:
+            raise EdgeKWSError(f"--embed: family '{cfg.family}' has no choice of token embedding (kwt has)")
+        fam = replace(fam, arch=replace(fam.arch, embed=cfg.embed))
     return fam
 
 
@@ -513,6 +520,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise EdgeKWSError(f"--kd must be 'kl' or 'alpha' (got '{cfg.kd}')")
     if cfg.input_norm not in INPUT_NORMS:
         raise EdgeKWSError(f"--input-norm must be one of {', '.join(INPUT_NORMS)} (got '{cfg.input_norm}')")
+    if cfg.embed not in EMBEDS:
+        raise EdgeKWSError(f"--embed must be one of {', '.join(EMBEDS)} (got '{cfg.embed}')")
     if cfg.sampler not in SAMPLERS or cfg.sampler == "fixed":
         raise EdgeKWSError(f"--sampler must be sandwich or students (got '{cfg.sampler}')")
     if cfg.sampling not in SAMPLING_POLICIES:

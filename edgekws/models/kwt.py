@@ -16,6 +16,7 @@ recalibration.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -62,6 +63,26 @@ class Attention(nn.Module):
         return 4 * b * t * d + b * (d // self.head_dim) * t * t
 
 
+class ConvEmbed(nn.Module):
+    """KWT's convolutional stem (`KWTArch.embed == "conv"`): two 3×3 convolutions with GELU, each
+    stride 2 along frequency, on the (B, frames, mels) input; each frame's outputs, frequency-major
+    and channel-minor (the NHWC order, so the lowering needs no transpose), are its token features.
+    Its width is fixed, so the supernet and every subnet share it whole."""
+
+    def __init__(self, channels: int, convs: nn.Sequential | None = None):
+        super().__init__()
+        self.convs = convs if convs is not None else nn.Sequential(
+            nn.Conv2d(1, channels, 3, (1, 2), 1), nn.GELU(), nn.Conv2d(channels, channels, 3, (1, 2), 1), nn.GELU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.convs(x.unsqueeze(1)).permute(0, 2, 3, 1).flatten(2)
+
+
+def _stem(arch: KWTArch) -> nn.Module:
+    """What runs between the input normalisation and the linear embedding."""
+    return ConvEmbed(arch.embed_channels) if arch.embed == "conv" else nn.Identity()
+
+
 class Block(nn.Module):
     """Pre-norm Transformer layer: x + attn(LN(x)), then x + MLP(LN(x))."""
 
@@ -85,25 +106,27 @@ class KWT(nn.Module):
 
     def __init__(self, spec: SubnetSpec, arch: KWTArch = KWTArch(), num_classes: int = 12,
                  input_shape: tuple[int, int] = (49, 40), layers: dict | None = None):
-        """Built from the spec, or (extraction) from ready `layers` {embed, cls_token, pos_embed,
-        blocks, norm, head}."""
+        """Built from the spec, or (extraction) from ready `layers` {stem, embed, cls_token,
+        pos_embed, blocks, norm, head}."""
         super().__init__()
         self.spec, self.arch = spec, arch
         self.input_norm = InputNorm(arch.input_norm)  # no parameters: extraction rebuilds it from arch
         dim, mlp_dim = spec.channels
         frames, n_mels = input_shape
         if layers is None:
-            layers = {"embed": nn.Linear(n_mels, dim), "cls_token": nn.Parameter(torch.zeros(1, 1, dim)),
+            layers = {"stem": _stem(arch), "embed": nn.Linear(arch.token_features(n_mels), dim),
+                      "cls_token": nn.Parameter(torch.zeros(1, 1, dim)),
                       "pos_embed": nn.Parameter(torch.zeros(1, frames + 1, dim)),
                       "blocks": nn.Sequential(*(Block(dim, mlp_dim, arch.head_dim) for _ in range(spec.depths[0]))),
                       "norm": nn.LayerNorm(dim), "head": nn.Linear(dim, num_classes)}
-        self.embed, self.cls_token, self.pos_embed = layers["embed"], layers["cls_token"], layers["pos_embed"]
+        self.stem, self.embed = layers["stem"], layers["embed"]
+        self.cls_token, self.pos_embed = layers["cls_token"], layers["pos_embed"]
         self.blocks, self.norm = layers["blocks"], layers["norm"]
         self.dropout = nn.Dropout(arch.dropout)
         self.head = layers["head"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.embed(self.input_norm(x))
+        x = self.embed(self.stem(self.input_norm(x)))
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
         x = self.norm(self.blocks(x))
         return self.head(self.dropout(x[:, 0]))
@@ -148,7 +171,8 @@ class KWTSupernet(nn.Module):
         dim, mlp_dim = (c[-1] for c in space.channel_choices)
         frames, n_mels = input_shape
         self.input_norm = InputNorm(arch.input_norm)
-        self.embed = DynamicLinear(n_mels, dim)
+        self.stem = _stem(arch)
+        self.embed = DynamicLinear(arch.token_features(n_mels), dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, frames + 1, dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -170,7 +194,7 @@ class KWTSupernet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dim = self.active.channels[0]
-        x = self.embed(self.input_norm(x))
+        x = self.embed(self.stem(self.input_norm(x)))
         x = torch.cat([self.cls_token[..., :dim].expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed[..., :dim]
         for block in self.blocks[: self.active.depths[0]]:
             x = block(x)
@@ -181,7 +205,8 @@ class KWTSupernet(nn.Module):
         spec = self.active
         dim = spec.channels[0]
         blocks = nn.Sequential(*(b.to_static(dim) for b in self.blocks[: spec.depths[0]]))
-        layers = {"embed": self.embed.to_static(self.input_shape[1]),
+        layers = {"stem": copy.deepcopy(self.stem),
+                  "embed": self.embed.to_static(self.arch.token_features(self.input_shape[1])),
                   "cls_token": nn.Parameter(self.cls_token[..., :dim].detach().clone()),
                   "pos_embed": nn.Parameter(self.pos_embed[..., :dim].detach().clone()),
                   "blocks": blocks, "norm": self.norm.to_static(dim), "head": self.head.to_static(dim)}

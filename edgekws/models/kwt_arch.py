@@ -10,6 +10,10 @@ from edgekws.models.input_norm import check_input_norm, input_norm_ops
 from edgekws.spec import SubnetSpec
 
 
+# How a frame becomes a token (`KWTArch.embed`).
+EMBEDS = ("linear", "conv")
+
+
 @dataclass(frozen=True)
 class KWTArch:
     """Fixed (non-searchable) architecture choices of a KWT family."""
@@ -20,20 +24,46 @@ class KWTArch:
     # as DS-CNN has it; "none" is every KWT checkpoint made before the option. Measured on an
     # unheard engine it does not help KWT (README, Stage 3: `band_mean`, flite held out).
     input_norm: str = "none"
+    # How a log-mel frame becomes a token: "linear" (Berg et al.: one linear map over the mel
+    # bands; every KWT checkpoint made before the option) or "conv" (two 3×3 convolutions with
+    # GELU, each stride 2 along frequency, then the linear map over their outputs). A linear map
+    # over the bands sees a spectrum shifted or recoloured by another voice as a different token;
+    # local filters that slide along frequency, as DS-CNN's do, see the same pattern moved.
+    embed: str = "linear"
+    embed_channels: int = 8
 
     def __post_init__(self) -> None:
+        from edgekws.errors import EdgeKWSError
+
         check_input_norm(self.input_norm)
+        if self.embed not in EMBEDS:
+            raise EdgeKWSError(f"embed must be one of {', '.join(EMBEDS)} (got {self.embed!r})")
+        if self.embed_channels < 1:
+            raise EdgeKWSError(f"embed_channels must be at least 1 (got {self.embed_channels})")
+
+    def token_features(self, n_mels: int) -> int:
+        """Features per frame that the linear embedding maps to a token."""
+        if self.embed == "linear":
+            return n_mels
+        return self.embed_channels * costs.conv_out(costs.conv_out(n_mels, 3, 2, 1), 3, 2, 1)
+
 
 
 def kwt_ops(spec: SubnetSpec, arch: KWTArch, num_classes: int, input_shape: tuple[int, int]) -> list[costs.Op]:
-    """Input normalisation (if any), frame embedding, class token and positional embedding,
+    """Input normalisation (if any), the convolutional stem (if any), frame embedding, class token and positional embedding,
     pre-norm layers (LN, attention, LN, MLP with GELU, each inside a residual stream), final LN,
     dropout, head on the class token."""
     dim, mlp = spec.channels
     frames, n_mels = input_shape
     t = frames + 1
     ops = input_norm_ops(arch.input_norm, input_shape)
-    ops += [costs.linear(n_mels, dim, frames), costs.free_parameter(dim), costs.free_parameter(t * dim)]
+    if arch.embed == "conv":
+        hw, c = input_shape, arch.embed_channels
+        for cin in (1, c):
+            conv, hw = costs.conv2d_bn(cin, c, hw, (3, 3), (1, 2), (1, 1), bias=True, bn=False)
+            ops += [*conv, costs.elementwise("gelu", c * hw[0] * hw[1])]
+    ops += [costs.linear(arch.token_features(n_mels), dim, frames), costs.free_parameter(dim),
+            costs.free_parameter(t * dim)]
     for _ in range(spec.depths[0]):
         held = t * dim  # the block's input stays alive for the residual additions
         ops += [costs.layernorm(dim, t, held), *costs.attention(dim, t, arch.head_dim, held),
