@@ -322,6 +322,9 @@ def info(
         if ck.input_norm != "none":
             out.print(f"input normalisation: {ck.input_norm} (a layer of the model: extraction and exports carry it)",
                       markup=False, highlight=False)
+        if (ck.arch or {}).get("embed", "linear") != "linear":
+            out.print(f"token embedding: {ck.arch['embed']} (a convolutional stem before the tokens: extraction and "
+                      "exports carry it)", markup=False, highlight=False)
         if ck.only_spec is not None:
             out.print(f"the one subnet: {ck.only_spec.name}", markup=False, highlight=False)
             for k, what in (("init", "started from"), ("teacher", "taught by")):

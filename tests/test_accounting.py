@@ -73,20 +73,23 @@ def test_info_cli_errors(tmp_path):
     assert res.exit_code == 1 and "malformed spec JSON" in res.stderr and "Traceback" not in res.output
 
 
-@pytest.mark.parametrize("family", ["dscnn", "kwt", "dscnn_mlperf"])
-def test_cost_table_equals_the_traced_torch_model(family):
+@pytest.mark.parametrize("family, arch", [("dscnn", {}), ("kwt", {}), ("dscnn_mlperf", {}), ("kwt", {"embed": "conv"})])
+def test_cost_table_equals_the_traced_torch_model(family, arch):
     """The torch-free cost table (`edgekws.costs`, each family's `ops`) gives exactly what building
     the real model, folding BN and tracing one forward gives — for the extremes and random specs,
-    at 12 and 35 classes."""
+    at 12 and 35 classes, and for an architecture choice (kwt's convolutional stem)."""
+    from dataclasses import replace
+
     import numpy as np
 
     from edgekws.accounting import traced_account
 
-    space = get_family(family).space
+    fam = get_family(family)
+    fam = replace(fam, arch=replace(fam.arch, **arch))
     rng = np.random.default_rng(7)
-    for spec in [space.largest(), space.smallest(), *(space.sample(rng) for _ in range(6))]:
+    for spec in [fam.space.largest(), fam.space.smallest(), *(fam.space.sample(rng) for _ in range(6))]:
         for classes in (12, 35):
-            assert account(spec, classes) == traced_account(spec, classes), (spec.name, classes)
+            assert account(spec, classes, family=fam) == traced_account(spec, classes, family=fam), (spec.name, classes)
 
 
 def test_info_does_not_import_torch():

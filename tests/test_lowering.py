@@ -105,6 +105,28 @@ def test_input_norm_lowers_to_means_and_a_subtraction(family, mode, means, subs)
     assert family == "kwt" or "TRANSPOSE" not in graphs[mode]
 
 
+def test_kwt_conv_embed_lowers_to_two_convolutions_and_no_transpose():
+    """KWT's convolutional stem in the exported graph: against the same subnet with the linear
+    embedding, two CONV_2D (each after a PAD) and their GELUs, the input's unsqueeze and the
+    tokens' flatten as reshapes — no TRANSPOSE, because the tokens are taken in NHWC order."""
+    from collections import Counter
+    from dataclasses import replace
+
+    fam = get_family("kwt")
+    spec = fam.space.uniform(0.5)
+    graphs = {}
+    for embed in ("linear", "conv"):
+        torch.manual_seed(0)
+        net = fold_bn(replace(fam, arch=replace(fam.arch, embed=embed)).subnet(spec).eval())
+        diff, data = _parity(net)
+        assert diff <= 1e-4
+        graphs[embed] = Counter(_ops(data))
+    added = graphs["conv"] - graphs["linear"]
+    assert added["CONV_2D"] == 2 and added["GELU"] == 2 and set(added) <= {"CONV_2D", "GELU", "PAD", "RESHAPE", "EXPAND_DIMS"}, added
+    assert not graphs["linear"] - graphs["conv"]
+    assert graphs["conv"]["TRANSPOSE"] == graphs["linear"]["TRANSPOSE"]
+
+
 def test_an_op_without_a_lowering_is_one_line():
     class Cumulative(nn.Module):
         def forward(self, x):

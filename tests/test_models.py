@@ -194,6 +194,37 @@ def test_every_dynamic_op_has_a_to_static_that_matches_it():
         assert torch.equal(static(x), op(x)), type(op).__name__
 
 
+def test_kwt_conv_embed_is_part_of_the_model_and_survives_extraction():
+    """`arch.embed = "conv"`: every extracted subnet computes what the supernet does and carries its
+    own copy of the stem (shared whole, not sliced); the stem's tokens are each frame's conv outputs
+    in frequency-major, channel-minor order; the default, "linear", adds no parameter, so every
+    KWT checkpoint made before the choice loads unchanged; a bad choice is one line."""
+    from dataclasses import replace
+
+    from edgekws.models.kwt import ConvEmbed
+
+    fam = get_family("kwt")
+    sup = randomize(create_supernet("kwt", arch=replace(fam.arch, embed="conv"))).eval()
+    assert create_supernet("kwt").state_dict().keys() == create_supernet("kwt", arch=fam.arch).state_dict().keys()
+    assert not any(k.startswith("stem.") for k in create_supernet("kwt").state_dict())
+    x = input_for(fam)
+    for spec in specs_for(fam.space):
+        sup.set_active(spec)
+        sub = extract(sup, spec).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(sub(x), sup(x), atol=1e-5, rtol=1e-5)
+        assert isinstance(sub.stem, ConvEmbed) and sub.stem is not sup.stem
+        assert sub.embed.in_features == 8 * 10  # 8 channels × 40 mels halved twice
+    stem = sup.stem
+    with torch.no_grad():
+        tokens = stem(x)
+        maps = stem.convs(x.unsqueeze(1))  # (B, C, frames, 10)
+    b, t = 1, 5
+    assert torch.equal(tokens[b, t].reshape(10, 8), maps[b, :, t].T)  # frequency-major, channel-minor
+    with pytest.raises(EdgeKWSError, match="embed must be one of linear, conv"):
+        replace(fam.arch, embed="patch")
+
+
 @pytest.mark.parametrize("family", ["dscnn", "kwt"])
 @pytest.mark.parametrize("mode", ["band_mean", "spectral_shape"])
 def test_input_norm_is_part_of_the_model_and_survives_extraction(family, mode):

@@ -914,6 +914,39 @@ def test_input_norm_trains_into_the_checkpoints_architecture(tiny_corpus, tmp_pa
     assert kwt.arch.input_norm == "band_mean" and kwt.supernet().input_norm.mode == "band_mean"
 
 
+def test_kwt_embed_trains_into_the_checkpoints_architecture(tiny_corpus, tmp_path):
+    """`--embed conv` is recorded as a training knob and in the checkpoint's `arch`, so loaders,
+    extraction and exports rebuild the stem; checkpoints made before the choice (the shipped kwt)
+    load with the linear embedding; a family without the choice and a bad value are one line each,
+    and nothing is written."""
+    from edgekws.assets import SHIPPED_SUPERNETS
+    from edgekws.models.kwt import ConvEmbed
+
+    out = tmp_path / "kwt.pt"
+    res = CliRunner().invoke(app, ["train", "--family", "kwt", "--data-dir", str(tiny_corpus), "--out", str(out),
+                                   "--epochs", "1", "--batch-size", "32", "--num-random", "1", "--embed", "conv",
+                                   "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 0, res.output
+    ck = load_checkpoint(out)
+    assert ck.arch["embed"] == "conv" and ck.train_config["embed"] == "conv"
+    net = ck.supernet()
+    net.set_active(ck.space.uniform(0.25))
+    assert isinstance(net.get_active_subnet().stem, ConvEmbed)
+    res = CliRunner().invoke(app, ["info", "--checkpoint", str(out)])
+    assert res.exit_code == 0 and "token embedding: conv (a convolutional stem" in res.stdout, res.output
+    res = CliRunner().invoke(app, ["export", "--checkpoint", str(out), "--width", "0.25", "--formats", "tflite",
+                                   "--precision", "float", "--out", str(tmp_path / "export"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["manifest"]["validation"]["passed"]
+    assert isinstance(load_checkpoint(SHIPPED_SUPERNETS["kwt"]).supernet().stem, torch.nn.Identity)
+    for args, msg in ((["--embed", "conv"], "error: --embed: family 'dscnn' has no choice of token embedding (kwt has)"),
+                      (["--family", "kwt", "--embed", "patch"], "error: --embed must be one of linear, conv (got 'patch')")):
+        res = CliRunner().invoke(app, ["train", "--data-dir", str(tiny_corpus), "--out", str(tmp_path / "bad.pt"),
+                                       "--epochs", "1", *args])
+        assert res.exit_code == 1 and res.stderr.strip() == msg, res.output
+    assert not (tmp_path / "bad.pt").exists()
+
+
 def test_train_once_twins_take_the_supernets_recipe(tiny_corpus, tmp_path):
     """benchmarks/train_once.py with --supernet trains each twin on that supernet's recipe (here
     `--input-norm band_mean --channel-augment`, a smaller batch), minus the supernet-only knobs,
