@@ -29,6 +29,8 @@ class KWTArch:
     # GELU, each stride 2 along frequency, then the linear map over their outputs). A linear map
     # over the bands sees a spectrum shifted or recoloured by another voice as a different token;
     # local filters that slide along frequency, as DS-CNN's do, see the same pattern moved.
+    # Measured with flite held out (README, Stage 3): +7 to +17 pt on the unheard engine and +3.6
+    # to +9.5 in-distribution at 20 epochs, for 1.06-1.32x the estimated latency on Arm.
     embed: str = "linear"
     embed_channels: int = 8
 
@@ -48,11 +50,10 @@ class KWTArch:
         return self.embed_channels * costs.conv_out(costs.conv_out(n_mels, 3, 2, 1), 3, 2, 1)
 
 
-
 def kwt_ops(spec: SubnetSpec, arch: KWTArch, num_classes: int, input_shape: tuple[int, int]) -> list[costs.Op]:
-    """Input normalisation (if any), the convolutional stem (if any), frame embedding, class token and positional embedding,
-    pre-norm layers (LN, attention, LN, MLP with GELU, each inside a residual stream), final LN,
-    dropout, head on the class token."""
+    """Input normalisation (if any), the convolutional stem (if any), frame embedding, class token
+    and positional embedding, pre-norm layers (LN, attention, LN, MLP with GELU, each inside a
+    residual stream), final LN, dropout, head on the class token."""
     dim, mlp = spec.channels
     frames, n_mels = input_shape
     t = frames + 1
