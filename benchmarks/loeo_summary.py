@@ -3,7 +3,7 @@
     python benchmarks/loeo_summary.py REPORT.json [REPORT.json ...] [--goal-pt 5] [--out results/NAME.json]
 
 Each file is a `loeo.json` report of `edgekws loeo` (any engine, recipe or length). One row per
-report: the engine held out, the run's epochs, whether it trained with channel augmentation, its
+report: the engine held out, the model (family, and kwt's `--embed` when not linear), the run's epochs, whether it trained with channel augmentation, its
 input normalisation (`--input-norm`), its engine balance (`--engine-balance`), the gap (held-out minus in-distribution, points) at every
 width, and at width 1.0 the held-out and
 in-distribution accuracy, whether the gap is within the goal (issue 11: within 5 pt), and the
@@ -29,7 +29,8 @@ def summarise(report: dict, name: str, goal_pt: float) -> dict:
     tc = report["train_config"]
     gaps = {r["width"]: r["gap_pt"] for r in report["rows"]}
     widest = next((r for r in report["rows"] if r["width"] == WIDEST), None)
-    row = {"file": name, "engine": report["engine"], "epochs": tc.get("epochs"),
+    model = tc.get("family", "dscnn") + (f" ({tc['embed']} embed)" if tc.get("embed", "linear") != "linear" else "")
+    row = {"file": name, "engine": report["engine"], "model": model, "epochs": tc.get("epochs"),
            "channel_augment": bool(tc.get("channel_augment", False)), "input_norm": tc.get("input_norm", "none"),
            "engine_balance": float(tc.get("engine_balance", 0.0)),
            "heldout_examples": report["heldout_examples"],
@@ -52,9 +53,9 @@ def markdown(result: dict) -> str:
     lines = [f"Leave one engine out: {len(result['rows'])} reports; goal: width 1.0 within "
              f"{result['goal_pt']:g} pt of the in-distribution test",
              "",
-             "| report | held out | epochs | channel aug. | input norm | engine balance | " + " | ".join(f"gap {w} (pt)" for w in widths)
+             "| report | held out | model | epochs | channel aug. | input norm | engine balance | " + " | ".join(f"gap {w} (pt)" for w in widths)
              + " | width 1.0: held-out / in-dist. | goal | lowest voice | highest voice |",
-             "| --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in widths) + " | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in widths) + " | --- | --- | --- | --- |"]
     voice = lambda v: "n/a" if v is None else f"{v['voice']} {100 * v['accuracy']:.2f} %"  # noqa: E731
     for r in result["rows"]:
         gaps = [f"{r['gap_pt'][w]:+.2f}" if w in r["gap_pt"] else "n/a" for w in widths]
@@ -62,7 +63,7 @@ def markdown(result: dict) -> str:
         tail = (["n/a"] * 4 if w1 is None else
                 [f"{100 * w1['heldout_accuracy']:.2f} / {100 * w1['in_distribution_accuracy']:.2f} %",
                  "met" if w1["within_goal"] else "not met", voice(w1["lowest_voice"]), voice(w1["highest_voice"])])
-        lines.append(f"| `{r['file']}` | {r['engine']} ({r['heldout_examples']}) | {r['epochs']} | "
+        lines.append(f"| `{r['file']}` | {r['engine']} ({r['heldout_examples']}) | {r['model']} | {r['epochs']} | "
                      f"{'yes' if r['channel_augment'] else 'no'} | {r['input_norm']} | {r['engine_balance']:g} | " + " | ".join(gaps + tail) + " |")
     return "\n".join(lines) + "\n"
 

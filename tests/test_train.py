@@ -450,6 +450,11 @@ def test_loeo_summary_on_the_committed_reports(tmp_path):
     assert "| -13.51 | 84.14 / 97.65 % | not met | awb 70.42 % | kal16 95.80 % |" in out.with_suffix(".md").read_text()
     res = subprocess.run([*script, str(new), "--goal-pt", "14", "--out", str(out)], capture_output=True, text=True)
     assert res.returncode == 0 and json.loads(out.read_text())["rows"][0]["widest"]["within_goal"]
+    # the model is a column: the family, and kwt's token embedding when it is not the linear one
+    kwt = results / "loeo_flite_kwt_20ep_embed_conv.json"
+    res = subprocess.run([*script, str(new), str(kwt), "--out", str(out)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert [r["model"] for r in json.loads(out.read_text())["rows"]] == ["dscnn", "kwt (conv embed)"]
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({"engine": "flite"}))
     res = subprocess.run([*script, str(new), str(broken), "--out", str(tmp_path / "x.json")], capture_output=True, text=True)
