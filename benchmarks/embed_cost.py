@@ -2,7 +2,7 @@
 estimated latency on Arm tiers, for the same widths exported from two or more checkpoints.
 
     python benchmarks/embed_cost.py linear=A.pt conv=B.pt [--widths 0.25 0.5 1.0]
-        [--targets pi3 pi5] [--tag _kwt_embed] [--work DIR]
+        [--targets pi3 pi5] [--tag _kwt_embed] [--work DIR (the exports; replaced each run)]
 
 Made for kwt's `--embed conv` (a convolutional stem before the tokens; README Stage 3) against
 the linear embedding. Each width is exported as float TFLite (the int8 gates need a finished
@@ -25,8 +25,18 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
+    from edgekws.errors import EdgeKWSError
+
+    try:
+        run()
+    except EdgeKWSError as err:  # a bad target, checkpoint or width: one line, no traceback
+        raise SystemExit(f"error: {err}")
+
+
+def run() -> None:
     from edgekws.estimate import build_plugin, count_instructions, estimate_ms
     from edgekws.export import export_subnet
+    from edgekws.fileio import write_text_atomic
     from edgekws.manifest import load_manifest
     from edgekws.targets import get_target
 
@@ -46,10 +56,8 @@ def main() -> None:
     rows = []
     for label, ckpt in runs:
         for w in args.widths:
-            dest = args.work / f"{label}_w{w:g}"
-            found = next(iter(sorted(dest.glob("*/manifest.json"))), None)
-            folder = found.parent if found else export_subnet(width=w, checkpoint=Path(ckpt), out=dest, force=True,
-                                                                formats=("tflite",), precisions=("float",)).out_dir
+            folder = export_subnet(width=w, checkpoint=Path(ckpt), out=args.work / f"{label}_w{w:g}", force=True,
+                                   formats=("tflite",), precisions=("float",)).out_dir
             acc = load_manifest(folder)["accounting"]
             row = {"label": label, "checkpoint": ckpt, "width": w, "name": folder.name, "params": acc["params"],
                    "macs": acc["macs"], "peak_activation_elems": acc.get("peak_activation_elems"), "targets": {}}
@@ -76,10 +84,9 @@ def main() -> None:
             ratio = f" ({ms / b['targets'][name]['estimated_ms']:.2f}×)" if b and b is not r else ""
             cells.append(f"{ms:.3f}{ratio}")
         lines.append(f"| {r['label']} | {r['width']:g} | {r['name']} | {r['params']:,} | {r['macs']:,} | " + " | ".join(cells) + " |")
-    RESULTS.mkdir(exist_ok=True)
     doc = {"runs": [{"label": lb, "checkpoint": c} for lb, c in runs], "targets": args.targets, "rows": rows}
-    (RESULTS / f"embed_cost{args.tag}.json").write_text(json.dumps(doc, indent=1) + "\n")
-    (RESULTS / f"embed_cost{args.tag}.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(RESULTS / f"embed_cost{args.tag}.json", json.dumps(doc, indent=1) + "\n")
+    write_text_atomic(RESULTS / f"embed_cost{args.tag}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -22,7 +22,17 @@ SPLITS = ("train", "testing")
 
 
 def main() -> None:
+    from edgekws.errors import EdgeKWSError
+
+    try:
+        run()
+    except EdgeKWSError as err:  # a missing or unreadable checkpoint or data folder: one line, no traceback
+        raise SystemExit(f"error: {err}")
+
+
+def run() -> None:
     from edgekws.evaluate import evaluate_checkpoint
+    from edgekws.fileio import write_text_atomic
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", type=Path, required=True)
@@ -31,7 +41,15 @@ def main() -> None:
     ap.add_argument("--tag", default="")
     ap.add_argument("--cache-dir", type=Path, default=None)
     args = ap.parse_args()
-    twins = {float(w): Path(p) for w, p in (t.split("=", 1) for t in args.twin)}
+    twins = {}
+    for t in args.twin:
+        w, sep, path = t.partition("=")
+        try:
+            twins[float(w)] = Path(path)
+        except ValueError:
+            sep = ""
+        if not sep or not path:
+            raise SystemExit(f"error: --twin {t!r}: expected WIDTH=CHECKPOINT, e.g. 0.25=twin.pt")
     widths = sorted(twins)
 
     acc: dict[str, dict[str, dict[float, float]]] = {"supernet": {}, "twin": {}}
@@ -60,10 +78,9 @@ def main() -> None:
                      f"({r['delta_train_pt']:+.2f}) | {100 * r['supernet_test']:.2f} / {100 * r['twin_test']:.2f} % "
                      f"({r['delta_test_pt']:+.2f}) | {r['supernet_generalisation_gap_pt']:.2f} / "
                      f"{r['twin_generalisation_gap_pt']:.2f} |")
-    RESULTS.mkdir(exist_ok=True)
     doc = {"supernet": str(args.supernet), "twins": {str(w): str(p) for w, p in twins.items()}, "rows": rows}
-    (RESULTS / f"fit_vs_twins{args.tag}.json").write_text(json.dumps(doc, indent=1) + "\n")
-    (RESULTS / f"fit_vs_twins{args.tag}.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(RESULTS / f"fit_vs_twins{args.tag}.json", json.dumps(doc, indent=1) + "\n")
+    write_text_atomic(RESULTS / f"fit_vs_twins{args.tag}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -205,7 +205,6 @@ def test_kwt_conv_embed_is_part_of_the_model_and_survives_extraction():
 
     fam = get_family("kwt")
     sup = randomize(create_supernet("kwt", arch=replace(fam.arch, embed="conv"))).eval()
-    assert create_supernet("kwt").state_dict().keys() == create_supernet("kwt", arch=fam.arch).state_dict().keys()
     assert not any(k.startswith("stem.") for k in create_supernet("kwt").state_dict())
     x = input_for(fam)
     for spec in specs_for(fam.space):

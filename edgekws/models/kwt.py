@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekws.models.kwt_arch import KWTArch
+from edgekws.models.kwt_arch import EMBED_CONV, KWTArch
 from edgekws.models.layers import InputNorm
 from edgekws.ops import DynamicLayerNorm, DynamicLinear
 from edgekws.spec import SearchSpace, SubnetSpec
@@ -69,10 +69,11 @@ class ConvEmbed(nn.Module):
     and channel-minor (the NHWC order, so the lowering needs no transpose), are its token features.
     Its width is fixed, so the supernet and every subnet share it whole."""
 
-    def __init__(self, channels: int, convs: nn.Sequential | None = None):
+    def __init__(self, channels: int):
         super().__init__()
-        self.convs = convs if convs is not None else nn.Sequential(
-            nn.Conv2d(1, channels, 3, (1, 2), 1), nn.GELU(), nn.Conv2d(channels, channels, 3, (1, 2), 1), nn.GELU())
+        k, stride, pad = EMBED_CONV
+        self.convs = nn.Sequential(nn.Conv2d(1, channels, k, stride, pad), nn.GELU(),
+                                   nn.Conv2d(channels, channels, k, stride, pad), nn.GELU())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.convs(x.unsqueeze(1)).permute(0, 2, 3, 1).flatten(2)

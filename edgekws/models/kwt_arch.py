@@ -12,6 +12,9 @@ from edgekws.spec import SubnetSpec
 
 # How a frame becomes a token (`KWTArch.embed`).
 EMBEDS = ("linear", "conv")
+# The convolutional stem's two convolutions (kernel, stride, padding; time × frequency): one
+# definition for the model (`kwt.ConvEmbed`), the token width and the cost table.
+EMBED_CONV = ((3, 3), (1, 2), (1, 1))
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,8 @@ class KWTArch:
         """Features per frame that the linear embedding maps to a token."""
         if self.embed == "linear":
             return n_mels
-        return self.embed_channels * costs.conv_out(costs.conv_out(n_mels, 3, 2, 1), 3, 2, 1)
+        (_, k), (_, st), (_, pad) = EMBED_CONV
+        return self.embed_channels * costs.conv_out(costs.conv_out(n_mels, k, st, pad), k, st, pad)
 
 
 def kwt_ops(spec: SubnetSpec, arch: KWTArch, num_classes: int, input_shape: tuple[int, int]) -> list[costs.Op]:
@@ -61,7 +65,7 @@ def kwt_ops(spec: SubnetSpec, arch: KWTArch, num_classes: int, input_shape: tupl
     if arch.embed == "conv":
         hw, c = input_shape, arch.embed_channels
         for cin in (1, c):
-            conv, hw = costs.conv2d_bn(cin, c, hw, (3, 3), (1, 2), (1, 1), bias=True, bn=False)
+            conv, hw = costs.conv2d_bn(cin, c, hw, *EMBED_CONV, bias=True, bn=False)
             ops += [*conv, costs.elementwise("gelu", c * hw[0] * hw[1])]
     ops += [costs.linear(arch.token_features(n_mels), dim, frames), costs.free_parameter(dim),
             costs.free_parameter(t * dim)]
