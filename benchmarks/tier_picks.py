@@ -13,8 +13,11 @@ uniform widths may or may not change what a tier gets; this says which.
 The latency and RAM models are fitted once, from the measurement rows of one checkpoint's
 release run in `--work` (`--rows-of`, default the first checkpoint; latency depends on the
 architecture, not on the weights, so every candidate is searched under identical budgets and
-models; nothing is measured again when those rows are there). Which checkpoint's rows is recorded
-in the results: a release folder can hold several sets, measured on different machines, and two
+models; nothing is measured again when those rows are there). A candidate whose architecture
+arguments differ from that checkpoint's (kwt's `--embed conv` adds a stem every subnet runs) is
+searched under models fitted on its *own* rows, measured into the same `--work` folder the
+first time, with features from its own cost table: the same budgets, its own costs. Which
+checkpoint's rows is recorded in the results: a release folder can hold several sets, measured on different machines, and two
 runs that listed the checkpoints in another order once gave different picks for the tiers where
 the machine matters. Each checkpoint's accuracy comes from its own oracle (BN recalibrated per
 subnet, cached by checkpoint). Writes benchmarks/results/tier_picks<tag>.{json,md}.
@@ -32,6 +35,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main() -> None:
     from edgekws.assets import DEFAULT_PACK
+    from edgekws.checkpoint import arch_dict
     from edgekws.fileio import sha256_file, write_text_atomic
     from edgekws.oracle import AccuracyOracle
     from edgekws.release import prepare
@@ -55,20 +59,32 @@ def main() -> None:
     rows_of = args.rows_of or args.checkpoints[0]
     ctx = prepare(targets, args.work, checkpoint=rows_of, samples=args.samples)
     rows_of_sha = sha256_file(rows_of)
+
+    def architecture(ck):
+        return ck.family, arch_dict(ck.family_def().arch)
+
+    shared_arch = architecture(ctx.oracle.ck)
     preds = {t.key: ctx.predictor(t) for t in targets}
     rows = []
     for ck in args.checkpoints:
         val = AccuracyOracle(ck)
         test = AccuracyOracle(ck, DEFAULT_PACK)
         space = val.ck.space
+        own = architecture(val.ck) != shared_arch
+        if own:  # another architecture: its own rows and cost table (measured once into --work)
+            own_ctx = prepare(targets, args.work, checkpoint=ck, samples=args.samples)
+            ck_preds, ck_rts = {t.key: own_ctx.predictor(t) for t in targets}, own_ctx.tier_runtimes
+        else:
+            ck_preds, ck_rts = preds, ctx.tier_runtimes
         per_tier = {}
         for t in targets:
-            pred, rts = preds[t.key], ctx.tier_runtimes[t.key]
-            ub, _ = best_uniform(space, t, val.accuracy, pred, rts, pred.precisions)
+            pred, rts = ck_preds[t.key], ck_rts[t.key]
+            ub, _ = best_uniform(space, t, val.accuracy, pred, rts, pred.precisions, family=pred.family)
             picks = []
             for seed in args.seeds:
                 t0 = time.perf_counter()
-                r = search(space, t, val.accuracy, pred, rts, pred.precisions, args.trials, seed, trained=val.ck.trained)
+                r = search(space, t, val.accuracy, pred, rts, pred.precisions, args.trials, seed, family=pred.family,
+                           trained=val.ck.trained)
                 p = r.pick
                 picks.append({"seed": seed, "seconds": round(time.perf_counter() - t0, 1),
                               "pick": f"{p.spec.name} {p.runtime}/{p.precision}" if p else None,
@@ -81,7 +97,8 @@ def main() -> None:
             per_tier[t.key] = {"uniform": {"pick": f"{ub.spec.name} {ub.runtime}/{ub.precision}", "val": ub.accuracy,
                                            "test": test.accuracy(ub.spec), "latency_ms": ub.latency_ms} if ub else None,
                                "picks": picks}
-        rows.append({"checkpoint": str(ck), "sha256": val.checkpoint_sha256, "tiers": per_tier})
+        rows.append({"checkpoint": str(ck), "sha256": val.checkpoint_sha256,
+                     "latency_rows": "its own (another architecture)" if own else "shared", "tiers": per_tier})
 
     doc = {"benchmark": "tier_picks", "date": time.strftime("%Y-%m-%d"), "trials": args.trials, "seeds": args.seeds,
            "latency_rows_from": str(args.work),
@@ -98,7 +115,8 @@ def main() -> None:
              f"`{rows_of.name}` (sha256 {rows_of_sha[:12]}); "
              f"val: {val.source}; test: the same oracle on `{DEFAULT_PACK.name}` (1,000 clips of the test split). "
              "Mean over seeds, %.", "",
-             "| tier | " + " | ".join(f"`{Path(r['checkpoint']).name}` val / test (best uniform test)" for r in rows) + " |",
+             "| tier | " + " | ".join(f"`{Path(r['checkpoint']).name}`{' (own latency rows)' if r['latency_rows'] != 'shared' else ''} "
+                                      "val / test (best uniform test)" for r in rows) + " |",
              "|---|" + "---|" * len(rows)]
     for t in targets:
         cells = []

@@ -1070,7 +1070,7 @@ def search_cmd(
     ctx = prepare([tgt], work, resolve_checkpoint(checkpoint, supernet), results or [], samples, seed, _runtimes(runtimes), precs, log=say)
     pred = ctx.predictor(tgt)
     res = search(ctx.oracle.ck.space, tgt, ctx.oracle.accuracy, pred, ctx.tier_runtimes[tgt.key], pred.precisions, trials=trials,
-                 seed=seed, trained=ctx.oracle.ck.trained, log=say)
+                 seed=seed, family=pred.family, trained=ctx.oracle.ck.trained, log=say)
     ctx.oracle.flush()
     doc = {**res.to_dict(), "latency_source": ctx.sources[tgt.key],
            "latency_model": {f"{r}/{p}": m.to_dict() for (r, p), m in pred.latency.items()}}

@@ -145,9 +145,11 @@ def runtime_version(row: dict) -> str:
 
 
 def fit_bench_rows(rows: list[dict], runtime: str, threads: int, device: str | None = None,
-                   log=print, family: str | None = None) -> dict[str, CostModel]:
+                   log=print, family: str | None = None, definition=None) -> dict[str, CostModel]:
     """Latency (median and p95) and model RAM per precision from successful, non-emulated bench
-    rows of one device, runtime and thread count, at the newest runtime version they hold."""
+    rows of one device, runtime and thread count, at the newest runtime version they hold.
+    `definition` is the family definition whose cost table gives the features (a checkpoint's
+    own, `Checkpoint.family_def()`; default: the registered one)."""
     usable = [r for r in rows if r.get("ok") and not r.get("emulated") and r.get("runtime") == runtime
               and r.get("threads") == threads]
     if not usable:
@@ -182,7 +184,7 @@ def fit_bench_rows(rows: list[dict], runtime: str, threads: int, device: str | N
                     raise EdgeKWSError("no readable spec")
                 if spec.family != family:
                     raise EdgeKWSError(f"family {spec.family}, not {family}")
-                spec_features(spec)
+                spec_features(spec, family=definition)
             except EdgeKWSError as exc:
                 log(f"note: row '{r['key']}' skipped: {exc}")
                 continue
@@ -192,7 +194,8 @@ def fit_bench_rows(rows: list[dict], runtime: str, threads: int, device: str | N
         for quantity, get in (("latency_ms", lambda r: r["latency_ms"]["median"]),
                               ("latency_p95_ms", lambda r: r["latency_ms"]["p95"]),
                               ("ram_kb", lambda r: (r.get("rss_kb") or {}).get("model_total") or float("nan"))):
-            models[f"{precision}/{quantity}"] = fit([(s, get(r)) for s, r in samples], quantity, group)
+            models[f"{precision}/{quantity}"] = fit([(s, get(r)) for s, r in samples], quantity, group,
+                                                    family=definition)
     return models
 
 

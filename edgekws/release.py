@@ -71,11 +71,15 @@ class TierPredictor:
     num_classes: int = 12
     precisions: tuple[str, ...] = ("float", "int8")  # what the models cover: what the search may pick
     notes: list[str] = field(default_factory=list)
+    # The checkpoint's own family definition (`Checkpoint.family_def()`): its architecture
+    # arguments (e.g. kwt's convolutional stem) change the cost table the features come from, so
+    # features from the registered default would misprice every spec of such a checkpoint.
+    family: object = None
 
     def model_kb(self, spec: SubnetSpec, runtime: str, precision: str) -> float:
         from edgekws.accounting import account
 
-        acc = account(spec, self.num_classes)
+        acc = account(spec, self.num_classes, family=self.family)
         a, b = self.size[(runtime, precision)]
         return (a + b * (acc.size_int8_bytes if precision == "int8" else acc.size_float_bytes)) / 1024
 
@@ -84,14 +88,15 @@ class TierPredictor:
 
         k = (runtime, precision)
         if self.source == "estimated":
-            ms = estimate_ms(self.latency[k].predict(spec, self.num_classes), self.target.cpu, self.target.clock_ghz)
+            ms = estimate_ms(self.latency[k].predict(spec, self.num_classes, self.family), self.target.cpu,
+                             self.target.clock_ghz)
             p95 = ms  # an estimate has no jitter: the budget is checked against it
             how = f"estimated ({CALIBRATION[qemu_cpu(self.target.cpu)].source}, {self.target.clock_ghz} GHz)"
         else:
-            ms = self.latency[k].predict(spec, self.num_classes)
-            p95 = max(ms, self.latency_p95[k].predict(spec, self.num_classes))
+            ms = self.latency[k].predict(spec, self.num_classes, self.family)
+            p95 = max(ms, self.latency_p95[k].predict(spec, self.num_classes, self.family))
             how = f"measured ({'board ' + str(self.target.device) if self.source == 'board' else 'this host'}), cost model"
-        return {"latency_ms": ms, "latency_p95_ms": p95, "ram_kb": self.ram[k].predict(spec, self.num_classes),
+        return {"latency_ms": ms, "latency_p95_ms": p95, "ram_kb": self.ram[k].predict(spec, self.num_classes, self.family),
                 "model_kb": self.model_kb(spec, runtime, precision), "latency_source": how}
 
     def describe(self) -> dict:
@@ -103,7 +108,9 @@ class TierPredictor:
 
 def build_predictor(target: DeviceTarget, source: str, rows: dict[str, dict], board_rows: list[dict],
                     runtimes: tuple[str, ...], precisions: tuple[str, ...], ck_sha: str,
-                    log: Callable[[str], None] = print) -> TierPredictor:
+                    log: Callable[[str], None] = print, family=None) -> TierPredictor:
+    """Fit the tier's models on the rows of the checkpoint `ck_sha`, with features from `family`
+    (the checkpoint's own definition; None: the registered one)."""
     from edgekws.accounting import account
     from edgekws.costmodel import fit_bench_rows
     from edgekws.estimate import qemu_cpu
@@ -112,9 +119,9 @@ def build_predictor(target: DeviceTarget, source: str, rows: dict[str, dict], bo
     board = {}
     if source == "board":  # one device, its newest runtime version, this family's specs (notes say what was skipped)
         for rt in runtimes:
-            family = mine[0]["spec"]["family"] if mine else None
+            name = mine[0]["spec"]["family"] if mine else None
             board.update({f"{rt}/{k}": m for k, m in fit_bench_rows(board_rows, rt, target.threads, target.device,
-                                                                    log, family).items()})
+                                                                    log, name, definition=family).items()})
     latency, p95, ram, size = {}, {}, {}, {}
 
     def fit_one(rt: str, prec: str) -> None:
@@ -124,22 +131,25 @@ def build_predictor(target: DeviceTarget, source: str, rows: dict[str, dict], bo
                                + (" (every measured subnet's int8 failed its accuracy gates: release with "
                                   "--precisions float)" if prec == "int8" else ""))
         group = {"device": "local", "runtime": rt, "precision": prec, "threads": host[0]["threads"]}
-        ram[(rt, prec)] = fit([(SubnetSpec.from_dict(r["spec"]), r["ram_kb"] or float("nan")) for r in host], "ram_kb", group)
-        acct = np.array([[1.0, getattr(account(SubnetSpec.from_dict(r["spec"])),
+        ram[(rt, prec)] = fit([(SubnetSpec.from_dict(r["spec"]), r["ram_kb"] or float("nan")) for r in host], "ram_kb", group,
+                              family=family)
+        acct = np.array([[1.0, getattr(account(SubnetSpec.from_dict(r["spec"]), family=family),
                                        "size_int8_bytes" if prec == "int8" else "size_float_bytes")] for r in host])
         coef, *_ = np.linalg.lstsq(acct, np.array([r["model_bytes"] for r in host], dtype=float), rcond=None)
         size[(rt, prec)] = (float(coef[0]), float(coef[1]))
         if source == "host":
             samples = [(SubnetSpec.from_dict(r["spec"]), r) for r in host if r["threads"] == target.threads]
-            latency[(rt, prec)] = fit([(s, r["latency_ms"]["median"]) for s, r in samples], "latency_ms", group)
-            p95[(rt, prec)] = fit([(s, r["latency_ms"]["p95"]) for s, r in samples], "latency_p95_ms", group)
+            latency[(rt, prec)] = fit([(s, r["latency_ms"]["median"]) for s, r in samples], "latency_ms", group,
+                                      family=family)
+            p95[(rt, prec)] = fit([(s, r["latency_ms"]["p95"]) for s, r in samples], "latency_p95_ms", group,
+                                  family=family)
         elif source == "estimated":
             cpu = qemu_cpu(target.cpu)
             counted = [r for r in mine if r["kind"] == "insn" and r["runtime"] == rt and r["precision"] == prec
                        and r["cpu"] == cpu]
             g = {"cpu": cpu, "runtime": rt, "precision": prec, "threads": 1}
             latency[(rt, prec)] = fit([(SubnetSpec.from_dict(r["spec"]), r["instructions"]) for r in counted],
-                                      "instructions", g)
+                                      "instructions", g, family=family)
         else:
             if f"{rt}/{prec}/latency_ms" not in board:
                 raise EdgeKWSError(f"the board rows of {target.device} have no {rt} {prec} rows at "
@@ -166,7 +176,7 @@ def build_predictor(target: DeviceTarget, source: str, rows: dict[str, dict], bo
             notes.append(f"int8 left out of {target.key}'s search: {exc} (subnets whose int8 failed its accuracy "
                          f"gates are not measured; --samples N measures more)")
             log(f"{target.key}: {notes[-1]}")
-    return TierPredictor(target, source, latency, p95, ram, size, precisions=tuple(usable), notes=notes)
+    return TierPredictor(target, source, latency, p95, ram, size, precisions=tuple(usable), notes=notes, family=family)
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,7 +375,7 @@ class Context:
 
     def predictor(self, t: DeviceTarget) -> TierPredictor:
         return build_predictor(t, self.sources[t.key], self.rows, self.board_rows, self.tier_runtimes[t.key],
-                               self.precisions, self.oracle.checkpoint_sha256, self.log)
+                               self.precisions, self.oracle.checkpoint_sha256, self.log, self.oracle.ck.family_def())
 
 
 def prepare(targets: list[DeviceTarget], work: Path, checkpoint: Path | None = None, board_results=(), samples: int = 12,
@@ -438,9 +448,10 @@ def release(targets: list[DeviceTarget], out: Path, checkpoint: Path | None = No
         pred = ctx.predictor(t)
         log(f"{t.key}: searching ({sources[t.key]} latency, runtimes {', '.join(tier_runtimes[t.key])})")
         result = search(space, t, oracle.accuracy, pred, tier_runtimes[t.key], pred.precisions, trials, seed,
-                        trained=oracle.ck.trained, log=log)
+                        family=pred.family, trained=oracle.ck.trained, log=log)
         oracle.flush()
-        ubest, uall = best_uniform(space, t, oracle.accuracy, pred, tier_runtimes[t.key], pred.precisions)
+        ubest, uall = best_uniform(space, t, oracle.accuracy, pred, tier_runtimes[t.key], pred.precisions,
+                                   family=pred.family)
         tier = {"format": FORMAT, "checkpoint_sha256": ck_sha, "target": asdict(t), "latency_source": sources[t.key],
                 "latency_model": {f"{r}/{p}": m.to_dict() for (r, p), m in pred.latency.items()},
                 "ram_model": {f"{r}/{p}": m.to_dict() for (r, p), m in pred.ram.items()},

@@ -229,3 +229,51 @@ def test_a_tier_whose_int8_was_refused_too_often_is_searched_in_float():
     both = build_predictor(target, "host", full, [], ("litert",), ("float", "int8"), "c" * 64, log=notes.append)
     assert both.precisions == ("float", "int8") and not both.notes
 
+
+
+def test_a_checkpoints_own_architecture_prices_its_specs():
+    """A kwt checkpoint trained with `--embed conv` runs a stem the registered kwt lacks. Its
+    tier's models are fitted with features from the checkpoint's own cost table, and every figure
+    the search checks against a budget (latency, RAM, model KB, parameters) comes from that table:
+    rows that follow the conv architecture exactly are predicted exactly, where the registered
+    table's features miss them."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from edgekws.accounting import account
+    from edgekws.costmodel import spec_features
+    from edgekws.measure import sample_specs
+    from edgekws.models import get_family
+    from edgekws.release import build_predictor
+    from edgekws.search import evaluate
+    from edgekws.targets import get_target
+
+    linear = get_family("kwt")
+    conv = replace(linear, arch=replace(linear.arch, embed="conv"))
+    specs = sample_specs(conv.space, 10, seed=0)
+    coef = np.array([0.05, 0.4, 0.2, 0.3, 0.1, 0.6, 0.002, 0.05])  # ms per feature (order: FEATURES)
+
+    def row(spec):
+        a = account(spec, family=conv)
+        ms = float(spec_features(spec, family=conv) @ coef)
+        return {"kind": "host", "checkpoint_sha256": "c" * 64, "name": spec.name, "spec": spec.to_dict(),
+                "runtime": "litert", "precision": "float", "threads": 1, "ram_kb": 3000 + a.peak_activation_elems / 256,
+                "model_bytes": 1500 + a.size_float_bytes, "latency_ms": {"median": ms, "p95": 1.2 * ms}}
+
+    rows = {s.name: row(s) for s in specs}
+    target = get_target("host_x86")
+    own = build_predictor(target, "host", rows, [], ("litert",), ("float",), "c" * 64, log=lambda m: None, family=conv)
+    registered = build_predictor(target, "host", rows, [], ("litert",), ("float",), "c" * 64, log=lambda m: None)
+    assert own.family is conv and registered.family is None
+
+    def worst(pred):
+        return max(abs(pred.predict(s, "litert", "float")["latency_ms"] / rows[s.name]["latency_ms"]["median"] - 1)
+                   for s in specs)
+
+    assert worst(own) < 1e-6 < 1e-3 < worst(registered)
+    spec = specs[0]
+    assert own.predict(spec, "litert", "float")["model_kb"] == pytest.approx((1500 + account(spec, family=conv).size_float_bytes) / 1024)
+    assert account(spec, family=conv).params > account(spec).params  # the stem and a wider token embedding
+    ev = evaluate(spec, "litert", "float", target, lambda s: 0.9, own, family=own.family)
+    assert ev.params == account(spec, family=conv).params
