@@ -26,6 +26,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
+    from edgekws.fileio import write_text_atomic
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, default=None)
     ap.add_argument("--supernet", default=None, help="a shipped family's supernet (edgekws --supernet)")
@@ -87,8 +89,8 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     stem = "export" if not (args.checkpoint or args.supernet) else \
         f"export_{args.checkpoint.stem if args.checkpoint else args.supernet + '_supernet'}"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(RESULTS / f"{stem}.json", json.dumps(result, indent=2) + "\n")
+    write_text_atomic(RESULTS / f"{stem}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
