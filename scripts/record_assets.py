@@ -40,7 +40,7 @@ def main() -> None:
         supernets.setdefault(old["family"], old)
     supernets[args.family] = {
         "file": path.name, "sha256": sha256_file(path), "format": torch.load(path, weights_only=True)["format"],
-        "command": args.command, "family": ck.family, "seed": ck.train_config["seed"],
+        "command": args.command, "family": ck.family, "arch": ck.arch, "seed": ck.train_config["seed"],
         "epochs": ck.train_config["epochs"], "train_config": ck.train_config,
         "train_seconds": ck.metrics["train_seconds"], "train_cpu_seconds": ck.metrics.get("train_cpu_seconds"),
         "train_examples": ck.metrics["train_examples"], "test_examples": ck.metrics.get("test_examples"),
