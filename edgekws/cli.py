@@ -359,7 +359,7 @@ def train_cmd(
     spec_augment_scope: Annotated[str, typer.Option(help="SpecAugment for all subnets, or only the largest.")] = RECIPE.spec_augment_scope,
     channel_augment: Annotated[Optional[bool], typer.Option("--channel-augment/--no-channel-augment", help="Speed perturbation, VTLP, band limits and spectral tilt." + _family_default("channel_augment"))] = None,
     input_norm: Annotated[Optional[str], typer.Option(help="Per-clip normalisation of the log-mel input, part of the model: none, band_mean (each band minus its mean over the clip) or spectral_shape (the same, the clip's level kept)." + _family_default("input_norm"))] = None,
-    embed: Annotated[str, typer.Option(help="kwt: how a frame becomes a token, part of the model: linear (one map over the mel bands) or conv (two 3x3 convolutions, stride 2 along frequency, first).")] = RECIPE.embed,
+    embed: Annotated[Optional[str], typer.Option(help="kwt: how a frame becomes a token, part of the model: linear (one map over the mel bands) or conv (two 3x3 convolutions, stride 2 along frequency, first)." + _family_default("embed"))] = None,
     engine_balance: Annotated[float, typer.Option(callback=in_range(0, 1), help="How often an epoch draws each TTS engine's clips (needs the corpus's meta.csv): 0 = as the corpus has them, 1 = an equal share per engine, 0.5 between.")] = RECIPE.engine_balance,
     kd: Annotated[str, typer.Option(help="In-place distillation loss: kl or alpha (TODM alpha-divergence).")] = RECIPE.kd,
     kd_ladder: Annotated[bool, typer.Option(help="Each width anchor learns from the next wider uniform subnet of its step (0.25 from 0.5, …), not from the largest.")] = RECIPE.kd_ladder,
@@ -384,8 +384,8 @@ def train_cmd(
     from edgekws.info import load_spec_file
 
     family_set = _given(num_random=num_random, width_anchors=width_anchors, channel_augment=channel_augment,
-                        input_norm=input_norm)
-    cfg = TrainConfig.for_family(family, protocol=protocol, embed=embed, epochs=epochs, batch_size=batch_size, lr=lr,
+                        input_norm=input_norm, embed=embed)
+    cfg = TrainConfig.for_family(family, protocol=protocol, epochs=epochs, batch_size=batch_size, lr=lr,
                       warmup_epochs=warmup_epochs, weight_decay=weight_decay, decay_weights_only=decay_weights_only,
                       sampling=sampling, sampler=sampler, small_width_bias=small_width_bias,
                       anchor_depth=anchor_depth, draw_fraction=draw_fraction, **family_set,
@@ -571,7 +571,7 @@ def loeo_cmd(
     epochs: Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Passes over the training split.")] = RECIPE.epochs,
     channel_augment: Annotated[Optional[bool], typer.Option("--channel-augment/--no-channel-augment", help="Train with speed perturbation, VTLP, band limits and spectral tilt (what an unheard engine should need)." + _family_default("channel_augment"))] = None,
     input_norm: Annotated[Optional[str], typer.Option(help="Per-clip normalisation of the log-mel input, part of the model: none, band_mean (each band minus its mean over the clip) or spectral_shape (the same, the clip's level kept)." + _family_default("input_norm"))] = None,
-    embed: Annotated[str, typer.Option(help="kwt: how a frame becomes a token, part of the model: linear (one map over the mel bands) or conv (two 3x3 convolutions, stride 2 along frequency, first).")] = RECIPE.embed,
+    embed: Annotated[Optional[str], typer.Option(help="kwt: how a frame becomes a token, part of the model: linear (one map over the mel bands) or conv (two 3x3 convolutions, stride 2 along frequency, first)." + _family_default("embed"))] = None,
     engine_balance: Annotated[float, typer.Option(callback=in_range(0, 1), help="How often an epoch draws each TTS engine's clips (needs the corpus's meta.csv): 0 = as the corpus has them, 1 = an equal share per engine, 0.5 between.")] = RECIPE.engine_balance,
     seed: Seed = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted training run (views that hold out the same engine are always reused).")] = False,
@@ -588,8 +588,8 @@ def loeo_cmd(
 
     from edgekws.holdout import leave_one_engine_out
 
-    cfg = TrainConfig.for_family(family, seed=seed, epochs=epochs, engine_balance=engine_balance, embed=embed,
-                                 **_given(channel_augment=channel_augment, input_norm=input_norm))
+    cfg = TrainConfig.for_family(family, seed=seed, epochs=epochs, engine_balance=engine_balance,
+                                 **_given(channel_augment=channel_augment, input_norm=input_norm, embed=embed))
     rep = leave_one_engine_out(data_dir, engine, out_dir, cfg, cache_dir=cache_dir, threads=threads, resume=resume,
                                force=force, log=lambda m: err.print(m, markup=False, highlight=False))
     if as_json:

@@ -110,8 +110,8 @@ class TrainConfig:
     # (`edgekws.models.input_norm`; measured on an unheard engine in the README, `edgekws loeo`).
     input_norm: str = "none"
     # How kwt turns a frame into a token, part of the model (its `arch.embed`): "linear" (Berg et
-    # al.) or "conv" (a convolutional stem first; `edgekws.models.kwt_arch`; measured on an
-    # unheard engine in the README, `edgekws loeo`). Families without the choice refuse "conv".
+    # al.) or "conv" (a convolutional stem first; `edgekws.models.kwt_arch`), which kwt's own
+    # recipe sets (`Family.recipe`; measured in the README). Families without the choice refuse "conv".
     embed: str = "linear"
     # How often an epoch draws each TTS engine's clips: engine g with n_g clips ∝ n_g^(1 − P),
     # so 0 = the corpus as it is, 1 = an equal share per engine (`edgekws.balance`; needs the

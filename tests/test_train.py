@@ -920,16 +920,16 @@ def test_input_norm_trains_into_the_checkpoints_architecture(tiny_corpus, tmp_pa
 
 
 def test_kwt_embed_trains_into_the_checkpoints_architecture(tiny_corpus, tmp_path):
-    """`--embed conv` is recorded as a training knob and in the checkpoint's `arch`, so loaders,
-    extraction and exports rebuild the stem; checkpoints made before the choice (the shipped kwt)
-    load with the linear embedding; a family without the choice and a bad value are one line each,
-    and nothing is written."""
+    """kwt's default recipe has the convolutional stem (`Family.recipe`): it is recorded as a
+    training knob and in the checkpoint's `arch`, so loaders, extraction and exports rebuild it;
+    checkpoints made before the choice load with the linear embedding; a family without the choice
+    and a bad value are one line each, and nothing is written."""
     from edgekws.assets import SHIPPED_SUPERNETS
     from edgekws.models.kwt import ConvEmbed
 
     out = tmp_path / "kwt.pt"
     res = CliRunner().invoke(app, ["train", "--family", "kwt", "--data-dir", str(tiny_corpus), "--out", str(out),
-                                   "--epochs", "1", "--batch-size", "32", "--num-random", "1", "--embed", "conv",
+                                   "--epochs", "1", "--batch-size", "32", "--num-random", "1",
                                    "--cache-dir", str(tmp_path / "cache")])
     assert res.exit_code == 0, res.output
     ck = load_checkpoint(out)
@@ -943,7 +943,10 @@ def test_kwt_embed_trains_into_the_checkpoints_architecture(tiny_corpus, tmp_pat
                                    "--precision", "float", "--out", str(tmp_path / "export"), "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["manifest"]["validation"]["passed"]
-    assert isinstance(load_checkpoint(SHIPPED_SUPERNETS["kwt"]).supernet().stem, torch.nn.Identity)
+    assert load_checkpoint(SHIPPED_SUPERNETS["kwt"]).arch["embed"] == "conv"
+    before = Path(__file__).resolve().parent.parent / "benchmarks" / "runs" / "kwt_draws7_150ep" / "kwt_draws7.pt"
+    legacy = load_checkpoint(before)  # trained before the choice existed: no `embed` in its arch
+    assert "embed" not in legacy.arch and isinstance(legacy.supernet().stem, torch.nn.Identity)
     for args, msg in ((["--embed", "conv"], "error: --embed: family 'dscnn' has no choice of token embedding (kwt has)"),
                       (["--family", "kwt", "--embed", "patch"], "error: --embed must be one of linear, conv (got 'patch')")):
         res = CliRunner().invoke(app, ["train", "--data-dir", str(tiny_corpus), "--out", str(tmp_path / "bad.pt"),
