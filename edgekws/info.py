@@ -34,11 +34,13 @@ def family_report(family: str | None, only: list[SubnetSpec] | None = None, chec
     """Rows of accounting for the grid (or for `only`), the space, and the parameter budget. With
     a checkpoint, its space, architecture arguments, class count and input shape are used."""
     from edgekws.accounting import account
-    from edgekws.models import PARAM_BUDGET, get_family, list_families
+    from edgekws.models import PARAM_BUDGET, list_families
+    from edgekws.recipe import TrainConfig, family_for
 
     if family is None:
         raise EdgeKWSError(f"name a family with --family (valid: {', '.join(list_families())}), --spec or --checkpoint")
-    fam = checkpoint.family_def() if checkpoint is not None else get_family(family)
+    # without a checkpoint: what `edgekws train --family F` builds (its recipe's architecture)
+    fam = checkpoint.family_def() if checkpoint is not None else family_for(TrainConfig.for_family(family))
     classes = len(checkpoint.labels) if checkpoint is not None else 12
     shape = checkpoint.features.shape if checkpoint is not None else None
     space = fam.space

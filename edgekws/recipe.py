@@ -170,3 +170,25 @@ class FinetuneDefaults:
 
 
 FINETUNE = FinetuneDefaults()
+
+
+def family_for(cfg: TrainConfig):
+    """The registered family with the architecture arguments the recipe sets (`input_norm`,
+    `embed`): what `cfg` trains. Torch-free, so `edgekws info --family` prices what `edgekws train
+    --family` builds (kwt's default recipe has the convolutional stem the registered kwt lacks)."""
+    from dataclasses import replace
+
+    from edgekws.errors import EdgeKWSError
+    from edgekws.models import get_family
+
+    fam = get_family(cfg.family)
+    arch_fields = {f.name for f in fields(fam.arch)}
+    if cfg.input_norm != "none":
+        if "input_norm" not in arch_fields:
+            raise EdgeKWSError(f"--input-norm: family '{cfg.family}' has no input normalisation")
+        fam = replace(fam, arch=replace(fam.arch, input_norm=cfg.input_norm))
+    if cfg.embed != "linear":
+        if "embed" not in arch_fields:
+            raise EdgeKWSError(f"--embed: family '{cfg.family}' has no choice of token embedding (kwt has)")
+        fam = replace(fam, arch=replace(fam.arch, embed=cfg.embed))
+    return fam

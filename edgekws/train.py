@@ -53,7 +53,7 @@ from edgekws.fileio import ensure_writable_dir, sha256_file
 from edgekws.models import create_supernet, get_family
 from edgekws.models.input_norm import INPUT_NORMS
 from edgekws.models.kwt_arch import EMBEDS
-from edgekws.recipe import TrainConfig
+from edgekws.recipe import TrainConfig, family_for
 from edgekws.spec import SearchSpace, SubnetSpec
 from edgekws.targets import host_facts
 from edgekws.step import ANCHOR_DEPTHS, SAMPLERS, SAMPLING_POLICIES, make_sampler, train_step
@@ -497,22 +497,6 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     for p in model.parameters():
         (decay if p.ndim >= 2 else plain).append(p)
     return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}]
-
-
-def family_for(cfg: TrainConfig):
-    """The registered family with the architecture arguments the recipe sets (`input_norm`,
-    `embed`)."""
-    fam = get_family(cfg.family)
-    arch_fields = {f.name for f in fields(fam.arch)}
-    if cfg.input_norm != "none":
-        if "input_norm" not in arch_fields:
-            raise EdgeKWSError(f"--input-norm: family '{cfg.family}' has no input normalisation")
-        fam = replace(fam, arch=replace(fam.arch, input_norm=cfg.input_norm))
-    if cfg.embed != "linear":
-        if "embed" not in arch_fields:
-            raise EdgeKWSError(f"--embed: family '{cfg.family}' has no choice of token embedding (kwt has)")
-        fam = replace(fam, arch=replace(fam.arch, embed=cfg.embed))
-    return fam
 
 
 def check_config(cfg: TrainConfig) -> None:

@@ -58,6 +58,15 @@ def test_info_cli_table_and_json():
     assert data["space"]["channel_names"] == ["embed", "mlp"]
     assert all(r["within_budget"] for r in data["subnets"])
     assert len(data["subnets"]) == 20  # 4 widths × 5 depths
+    from edgekws.assets import SHIPPED_SUPERNETS
+
+    # without a checkpoint, info prices what `train --family kwt` builds: the recipe's stem included
+    from edgekws.checkpoint import load_checkpoint
+
+    shipped = load_checkpoint(SHIPPED_SUPERNETS["kwt"])
+    largest = next(r for r in data["subnets"] if r["name"] == "kwt-w64.128-d6")
+    assert largest["params"] == account(shipped.space.largest(), family=shipped.family_def()).params
+    assert largest["params"] > account(shipped.space.largest()).params  # the registered (linear) kwt
 
 
 def test_info_cli_errors(tmp_path):
