@@ -34,7 +34,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -50,7 +50,7 @@ from edgekws.data import CachedSplit, SpeechCommands, load_split
 from edgekws.errors import EdgeKWSError
 from edgekws.features import FeatureConfig, LogMel
 from edgekws.fileio import ensure_writable_dir, sha256_file
-from edgekws.models import create_supernet, get_family
+from edgekws.models import create_supernet
 from edgekws.models.input_norm import INPUT_NORMS
 from edgekws.models.kwt_arch import EMBEDS
 from edgekws.recipe import TrainConfig, family_for
