@@ -49,7 +49,8 @@ class Suite:
 
 SUITE_KEYS = {"name", "models", "runtimes", "precisions", "threads", "runs", "warmup", "check_outputs"}
 MODEL_KEYS = {"width", "depth", "spec", "export", "sample", "seed"}
-RECORD = "edgekws.bench/2"  # rows carry spec, export and checkpoint hashes (rows without `record` are /1)
+RECORD = "edgekws.bench/2"  # rows carry spec, export and checkpoint hashes (rows without `record` are /1),
+# and the export's `arch` where its manifest has one (an optional key: older /2 rows lack it)
 
 
 def load_suite(path: Path) -> Suite:
@@ -125,6 +126,7 @@ class Job:
     spec: dict | None = None
     model_sha256: str | None = None  # of the model file measured (from the export's manifest)
     checkpoint_sha256: str | None = None
+    arch: dict | None = None  # the architecture arguments it was built with (the manifest's; None before it had them)
 
     def key(self, device: str) -> str:
         return f"{device}|{self.model}|{self.runtime}|{self.precision}|t{self.threads}"
@@ -298,7 +300,8 @@ def run_suite(suite: Suite, models: list[tuple[str, Path, dict]], devices: list[
                     (jobs if have else absent).append(Job(
                         name, folder, rt, prec, th, man["accounting"]["macs"], man["accounting"]["params"], step,
                         spec=man.get("spec"), model_sha256=(man.get("files") or {}).get(PRECISION_FILE[(rt, prec)]),
-                        checkpoint_sha256=ck.get("sha256")))
+                        checkpoint_sha256=ck.get("sha256"),
+                        arch=man.get("arch") if isinstance(man.get("arch"), dict) else None))
     done = results.done_keys() if resume else set()
     counts = {"ok": 0, "failed": 0, "skipped": 0}
     counts_lock = threading.Lock()
@@ -323,7 +326,8 @@ def run_suite(suite: Suite, models: list[tuple[str, Path, dict]], devices: list[
         base = {"key": j.key(dev.name), "device": dev.name, "model": j.model, "runtime": j.runtime,
                 "precision": j.precision, "threads": j.threads, "macs": j.macs, "params": j.params,
                 "suite": suite.name, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "record": RECORD, "spec": j.spec,
-                "model_sha256": j.model_sha256, "checkpoint_sha256": j.checkpoint_sha256}
+                "model_sha256": j.model_sha256, "checkpoint_sha256": j.checkpoint_sha256,
+                **({"arch": j.arch} if j.arch is not None else {})}
         if dev.emulated:
             base.update(emulated=True, latency_meaningful=False, note=dev.note)
         return base

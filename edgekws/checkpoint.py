@@ -67,25 +67,17 @@ class Checkpoint:
 
     def family_def(self):
         """The registered family with this checkpoint's search space and architecture arguments."""
-        from dataclasses import fields, replace
+        from dataclasses import replace
 
         from edgekws.models import get_family
 
         fam = get_family(self.family)
         if fam.space != self.space:
             fam = replace(fam, space=self.space)
-        if self.arch is not None:
-            known = {f.name for f in fields(fam.arch)}
-            if set(self.arch) - known:
-                raise CheckpointError(f"checkpoint architecture arguments {sorted(set(self.arch) - known)} are unknown "
-                                      f"to family '{self.family}' (valid: {', '.join(sorted(known))}); upgrade edgekws")
-            args = {k: tuple(v) if isinstance(v, list) else v for k, v in self.arch.items()}
-            try:
-                fam = replace(fam, arch=replace(fam.arch, **args))
-            except (TypeError, ValueError) as exc:
-                raise CheckpointError(f"checkpoint architecture arguments do not fit family '{self.family}': "
-                                      f"{first_line(exc)}") from None
-        return fam
+        try:
+            return fam.with_arch(self.arch, whose="checkpoint")
+        except EdgeKWSError as exc:
+            raise CheckpointError(str(exc)) from None
 
     def trained(self, spec) -> bool:
         """Whether training visited `spec` (a search must only pick specs it did)."""

@@ -976,11 +976,15 @@ def costmodel_fit(
     target: Annotated[str, typer.Option(help="Device tier: its runtime and threads select the rows.")] = "host_x86",
     device: Annotated[Optional[str], typer.Option(help="Rows of this device (default: the target's device, or the only one).")] = None,
     family: Annotated[Optional[str], typer.Option(help="Rows of this model family (default: the only one in the file).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Price subnets with this checkpoint's architecture (and fit "
+                                                             "only rows that measured it; default: the one the rows "
+                                                             "record, or the registered family's).")] = None,
     out_path: Annotated[Optional[Path], typer.Option("--out", help="Write the models here (JSON).")] = None,
     as_json: AsJson = False,
 ) -> None:
     """Fit latency (median, p95) and model RAM per precision from bench rows; report the error on
-    held-out subnets.
+    held-out subnets. A cost model prices one architecture: rows whose exports record another
+    (`arch` in the manifest, e.g. kwt's stem) are skipped with a note.
 
     Example: edgekws costmodel fit --results lab/pi4.jsonl --target pi4 --out pi4-costmodel.json
     """
@@ -995,8 +999,16 @@ def costmodel_fit(
         err.print(f"[yellow]note:[/] {escape(str(results))}: {escape(b)} (skipped)", soft_wrap=True)
     if not rows:
         raise EdgeKWSError(f"{results}: no usable rows")
+    definition = None
+    if checkpoint is not None:
+        from edgekws.checkpoint import load_checkpoint
+
+        ck = load_checkpoint(checkpoint)
+        if family is not None and family != ck.family:
+            raise EdgeKWSError(f"--family {family} but the checkpoint is a {ck.family} supernet")
+        family, definition = ck.family, ck.family_def()
     models = fit_bench_rows(rows, tgt.runtime, tgt.threads, device or tgt.device,
-                            log=lambda m: err.print(escape(m), soft_wrap=True), family=family)
+                            log=lambda m: err.print(escape(m), soft_wrap=True), family=family, definition=definition)
     if out_path:
         save_models(models, out_path, {"target": tgt.key, "results": str(results)})
     if as_json:

@@ -149,7 +149,10 @@ def fit_bench_rows(rows: list[dict], runtime: str, threads: int, device: str | N
     """Latency (median and p95) and model RAM per precision from successful, non-emulated bench
     rows of one device, runtime and thread count, at the newest runtime version they hold.
     `definition` is the family definition whose cost table gives the features (a checkpoint's
-    own, `Checkpoint.family_def()`; default: the registered one)."""
+    own, `Checkpoint.family_def()`): rows that record another architecture are skipped. Without
+    one, the architecture the rows record (`arch`, from the export's manifest) — one only — or
+    the registered family's. A row without `arch` (written before rows had it) is read as the
+    architecture being fitted."""
     usable = [r for r in rows if r.get("ok") and not r.get("emulated") and r.get("runtime") == runtime
               and r.get("threads") == threads]
     if not usable:
@@ -175,6 +178,7 @@ def fit_bench_rows(rows: list[dict], runtime: str, threads: int, device: str | N
         raise EdgeKWSError(f"the rows measure {len(families)} families ({', '.join(families)}): a cost model is per "
                            f"family; choose one with --family")
     family = family or (families[0] if families else None)
+    definition, usable = _one_architecture(usable, family, definition, log)
     for precision in sorted({r["precision"] for r in usable}):
         samples = []
         for r in (r for r in usable if r["precision"] == precision):
@@ -191,12 +195,58 @@ def fit_bench_rows(rows: list[dict], runtime: str, threads: int, device: str | N
             samples.append((spec, r))
         group = {"device": device, "runtime": runtime, "runtime_version": versions[0], "precision": precision,
                  "threads": threads}
+        if family is not None:  # what the features priced: a saved model says which graph it is for
+            from edgekws.checkpoint import arch_dict
+            from edgekws.models import get_family
+
+            group.update(family=family, arch=arch_dict((definition or get_family(family)).arch))
         for quantity, get in (("latency_ms", lambda r: r["latency_ms"]["median"]),
                               ("latency_p95_ms", lambda r: r["latency_ms"]["p95"]),
                               ("ram_kb", lambda r: (r.get("rss_kb") or {}).get("model_total") or float("nan"))):
             models[f"{precision}/{quantity}"] = fit([(s, get(r)) for s, r in samples], quantity, group,
                                                     family=definition)
     return models
+
+
+def _one_architecture(rows: list[dict], family: str | None, definition, log) -> tuple:
+    """(definition, rows) for a fit of one architecture: a cost table prices one graph, and kwt's
+    stem alone moves its latency by 6-32 % (benchmarks/embed_cost.py)."""
+    from edgekws.checkpoint import arch_dict
+    from edgekws.models import get_family
+
+    if family is None:
+        return definition, rows
+    registered = get_family(family)
+    arch_of: dict[int, str | None] = {}  # id(row) -> its architecture, normalised (None: not recorded)
+    legacy, keep = 0, []
+    for r in rows:
+        spec = row_spec(r)
+        if spec is None or spec.family != family or not isinstance(r.get("arch"), dict):
+            legacy += spec is not None and spec.family == family
+            arch_of[id(r)] = None
+        else:
+            try:
+                arch_of[id(r)] = json.dumps(arch_dict(registered.with_arch(r["arch"], whose="the row's").arch),
+                                            sort_keys=True)
+            except EdgeKWSError as exc:
+                log(f"note: row '{r['key']}' skipped: {exc}")
+                continue
+        keep.append(r)
+    recorded = sorted({a for a in arch_of.values() if a is not None})
+    if definition is None and recorded:
+        if len(recorded) > 1:
+            raise EdgeKWSError(f"the rows measure {len(recorded)} architectures of family {family} (their exports' "
+                               f"`arch` differ): a cost model prices one; choose it with --checkpoint")
+        definition = registered.with_arch(json.loads(recorded[0]), whose="the rows'")
+    if definition is not None:
+        want = json.dumps(arch_dict(definition.arch), sort_keys=True)
+        other = [r for r in keep if arch_of[id(r)] not in (None, want)]
+        if other:
+            log(f"note: {len(other)} row(s) skipped: they measure another architecture of {family} than the one fitted")
+            keep = [r for r in keep if arch_of[id(r)] in (None, want)]
+    if legacy and recorded:
+        log(f"note: {legacy} row(s) record no architecture (written before rows had it): read as the one fitted")
+    return definition, keep
 
 
 def save_models(models: dict[str, CostModel], dest: Path, meta: dict) -> None:

@@ -140,6 +140,8 @@ def test_local_suite_appends_rows_and_resumes(models, tmp_path):
     rows = read_results(results.path)[0]
     assert {r["precision"] for r in rows} == {"float", "int8"}
     assert all(r["ok"] and r["latency_ms"]["median"] > 0 and r["macs"] > 0 for r in rows)
+    # each row names the architecture its export was built with (what a cost model prices it by)
+    assert all(r["arch"] == ms[0][2]["arch"] and r["arch"]["stem_kernel"] for r in rows)
     counts = run_suite(suite, ms, [make_device("local")], results, resume=True, log=lambda m: None)
     assert counts == {"ok": 0, "failed": 0, "skipped": 2}
     assert len(read_results(results.path)[0]) == 2

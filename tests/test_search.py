@@ -242,3 +242,70 @@ def test_board_rows_drive_a_tiers_latency_model(tmp_path):
         got = pred.predict(s, "litert", "int8")
         assert got["latency_ms"] == pytest.approx(float(spec_features(s) @ truth), rel=0.01)
         assert got["latency_source"].startswith("measured (board ssh://pi@pi4.lab)")
+
+
+def test_bench_rows_are_priced_with_the_architecture_their_exports_record(tmp_path):
+    """kwt's shipped supernet has a convolutional stem the registered kwt lacks. Rows from its
+    exports record that (`arch`, from the manifest), so a fit prices them with the stem: rows that
+    follow the conv architecture exactly are fitted exactly, where the registered linear kwt's
+    features could not. Rows of two architectures are one line asking which; rows of another
+    architecture than the checkpoint's are skipped; rows written before rows had `arch` are read
+    as the architecture fitted."""
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    from cliutil import one_line_error
+    from edgekws.checkpoint import arch_dict, load_checkpoint
+    from edgekws.assets import shipped_checkpoint
+    from edgekws.cli import app
+    from edgekws.measure import sample_specs
+
+    linear = get_family("kwt")
+    conv = replace(linear, arch=replace(linear.arch, embed="conv"))
+    specs = sample_specs(conv.space, 14, seed=0)
+    coef = np.array([0.05, 0.4, 0.2, 0.3, 0.1, 0.6, 0.002, 0.05])
+
+    def row(spec, fam, with_arch=True):
+        r = _row(spec, ms=float(spec_features(spec, family=fam) @ coef))
+        return {**r, "arch": arch_dict(fam.arch)} if with_arch else r
+
+    conv_rows = [row(s, conv) for s in specs]
+    models = fit_bench_rows(conv_rows, "litert", 1)
+    m = models["int8/latency_ms"]
+    assert m.holdout["mape_pct"] < 1e-3 and m.group["arch"]["embed"] == "conv" and m.group["family"] == "kwt"
+    legacy = fit_bench_rows([row(s, conv, with_arch=False) for s in specs], "litert", 1)["int8/latency_ms"]
+    assert legacy.holdout["mape_pct"] > 0.1 and legacy.group["arch"]["embed"] == "linear"  # what it did before
+
+    linear_rows = [{**row(s, linear), "key": s.name + "|linear", "device_info": {"ai_edge_litert": "2.3.0"}}
+                   for s in specs[:4]]
+    with pytest.raises(EdgeKWSError, match="2 architectures of family kwt"):
+        fit_bench_rows(conv_rows + linear_rows, "litert", 1)
+    notes = []
+    chosen = fit_bench_rows(conv_rows + linear_rows, "litert", 1, log=notes.append, definition=conv)
+    assert chosen["int8/latency_ms"].holdout["mape_pct"] < 1e-3 and chosen["int8/latency_ms"].rows == len(specs)
+    assert any("4 row(s) skipped: they measure another architecture of kwt" in n for n in notes)
+    notes = []
+    fit_bench_rows(conv_rows[:10] + [row(s, conv, with_arch=False) for s in specs[10:]], "litert", 1, log=notes.append)
+    assert any(f"{len(specs) - 10} row(s) record no architecture" in n for n in notes), notes
+    bad = [{**conv_rows[0], "arch": {"embed": "conv", "heads_of_hydra": 9}}] + conv_rows[1:]
+    notes = []
+    assert fit_bench_rows(bad, "litert", 1, log=notes.append)["int8/latency_ms"].rows == len(specs) - 1
+    assert any("unknown to family 'kwt'" in n for n in notes)
+
+    # the CLI: --checkpoint names the architecture (the shipped kwt's is conv)
+    assert load_checkpoint(shipped_checkpoint("kwt")).arch["embed"] == "conv"
+    results = tmp_path / "r.jsonl"
+    results.write_text("".join(json.dumps({**r, "macs": 1}) + "\n" for r in conv_rows + linear_rows))
+    one_line_error(CliRunner().invoke(app, ["costmodel", "fit", "--results", str(results), "--target", "host_x86",
+                                            "--device", "local"]), "2 architectures of family kwt", "--checkpoint")
+    out = tmp_path / "m.json"
+    res = CliRunner().invoke(app, ["costmodel", "fit", "--results", str(results), "--target", "host_x86", "--device", "local",
+                                   "--checkpoint", str(shipped_checkpoint("kwt")), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "4 row(s) skipped" in res.stderr
+    doc = json.loads(out.read_text())
+    assert doc["models"]["int8/latency_ms"]["group"]["arch"]["embed"] == "conv"
+    one_line_error(CliRunner().invoke(app, ["costmodel", "fit", "--results", str(results), "--family", "dscnn",
+                                            "--checkpoint", str(shipped_checkpoint("kwt"))]), "--family dscnn",
+                   "kwt supernet")

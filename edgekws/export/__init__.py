@@ -115,7 +115,7 @@ def export_subnet(
 
     from edgekws.accounting import account
     from edgekws.assets import DEFAULT_CHECKPOINT, DEFAULT_PACK, load_pack
-    from edgekws.checkpoint import load_checkpoint
+    from edgekws.checkpoint import arch_dict, load_checkpoint
     from edgekws.extract import calibration_batches, extract, fold_bn, has_batchnorm
     from edgekws.extract import recalibrate_bn as recalibrate
 
@@ -243,6 +243,9 @@ def export_subnet(
             "spec": spec.to_dict(),
             "name": spec.name,
             "family": spec.family,
+            # the family's architecture arguments this model was built with (the checkpoint's, not
+            # the registry's): what a cost model prices its graph by, and a C port's reference
+            "arch": arch_dict(ck.family_def().arch),
             "labels": list(ck.labels),
             "input": {"name": "features", "shape": [1, *shape], "dtype": "float32 (int8 for model_int8.tflite)",
                       "layout": "(batch, frames, n_mels) log-mel, see frontend.json",

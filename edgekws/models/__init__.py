@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from edgekws.errors import EdgeKWSError
-from edgekws.fileio import shown_key
+from edgekws.fileio import first_line, shown_key
 from edgekws.models.dscnn_arch import DSCNNArch, dscnn_ops
 from edgekws.models.kwt_arch import KWTArch, kwt_ops
 from edgekws.spec import SearchSpace, SubnetSpec
@@ -59,6 +59,26 @@ class Family:
     def subnet(self, spec: SubnetSpec, num_classes: int = 12, input_shape: tuple[int, int] = DEFAULT_INPUT):
         self.space.validate(spec)
         return _resolve(self.subnet_cls)(spec, self.arch, num_classes, self.input_shape or input_shape)
+
+    def with_arch(self, args: dict | None, whose: str = "the") -> "Family":
+        """This family with some architecture arguments replaced (`args`: a checkpoint's or an
+        export manifest's `arch` table, lists for tuples; None: unchanged). What a checkpoint
+        records is what its subnets are priced and rebuilt with, not what the registry says now:
+        kwt's registered stem is linear, its shipped supernet's is convolutional."""
+        from dataclasses import fields
+
+        if args is None:
+            return self
+        known = {f.name for f in fields(self.arch)}
+        if set(args) - known:
+            raise EdgeKWSError(f"{whose} architecture arguments {sorted(set(args) - known)} are unknown to family "
+                               f"'{self.name}' (valid: {', '.join(sorted(known))}); upgrade edgekws")
+        try:
+            return replace(self, arch=replace(self.arch, **{k: tuple(v) if isinstance(v, list) else v
+                                                           for k, v in args.items()}))
+        except (TypeError, ValueError) as exc:
+            raise EdgeKWSError(f"{whose} architecture arguments do not fit family '{self.name}': "
+                               f"{first_line(exc)}") from None
 
     def params(self, spec: SubnetSpec, num_classes: int = 12, input_shape: tuple[int, int] = DEFAULT_INPUT) -> int:
         """Trainable parameters of a subnet (from the cost table when the family has one)."""
