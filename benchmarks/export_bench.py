@@ -8,7 +8,7 @@ and from the manifest the accuracy of every artefact on the pinned pack. Goals: 
 wall on 2 cores; int8 within 0.3 pt of float at every width. A width whose export fails its
 gates is kept as a row with the failed checks (`passed: false`), not dropped. Writes
 results/export.{json,md} for the default supernet, results/export_<checkpoint stem>.{json,md}
-for another.
+for another (`--tag T` appended to the stem, so a rerun elsewhere keeps the earlier file).
 """
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main() -> None:
     from edgekws.fileio import write_text_atomic
+    from edgekws.targets import host_facts
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, default=None)
     ap.add_argument("--supernet", default=None, help="a shipped family's supernet (edgekws --supernet)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--widths", default="0.25,0.5,0.75,1.0")
+    ap.add_argument("--tag", default="", help="appended to the results' file names")
     args = ap.parse_args()
     if args.checkpoint and args.supernet:
         raise SystemExit("give --checkpoint or --supernet, not both")
@@ -73,7 +75,7 @@ def main() -> None:
         print(json.dumps(rows[-1]))
     result = {"benchmark": "export", "checkpoint": str(args.checkpoint or f"shipped {args.supernet or 'dscnn'}"),
               "repeats": args.repeats, "rows": rows, "failed": failed, "goal": "export <= 10 s cold on 2 cores; int8 within 0.3 pt of float at every width",
-              "date": time.strftime("%Y-%m-%d")}
+              "date": time.strftime("%Y-%m-%d"), "cpu": host_facts()["cpu"]}
     lines = ["| width | subnet | export s (median) | float acc | ONNX int8 | TFLite int8 | int8 KB (tflite) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -89,6 +91,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     stem = "export" if not (args.checkpoint or args.supernet) else \
         f"export_{args.checkpoint.stem if args.checkpoint else args.supernet + '_supernet'}"
+    stem += args.tag
     write_text_atomic(RESULTS / f"{stem}.json", json.dumps(result, indent=2) + "\n")
     write_text_atomic(RESULTS / f"{stem}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -17,7 +17,7 @@ from cliutil import one_line_error
 from edgekws.accounting import account
 from edgekws.assets import DEFAULT_CHECKPOINT, DEFAULT_PACK, load_pack
 from edgekws.cli import app
-from edgekws.export import Thresholds, export_subnet
+from edgekws.export import Thresholds, export_subnet, onnx_format
 from edgekws.export.runtimes import OnnxRunner, TFLiteRunner
 from edgekws.extract import fold_bn
 from edgekws.models import build_subnet, get_family, list_families
@@ -55,7 +55,7 @@ def test_export_layout_and_manifest(exported):
     for fmt in ("onnx", "tflite"):
         q = m["quantization"][fmt]
         assert q["input"]["scale"] > 0 and q["output"]["scale"] > 0
-    assert m["quantization"]["onnx"]["scheme"]["name"] in {"s8s8", "s8s8_reduce_range", "u8u8", "u8s8_reduce_range"}
+    assert m["quantization"]["onnx"]["scheme"]["name"] in {c.name for c in onnx_format.QUANT_CANDIDATES}
     assert (exported / "labels.txt").read_text().split() == m["labels"]
     assert json.loads((exported / "frontend.json").read_text())["frames"] == 49
     assert m["tools"]["onnxruntime"] and m["tools"]["tensorflow-cpu"]
@@ -211,6 +211,55 @@ def test_export_the_shipped_kwt_supernet(tmp_path):
                                                 family=get_family("kwt").with_arch(m["arch"])).params
     one_line_error(runner.invoke(app, ["export", "--supernet", "kwt", "--family", "dscnn", "--out", str(tmp_path)]),
                    "--supernet", "--family", "not both")
+
+
+def _int8_ops(model: bytes) -> set[str]:
+    """The op types a QDQ graph runs in int8: every activation input dequantized, every output
+    quantized (what ORT fuses into an integer kernel)."""
+    import onnx
+
+    g = onnx.load_from_string(model).graph
+    inits = {i.name for i in g.initializer}
+    dq = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear"}
+    q_in = {n.input[0] for n in g.node if n.op_type == "QuantizeLinear"}
+    return {n.op_type for n in g.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
+            and [i for i in n.input if i and i not in inits]
+            and all(i in dq for i in n.input if i and i not in inits) and all(o in q_in for o in n.output)}
+
+
+def test_compute_only_int8_leaves_the_elementwise_ops_in_float(tmp_path):
+    """The compute-only schemes quantize Conv, MatMul and Gemm and nothing else (kwt's residual
+    adds, LayerNorm, Softmax and GELU stay float); the whole-graph ones quantize those too. The
+    kwt export keeps the first scheme that passes its gates, whole-graph ones first, and the
+    manifest says which ops it quantized."""
+    from edgekws.assets import shipped_checkpoint
+    from edgekws.checkpoint import load_checkpoint
+    from edgekws.export.onnx_format import COMPUTE_OPS, QUANT_CANDIDATES, WHOLE_GRAPH, export_float, quantize_int8
+
+    ck = load_checkpoint(shipped_checkpoint("kwt"))
+    net = fold_bn(ck.family_def().subnet(ck.pick(None, 0.25, None)).eval())  # the structure is what counts here
+    f = export_float(net, ck.features.shape)
+    calib = ck.calibration_features()[:20]
+    whole = _int8_ops(quantize_int8(f, calib, WHOLE_GRAPH[0], tmp_path))
+    compute = next(c for c in QUANT_CANDIDATES if c.op_types)
+    only = _int8_ops(quantize_int8(f, calib, compute, tmp_path))
+    assert only == set(COMPUTE_OPS)
+    assert {"Add", "LayerNormalization"} & whole  # what compute-only leaves in float
+
+    res = runner.invoke(app, ["export", "--supernet", "kwt", "--width", "0.25", "--formats", "onnx", "--precision",
+                              "int8", "--out", str(tmp_path / "e"), "--json"])
+    doc = json.loads(res.stdout)
+    attempts = (doc["manifest"]["quantization"]["onnx"]["attempts"] if res.exit_code == 0 else doc["int8_attempts"])
+    names = [a["choice"] for a in attempts]
+    assert names == [c.name for c in QUANT_CANDIDATES][:len(names)]  # in order of preference, stopping at a pass
+    if res.exit_code == 0:
+        scheme = doc["manifest"]["quantization"]["onnx"]["scheme"]
+        data = (tmp_path / "e" / doc["manifest"]["name"] / "model_int8.onnx").read_bytes()
+        if scheme["op_types"]:
+            assert all(a["agreement"] < 0.98 or a["drop_pt"] > 1.0 for a in attempts[:len(WHOLE_GRAPH)])
+            assert _int8_ops(data) <= set(scheme["op_types"])
+        else:
+            assert _int8_ops(data) & {"Add", "LayerNormalization"}
 
 
 def test_bad_inputs(tmp_path, exported):

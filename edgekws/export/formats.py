@@ -86,7 +86,8 @@ class OnnxFormat:
             y = OnnxRunner(float_onnx)(job.features)
             return Artefact(file, float_onnx, y, [job.gate_float(file, y)])
         attempts, tried = [], []
-        for choice in onnx_format.QUANT_CANDIDATES:  # signed first; the gate decides (CPU-dependent)
+        # signed first, whole graph before compute ops only; the gate decides (CPU-dependent)
+        for choice in onnx_format.QUANT_CANDIDATES:
             q = onnx_format.quantize_int8(float_onnx, job.calib, choice, job.work)
             y = OnnxRunner(q)(job.features)
             cks = job.gate_int8(file, y)
