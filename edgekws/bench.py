@@ -45,9 +45,14 @@ class Suite:
     runs: int = 100
     warmup: int = 10
     check_outputs: bool = True  # run the export's golden inputs and compare with its x86 outputs
+    # what width, spec and sample models are exported from: a shipped family's supernet, or a
+    # checkpoint file (relative to the suite); neither: the shipped dscnn
+    supernet: str | None = None
+    checkpoint: str | None = None
 
 
-SUITE_KEYS = {"name", "models", "runtimes", "precisions", "threads", "runs", "warmup", "check_outputs"}
+SUITE_KEYS = {"name", "models", "runtimes", "precisions", "threads", "runs", "warmup", "check_outputs", "supernet",
+              "checkpoint"}
 MODEL_KEYS = {"width", "depth", "spec", "export", "sample", "seed"}
 RECORD = "edgekws.bench/2"  # rows carry spec, export and checkpoint hashes (rows without `record` are /1),
 # and the export's `arch` where its manifest has one (an optional key: older /2 rows lack it)
@@ -96,7 +101,16 @@ def load_suite(path: Path) -> Suite:
                 raise EdgeKWSError(f"{path}: key '{key}' values must be between {lo} and {hi} (got {x})")
         return v
 
+    supernet = typed(doc, "supernet", str, where, default=None)
+    checkpoint = typed(doc, "checkpoint", str, where, default=None)
+    if supernet is not None and checkpoint is not None:
+        raise EdgeKWSError(f"{path}: give supernet or checkpoint, not both")
+    if supernet is not None:
+        from edgekws.assets import shipped_checkpoint
+
+        shipped_checkpoint(supernet)  # an unknown family is one line naming those that ship
     return Suite(
+        supernet=supernet, checkpoint=checkpoint,
         name=typed(doc, "name", str, where, default=path.stem), models=models,
         runtimes=lst("runtimes", str, ["litert"], RUNTIME_FILES), precisions=lst("precisions", str, ["float", "int8"], ("float", "int8")),
         threads=lst("threads", int, [1], lo=1, hi=256), runs=typed(doc, "runs", int, where, default=100, lo=1, hi=1_000_000),
@@ -240,10 +254,22 @@ class ResultsFile:
                 os.fsync(f.fileno())
 
 
+def suite_checkpoint(suite: Suite, suite_path: Path) -> Path:
+    """The checkpoint a suite's width, spec and sample models are exported from."""
+    from edgekws.assets import resolve_checkpoint
+
+    if suite.checkpoint is None:
+        return resolve_checkpoint(None, suite.supernet)
+    path = Path(suite.checkpoint)
+    path = path if path.is_absolute() else suite_path.parent / path
+    if not path.is_file():
+        raise EdgeKWSError(f"{suite_path}: checkpoint '{suite.checkpoint}' is not a file")
+    return path
+
+
 def prepare_models(suite: Suite, suite_path: Path, cache: Path) -> list[tuple[str, Path, dict]]:
     """Export every suite model once → (name, folder, manifest). Exports are cached under the
     checkpoint's sha256 and the subnet's name: a new checkpoint never reuses a stale export."""
-    from edgekws.assets import DEFAULT_CHECKPOINT
     from edgekws.export import export_subnet
     from edgekws.fileio import sha256_file
     from edgekws.info import load_spec_file
@@ -254,18 +280,23 @@ def prepare_models(suite: Suite, suite_path: Path, cache: Path) -> list[tuple[st
     from edgekws.checkpoint import load_checkpoint
 
     out, seen = [], set()
-    ck, ck_cache = None, cache / f"ckpt-{sha256_file(DEFAULT_CHECKPOINT)[:16]}"
-    for m in suite.models:
+    ck_path = suite_checkpoint(suite, suite_path)
+    ck, ck_cache = None, cache / f"ckpt-{sha256_file(ck_path)[:16]}"
+    for i, m in enumerate(suite.models):
         if "export" in m:
             folder = (suite_path.parent / m["export"]).resolve() if not Path(m["export"]).is_absolute() else Path(m["export"])
             if not (folder / "manifest.json").exists():
                 raise EdgeKWSError(f"{suite_path}: export '{m['export']}' has no manifest.json")
             folders = [folder]
         else:
+            ck = ck or load_checkpoint(ck_path)
             if "spec" in m:
                 specs = [load_spec_file(suite_path.parent / m["spec"])]
+                if specs[0].family != ck.family:
+                    raise EdgeKWSError(f"{suite_path}: models[{i}] is a {specs[0].family} spec but the suite's models "
+                                       f"come from a {ck.family} supernet ({ck_path.name}); set supernet = "
+                                       f"\"{specs[0].family}\" or checkpoint = \"...\" in the suite")
             else:
-                ck = ck or load_checkpoint(DEFAULT_CHECKPOINT)
                 if "sample" in m:  # subnets drawn from the trained space: rows a latency model can be fitted on
                     rng = np.random.default_rng(m.get("seed", 0))
                     specs = [ck.space.sample(rng) for _ in range(m["sample"])]
@@ -275,7 +306,7 @@ def prepare_models(suite: Suite, suite_path: Path, cache: Path) -> list[tuple[st
             for spec in specs:
                 folder = ck_cache / spec.name
                 if not (folder / "manifest.json").exists():
-                    folder = export_subnet(spec=spec, out=ck_cache, force=True).out_dir
+                    folder = export_subnet(spec=spec, checkpoint=ck_path, out=ck_cache, force=True).out_dir
                 folders.append(folder)
         for folder in folders:
             manifest = load_manifest(folder)

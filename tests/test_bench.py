@@ -368,3 +368,39 @@ def test_suite_sample_models_are_checked(tmp_path):
         p.write_text(f"[[models]]\n{body}\n")
         with pytest.raises(EdgeKWSError, match=needle):
             load_suite(p)
+
+
+def test_a_suite_benches_the_supernet_it_names(tmp_path):
+    """`supernet = "kwt"` (or `checkpoint = "file"`) exports a suite's width, spec and sample models
+    from that supernet, not the default dscnn: a lab can bench, and fit its board's cost model for,
+    the shipped kwt, whose rows then carry its architecture (the convolutional stem)."""
+    from edgekws.assets import shipped_checkpoint
+    from edgekws.fileio import sha256_file
+
+    def suite(body: str) -> Path:
+        p = tmp_path / "s.toml"
+        p.write_text(f'runtimes = ["litert"]\nprecisions = ["float"]\nruns = 3\nwarmup = 1\n{body}\n'
+                     "[[models]]\nwidth = 0.5\n")
+        return p
+
+    for body, needle in (('supernet = "kwt"\ncheckpoint = "x.pt"', "supernet or checkpoint, not both"),
+                         ('supernet = "lstm"', "no shipped supernet for family 'lstm' (shipped: dscnn, kwt")):
+        with pytest.raises(EdgeKWSError, match=needle.replace("(", r"\(")):
+            load_suite(suite(body))
+    missing = suite('checkpoint = "nowhere.pt"')
+    with pytest.raises(EdgeKWSError, match="checkpoint 'nowhere.pt' is not a file"):
+        prepare_models(load_suite(missing), missing, tmp_path / "cache")
+    (tmp_path / "kwt.json").write_text(json.dumps({"family": "kwt", "channels": [16, 32], "depths": [2]}))
+    mixed = suite('[[models]]\nspec = "kwt.json"')  # no supernet key: the shipped dscnn
+    with pytest.raises(EdgeKWSError, match='is a kwt spec but the suite.s models come from a dscnn supernet.*supernet = "kwt"'):
+        prepare_models(load_suite(mixed), mixed, tmp_path / "cache")
+
+    path = suite('supernet = "kwt"')
+    s = load_suite(path)
+    models = prepare_models(s, path, tmp_path / "cache")
+    (name, folder, manifest), = models
+    assert name == "kwt-w32.64-d6" and folder.parent.name == f"ckpt-{sha256_file(shipped_checkpoint('kwt'))[:16]}"
+    results = ResultsFile(tmp_path / "r.jsonl")
+    assert run_suite(s, models, [make_device("local")], results, log=lambda m: None)["ok"] == 1
+    (row,), _ = read_results(results.path)
+    assert row["spec"]["family"] == "kwt" and row["arch"]["embed"] == "conv"
