@@ -12,7 +12,7 @@ MatMul, Gemm: int8 weights and int8 inputs), the elementwise ops between them (r
 LayerNorm, Softmax, GELU) left in float. A tiny Transformer can need it: the shipped kwt's width
 0.25 agrees with its float model on 0.977-0.979 of the pack under every whole-graph scheme (the
 gate asks 0.98; its accuracy is the float one's or higher) and on 0.983 with the compute ops alone
-(seed-fixed pack, AVX-512 host), while no single block, the stem, the embedding or the head left in
+(the pinned test pack, on the AVX2 host), while no single block, the stem, the embedding or the head left in
 float reached 0.98, nor percentile or entropy calibration. Preferring whole-graph schemes keeps
 every model that passes them as it was; the manifest names the ops a compute-only scheme
 quantized."""
