@@ -702,7 +702,10 @@ def _gate_table(checks, title: str, pytorch_accuracy: float | None) -> Table:
 @user_errors
 def profile_cmd(
     artefact_dir: Annotated[Optional[Path], typer.Argument(help="An export folder (from `edgekws export`).")] = None,
-    width: Annotated[Optional[float], typer.Option(help="Export this width of the shipped supernet first.")] = None,
+    width: Annotated[Optional[float], typer.Option(help="Export this width of a supernet first (the shipped dscnn, "
+                                                     "or --supernet / --checkpoint).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="With --width: the supernet checkpoint to export from.")] = None,
+    supernet: Supernet = None,
     target: Annotated[str, typer.Option(help="Device tier: a targets/*.toml name or path.")] = "host_x86",
     runs: Annotated[int, typer.Option(callback=in_range(1, 100_000), help="Timed runs per model (1-100000).")] = 200,
     warmup: Annotated[int, typer.Option(callback=in_range(0, 100_000), help="Untimed runs first (0-100000).")] = 20,
@@ -713,20 +716,25 @@ def profile_cmd(
     Exits 1 when a model failed to load or run.
 
     Example: edgekws profile demo-out/dscnn-w32.48.80.112-d2.3.3 --target pi4
+    Example: edgekws profile --width 0.25 --supernet kwt --target pi4
     """
     import tempfile
 
+    from edgekws.assets import resolve_checkpoint
     from edgekws.profile import profile_export
     from edgekws.targets import get_target
 
     tgt = get_target(target)
     if (artefact_dir is None) == (width is None):
         raise EdgeKWSError("give an export folder or --width, not both")
+    if width is None and (checkpoint is not None or supernet is not None):
+        raise EdgeKWSError("--checkpoint and --supernet choose what --width exports; an export folder already has its model")
+    source = resolve_checkpoint(checkpoint, supernet)
     with tempfile.TemporaryDirectory(prefix="edgekws-profile-") as tmp:
         if width is not None:
             from edgekws.export import export_subnet
 
-            artefact_dir = export_subnet(width=width, out=Path(tmp)).out_dir
+            artefact_dir = export_subnet(width=width, checkpoint=source, out=Path(tmp)).out_dir
         rep = profile_export(artefact_dir, tgt, runs, warmup)
     failed = [r for r in rep["results"] if not r.get("ok")]
     if as_json:

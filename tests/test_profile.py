@@ -134,3 +134,17 @@ def test_profile_cli(export_dir):
     assert res.exit_code == 0 and "fastest here" in res.output
     one_line_error(runner.invoke(app, ["profile", str(export_dir), "--target", "nope"]), "unknown target 'nope'")
     one_line_error(runner.invoke(app, ["profile", str(export_dir.parent)]), "not an export folder")
+
+
+@pytest.mark.tflite
+def test_profile_a_width_of_the_shipped_kwt(export_dir):
+    """`profile --width W --supernet kwt` exports that width of the shipped kwt first (as `export
+    --supernet kwt` does) and profiles it; --supernet/--checkpoint with an export folder is one line."""
+    res = runner.invoke(app, ["profile", "--width", "0.5", "--supernet", "kwt", "--runs", "10", "--warmup", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert rep["name"] == "kwt-w32.64-d6" and all(r["ok"] for r in rep["results"])
+    one_line_error(runner.invoke(app, ["profile", str(export_dir), "--supernet", "kwt"]), "--supernet",
+                   "an export folder already has its model")
+    one_line_error(runner.invoke(app, ["profile", "--width", "0.5", "--supernet", "lstm"]),
+                   "no shipped supernet for family 'lstm'")
