@@ -26,12 +26,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main() -> None:
     import onnxruntime as ort
-    import torch
 
     from edgekws.assets import DEFAULT_PACK, load_pack, shipped_checkpoint
     from edgekws.checkpoint import load_checkpoint
     from edgekws.export.onnx_format import QUANT_CANDIDATES, export_float, quantize_int8
-    from edgekws.extract import calibration_batches, extract, fold_bn, has_batchnorm, recalibrate_bn
+    from edgekws.extract import deployable_subnet
     from edgekws.fileio import write_text_atomic
     from edgekws.targets import host_facts
 
@@ -48,11 +47,7 @@ def main() -> None:
 
     ck = load_checkpoint(shipped_checkpoint(args.supernet))
     spec = ck.pick(None, args.width, None)
-    torch.manual_seed(0)
-    net = extract(ck.supernet(), spec).eval()
-    if has_batchnorm(net):
-        recalibrate_bn(net, calibration_batches(ck.calibration_features()))
-    net = fold_bn(net)
+    net, _ = deployable_subnet(ck, spec)  # exactly what `edgekws export` quantizes
     calib = ck.calibration_features()[:200]  # what export calibrates on by default
     float_onnx = export_float(net, ck.features.shape)
     with tempfile.TemporaryDirectory() as work:

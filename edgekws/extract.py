@@ -101,3 +101,17 @@ def fold_bn(model: nn.Module) -> nn.Module:
                 setattr(parent, name_c, fused)
                 setattr(parent, name_b, nn.Identity())
     return model
+
+
+def deployable_subnet(ck, spec: SubnetSpec) -> tuple[nn.Module, bool]:
+    """The subnet `spec` of checkpoint `ck` as an export ships it: extracted from the supernet
+    (built under seed 0, so anything left unset is the same every time), its BatchNorm statistics
+    recalibrated on the checkpoint's pinned training examples, then folded. Returns the eval-mode
+    model and whether it had BatchNorm to recalibrate (a benchmark that quantizes "the exported
+    model" must start from this one, not from a copy of the steps)."""
+    torch.manual_seed(0)
+    net = extract(ck.supernet(), spec).eval()
+    recalibrated = has_batchnorm(net)
+    if recalibrated:
+        recalibrate_bn(net, calibration_batches(ck.calibration_features()))
+    return fold_bn(net).eval(), recalibrated

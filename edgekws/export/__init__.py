@@ -116,8 +116,7 @@ def export_subnet(
     from edgekws.accounting import account
     from edgekws.assets import DEFAULT_CHECKPOINT, DEFAULT_PACK, load_pack
     from edgekws.checkpoint import arch_dict, load_checkpoint
-    from edgekws.extract import calibration_batches, extract, fold_bn, has_batchnorm
-    from edgekws.extract import recalibrate_bn as recalibrate
+    from edgekws.extract import deployable_subnet
 
     if family is not None and (checkpoint is not None or pack_path is not None):
         raise EdgeKWSError("an untrained reference (--family) takes no --checkpoint or --pack")
@@ -146,14 +145,9 @@ def export_subnet(
     calib = bn_calib[:calibration]
 
     say("extracting the subnet")
-    torch.manual_seed(0)
-    supernet = ck.supernet()
-    net = extract(supernet, spec).eval()
-    bn_note = "no BatchNorm"
-    if has_batchnorm(net):
-        recalibrate(net, calibration_batches(bn_calib))
-        bn_note = f"BN statistics recalibrated on the checkpoint's {len(bn_calib)} pinned training examples, then folded"
-    net = fold_bn(net)
+    net, recalibrated = deployable_subnet(ck, spec)
+    bn_note = (f"BN statistics recalibrated on the checkpoint's {len(bn_calib)} pinned training examples, then folded"
+               if recalibrated else "no BatchNorm")
     with torch.no_grad():
         ref = net(torch.from_numpy(pack.features)).numpy()
     if ck_path is None:  # untrained: the "labels" of the synthetic inputs are the float model's answers
