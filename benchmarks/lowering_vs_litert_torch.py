@@ -6,12 +6,12 @@
 litert-torch lives in a separate venv (`python3 -m venv /tmp/lt && /tmp/lt/bin/pip install
 litert-torch==0.10.0 torch==2.13.0`): it is not a dependency of edgekws, and this script measures
 whether it should be. Both sides convert the same extracted, BN-folded subnets of the shipped dscnn
-supernet (widths 0.25 and 1.0) and of a kwt supernet (seeded weights, widths 0.25 and 1.0); every
+and kwt supernets (widths 0.25 and 1.0), as `edgekws export` ships them; every
 .tflite is then run by the same LiteRT interpreter here on the pinned test pack. Per model and
 converter: conversion seconds (one process each, median of `--repeats`), file size, operator
 counts (TRANSPOSE in particular), float max |logit − PyTorch|, int8 top-1 agreement with float
 PyTorch and its accuracy drop. litert-torch's int8 is its PT2E static quantizer (symmetric,
-per-channel weights), calibrated on the same examples as ours. Writes
+per-channel weights), calibrated on the same examples as ours (each checkpoint's first 200). Writes
 benchmarks/results/lowering_vs_litert_torch.{json,md}.
 """
 
@@ -78,25 +78,14 @@ print(json.dumps({"seconds": time.perf_counter() - t0}))
 
 
 def static_net(family: str, width: float):
-    """The BN-folded static subnet both converters see (kwt: seeded supernet, nothing shipped)."""
-    import torch
-
-    from edgekws.assets import DEFAULT_CHECKPOINT
+    """The subnet both converters see: the shipped supernet's uniform `width`, exactly as
+    `edgekws export` ships it (extracted, BN recalibrated, folded: `extract.deployable_subnet`)."""
+    from edgekws.assets import shipped_checkpoint
     from edgekws.checkpoint import load_checkpoint
-    from edgekws.extract import calibration_batches, extract, fold_bn, recalibrate_bn
-    from edgekws.models import get_family
+    from edgekws.extract import deployable_subnet
 
-    fam = get_family(family)
-    if family == "dscnn":
-        ck = load_checkpoint(DEFAULT_CHECKPOINT)
-        sup = ck.supernet()
-    else:
-        torch.manual_seed(0)
-        sup = fam.supernet()
-    net = extract(sup, fam.space.uniform(width))
-    if family == "dscnn":
-        recalibrate_bn(net, calibration_batches(ck.calibration))
-    return fold_bn(net).eval()
+    ck = load_checkpoint(shipped_checkpoint(family))
+    return deployable_subnet(ck, ck.space.uniform(width))[0]
 
 
 def _ops(data: bytes) -> Counter:
@@ -122,23 +111,30 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--litert-python", required=True, help="python of a venv with litert-torch installed")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--models", nargs="+", default=[f"{f}@{w}" for f, w in MODELS],
+                    help="FAMILY@WIDTH of shipped supernets (default: %(default)s)")
     args = ap.parse_args()
+    try:
+        models = [(m.split("@")[0], float(m.split("@")[1])) for m in args.models]
+    except (IndexError, ValueError):
+        ap.error(f"--models takes FAMILY@WIDTH, e.g. kwt@0.25 (got {args.models})")
 
     import numpy as np
     import torch
 
-    from edgekws.assets import DEFAULT_CHECKPOINT, DEFAULT_PACK, load_pack
+    from edgekws.assets import DEFAULT_PACK, load_pack, shipped_checkpoint
     from edgekws.checkpoint import load_checkpoint
     from edgekws.export.runtimes import TFLiteRunner
+    from edgekws.targets import host_facts
 
     pack = load_pack(DEFAULT_PACK)
-    ck = load_checkpoint(DEFAULT_CHECKPOINT)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        calib = work / "calib.npy"
-        np.save(calib, np.asarray(ck.calibration[:200], dtype=np.float32))
-        for family, width in MODELS:
+        for family, width in models:
+            calib = work / f"calib_{family}.npy"
+            if not calib.exists():
+                np.save(calib, load_checkpoint(shipped_checkpoint(family)).calibration_features(200))
             net = static_net(family, width)
             with torch.no_grad():
                 ref = net(torch.from_numpy(pack.features)).numpy()
@@ -173,8 +169,8 @@ def main() -> None:
     out = {"benchmark": "lowering_vs_litert_torch", "date": time.strftime("%Y-%m-%d"), "cpu_count": os.cpu_count(),
            "pack_examples": len(pack.targets), "repeats": args.repeats,
            "note": "conversion seconds exclude interpreter start and imports done before the timer (TF import "
-                   "is inside ours); kwt weights are seeded, not trained, so its int8 agreement is a conversion "
-                   "check, not an accuracy figure", "rows": rows}
+                   "is inside ours); both families are the shipped supernets' subnets as exported",
+           "cpu": host_facts()["cpu"], "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "lowering_vs_litert_torch.json").write_text(json.dumps(out, indent=2) + "\n")
     lines = ["| model | precision | converter | convert s | KB | ops | TRANSPOSE | float max diff | int8 agreement | int8 drop pt |",
