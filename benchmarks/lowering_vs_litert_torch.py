@@ -123,6 +123,13 @@ def main() -> None:
     import torch
 
     from edgekws.assets import DEFAULT_PACK, load_pack, shipped_checkpoint
+    from edgekws.errors import EdgeKWSError
+
+    for family, _ in models:  # a family that ships no supernet: one line before any conversion
+        try:
+            shipped_checkpoint(family)
+        except EdgeKWSError as err:
+            raise SystemExit(f"error: {err}")
     from edgekws.checkpoint import load_checkpoint
     from edgekws.export.runtimes import TFLiteRunner
     from edgekws.targets import host_facts
